@@ -1,0 +1,60 @@
+"""The overlay interface: what the rest of dmoa-p2p may ask of the network."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+import attrs
+import trio
+
+# Called once per message before it is delivered or forwarded: (publisher peer id, data) -> keep?
+TopicValidator = Callable[[str, bytes], bool]
+
+
+class OverlayError(Exception):
+    """A network operation failed (dial refused, bad multiaddr, overlay closed)."""
+
+
+@attrs.frozen
+class OverlayMessage:
+    """A pubsub message that passed its topic validator."""
+
+    topic: str
+    data: bytes
+    publisher: str  # peer id that signed the pubsub message (GossipSub StrictSign)
+
+
+class Overlay(Protocol):
+    """A GossipSub-style overlay: signed pubsub topics between peers.
+
+    Implementations: `open_libp2p_overlay` (real py-libp2p) and `MemoryNetwork.open_overlay`
+    (in-process, for fast deterministic tests).
+    """
+
+    @property
+    def peer_id(self) -> str: ...
+
+    @property
+    def listen_addrs(self) -> tuple[str, ...]:
+        """Full multiaddrs others can dial, each ending in /p2p/<peer id>."""
+        ...
+
+    async def connect(self, multiaddr: str) -> str:
+        """Dial a peer by full multiaddr (with /p2p/<id>); return its peer id or raise OverlayError."""
+        ...
+
+    def connected_peers(self) -> frozenset[str]: ...
+
+    async def subscribe(
+        self, topic: str, validator: TopicValidator
+    ) -> trio.abc.ReceiveChannel[OverlayMessage]:
+        """Join `topic`; messages the validator rejects are neither delivered nor forwarded.
+
+        Own publishes are validated and delivered too.
+        """
+        ...
+
+    async def publish(self, topic: str, data: bytes) -> None:
+        """Publish `data` on `topic`, waiting while outbound queues are full (never drops silently)."""
+        ...
