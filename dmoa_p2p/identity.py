@@ -27,15 +27,16 @@ def peer_id_from_public_key(public_key: bytes) -> str:
     """The libp2p peer id (base58, '12D3KooW…') of a raw 32-byte Ed25519 public key."""
     if len(public_key) != _SEED_LEN:
         raise ValueError(f"an Ed25519 public key has 32 bytes, not {len(public_key)}")
-    return base58.b58encode(
+    encoded: bytes = base58.b58encode(
         _IDENTITY_MULTIHASH_PREFIX + _PROTOBUF_ED25519_PREFIX + public_key
-    ).decode("ascii")
+    )
+    return encoded.decode("ascii")
 
 
 def public_key_from_peer_id(peer_id: str) -> bytes | None:
     """The Ed25519 public key embedded in a peer id, or None if it embeds none."""
     try:
-        raw = base58.b58decode(peer_id)
+        raw: bytes = base58.b58decode(peer_id)
     except ValueError:
         return None
     prefix = _IDENTITY_MULTIHASH_PREFIX + _PROTOBUF_ED25519_PREFIX

@@ -41,7 +41,10 @@ class Overlay(Protocol):
         ...
 
     async def connect(self, multiaddr: str) -> str:
-        """Dial a peer by full multiaddr (with /p2p/<id>); return its peer id or raise OverlayError."""
+        """Dial a peer by full multiaddr (with /p2p/<id>).
+
+        Return its peer id, or raise OverlayError.
+        """
         ...
 
     def connected_peers(self) -> frozenset[str]: ...
@@ -56,5 +59,8 @@ class Overlay(Protocol):
         ...
 
     async def publish(self, topic: str, data: bytes) -> None:
-        """Publish `data` on `topic`, waiting while outbound queues are full (never drops silently)."""
+        """Publish `data` on `topic`.
+
+        Waits while outbound queues are full (never drops silently).
+        """
         ...

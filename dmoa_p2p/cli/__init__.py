@@ -1,0 +1,19 @@
+"""The `dmoa-p2p` command line: a thin layer that parses, calls the library and prints."""
+
+from __future__ import annotations
+
+import click
+
+from dmoa_p2p.cli._common import cli
+from dmoa_p2p.cli._node import keygen, node, peers
+from dmoa_p2p.cli._swarm import swarm
+
+for command in (keygen, node, peers, swarm):
+    cli.add_command(command)
+
+
+def main() -> None:
+    cli(prog_name="dmoa-p2p", auto_envvar_prefix="DMOA_P2P")
+
+
+__all__ = ["cli", "click", "main"]

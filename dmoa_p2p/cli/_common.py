@@ -1,0 +1,89 @@
+"""Shared pieces of the command line: the root group, common options, output and errors."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import trio
+from rich.console import Console
+
+from dmoa_p2p.config import ConfigError
+from dmoa_p2p.identity import IdentityError
+from dmoa_p2p.logs import configure_logging
+from dmoa_p2p.node import ControlError
+from dmoa_p2p.overlay import OverlayError
+
+F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+
+console = Console()
+# errors a user can fix; anything else is a bug and keeps its traceback
+USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, IdentityError, ControlError, OverlayError)
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "dmoa-p2p"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="More log output (-v: info, -vv: debug).")
+@click.version_option(package_name="dmoa-p2p")
+def cli(verbose: int) -> None:
+    """Run a distributed Mixture-of-Agents of local LLMs over a peer-to-peer network."""
+    configure_logging(verbose)
+
+
+def data_dir_option(func: F) -> F:
+    return click.option(
+        "--data-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=default_data_dir,
+        show_default="$XDG_DATA_HOME/dmoa-p2p",
+        envvar="DMOA_P2P_DATA_DIR",
+        help="Where the node keeps its key and control socket.",
+    )(func)
+
+
+def json_option(func: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(func)
+
+
+def print_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, sort_keys=True))
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn errors a user can act on into a one-line message and exit code 1."""
+    try:
+        yield
+    except USER_ERRORS as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def run_until_signalled(main: Callable[[trio.Nursery], Awaitable[None]]) -> None:
+    """trio.run `main`, cancelling it cleanly on SIGINT or SIGTERM."""
+
+    async def runner() -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+
+                async def stop_on_signal() -> None:
+                    async for _ in signals:
+                        nursery.cancel_scope.cancel()
+                        return
+
+                nursery.start_soon(stop_on_signal)
+                await main(nursery)
+                nursery.cancel_scope.cancel()
+
+    with user_errors():
+        trio.run(runner)

@@ -1,0 +1,127 @@
+"""Commands about one node: keygen, node, peers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import trio
+from rich.table import Table
+
+from dmoa_p2p.cli._common import (
+    console,
+    data_dir_option,
+    json_option,
+    print_json,
+    run_until_signalled,
+    user_errors,
+)
+from dmoa_p2p.config import DEFAULT_LISTEN, NodeConfig
+from dmoa_p2p.identity import KEY_FILE_NAME, NodeIdentity, load_or_create_identity, save_identity
+from dmoa_p2p.node import call_control, serve_node
+
+
+@click.command()
+@data_dir_option
+@click.option("--force", is_flag=True, help="Replace an existing key (the peer id changes).")
+def keygen(data_dir: Path, force: bool) -> None:
+    """Create the node's Ed25519 key and print its peer id."""
+    path = data_dir / KEY_FILE_NAME
+    with user_errors():
+        if path.exists() and not force:
+            identity = load_or_create_identity(data_dir)
+            console.print(f"{path} exists already (use --force to replace it)", style="yellow")
+        else:
+            identity = NodeIdentity.generate()
+            save_identity(identity, path)
+    click.echo(identity.peer_id)
+
+
+@click.command()
+@data_dir_option
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="TOML file with node settings; command-line options override it.",
+)
+@click.option(
+    "--listen",
+    multiple=True,
+    metavar="MULTIADDR",
+    help=f"Address to listen on (repeatable). [default: {DEFAULT_LISTEN}]",
+)
+@click.option(
+    "--bootstrap",
+    multiple=True,
+    metavar="MULTIADDR",
+    help="A known peer, /ip4/HOST/tcp/PORT/p2p/PEER_ID (repeatable).",
+)
+@click.option("--presence-interval", type=float, help="Seconds between presence messages.")
+@json_option
+def node(
+    data_dir: Path,
+    config_file: Path | None,
+    listen: tuple[str, ...],
+    bootstrap: tuple[str, ...],
+    presence_interval: float | None,
+    as_json: bool,
+) -> None:
+    """Run a node until Ctrl-C: join the overlay and serve this user and its peers."""
+    overrides = {
+        "data_dir": str(data_dir),
+        "listen_addrs": list(listen) or None,
+        "bootstrap": list(bootstrap) or None,
+        "presence_interval_s": presence_interval,
+    }
+    with user_errors():
+        if config_file is not None:
+            config = NodeConfig.from_toml(config_file, **overrides)
+        else:
+            config = NodeConfig.from_mapping({k: v for k, v in overrides.items() if v is not None})
+
+    async def main(nursery: trio.Nursery) -> None:
+        running = await nursery.start(serve_node, config)
+        if as_json:
+            print_json({"peer_id": running.peer_id, "listen_addrs": list(running.listen_addrs)})
+        else:
+            console.print(f"node [bold]{running.peer_id}[/] listening on:")
+            for addr in running.listen_addrs:
+                console.print(f"  {addr}", soft_wrap=True)
+            console.print("Ctrl-C stops it.", style="dim")
+        await trio.sleep_forever()
+
+    run_until_signalled(main)
+
+
+@click.command()
+@data_dir_option
+@json_option
+def peers(data_dir: Path, as_json: bool) -> None:
+    """Show the peers a running node sees (its peer view)."""
+    with user_errors():
+        status = trio.run(call_control, data_dir / "control.sock", "status")
+    if as_json:
+        print_json(status["peers"])
+        return
+    table = Table(title=f"peers seen by {status['peer_id']}")
+    for column in ("peer id", "address", "models", "queue", "service s", "λ /s", "seen s ago"):
+        table.add_column(column)
+    for peer in status["peers"]:
+        table.add_row(
+            peer["peer_id"],
+            "\n".join(peer["listen_addrs"]),
+            ", ".join(peer["models"]) or "-",
+            f"{peer['queue_length']}/{peer['queue_capacity']}",
+            _maybe(peer["mean_service_s"]),
+            _maybe(peer["arrival_rate"]),
+            f"{peer['last_seen_s']:.1f}",
+        )
+    console.print(table)
+    rejected = status["messages"]["rejected"]
+    if rejected:
+        console.print("rejected messages: " + ", ".join(f"{k}={v}" for k, v in rejected.items()))
+
+
+def _maybe(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}"

@@ -1,0 +1,97 @@
+"""Node configuration: defaults, validation and loading from TOML."""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import attrs
+import cattrs
+
+DEFAULT_LISTEN = "/ip4/0.0.0.0/tcp/4001"
+LOCALHOST_LISTEN = "/ip4/127.0.0.1/tcp/0"
+
+
+class ConfigError(Exception):
+    """A configuration value is missing, of the wrong type or out of range."""
+
+
+def _positive(_: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"{attribute.name} must be > 0, got {value!r}")
+
+
+def _multiaddrs(
+    _: object, attribute: attrs.Attribute[tuple[str, ...]], value: tuple[str, ...]
+) -> None:
+    for addr in value:
+        if not addr.startswith("/"):
+            raise ValueError(
+                f"{attribute.name}: {addr!r} is not a multiaddr (e.g. {DEFAULT_LISTEN})"
+            )
+
+
+def _strings(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(value)
+
+
+@attrs.frozen
+class NodeConfig:
+    """Everything a node needs to start; the CLI and tests build one of these."""
+
+    data_dir: Path = attrs.field(converter=Path)
+    listen_addrs: tuple[str, ...] = attrs.field(
+        default=(DEFAULT_LISTEN,), converter=_strings, validator=_multiaddrs
+    )
+    bootstrap: tuple[str, ...] = attrs.field(default=(), converter=_strings, validator=_multiaddrs)
+    presence_interval_s: float = attrs.field(default=2.0, validator=_positive)
+    # a peer is dropped from the view after this many presence periods without news
+    missed_presence_limit: float = attrs.field(default=3.0, validator=_positive)
+    # dial peers learnt from presence until this many connections are open
+    max_dialed_peers: int = attrs.field(default=16, validator=attrs.validators.ge(0))
+    models: tuple[str, ...] = attrs.field(default=(), converter=_strings)
+    queue_capacity: int = attrs.field(default=64, validator=attrs.validators.ge(1))
+    control_socket: Path | None = attrs.field(
+        default=None, converter=attrs.converters.optional(Path)
+    )
+
+    @property
+    def control_path(self) -> Path:
+        return self.control_socket or self.data_dir / "control.sock"
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any]) -> NodeConfig:
+        try:
+            return _converter.structure(values, cls)
+        except (cattrs.BaseValidationError, ValueError, TypeError) as exc:
+            raise ConfigError(f"bad node configuration: {_explain(exc)}") from exc
+
+    @classmethod
+    def from_toml(cls, path: Path, **overrides: Any) -> NodeConfig:
+        try:
+            values = tomllib.loads(path.read_text())
+        except OSError as exc:
+            raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config {path} is not valid TOML: {exc}") from exc
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.from_mapping(values)
+
+
+def _explain(exc: BaseException) -> str:
+    if isinstance(exc, cattrs.BaseValidationError):
+        return "; ".join(cattrs.transform_error(exc, path="config", format_exception=_describe))
+    return str(exc)
+
+
+def _describe(exc: BaseException, type_: type | None) -> str:
+    # attrs validators carry the useful sentence; cattrs' default hides it
+    if type(exc) is ValueError:
+        return str(exc)
+    return cattrs.v.format_exception(exc, type_)
+
+
+_converter = cattrs.Converter(forbid_extra_keys=True)
+_converter.register_structure_hook(Path, lambda value, _: Path(value))

@@ -1,0 +1,249 @@
+"""A dmoa-p2p node: identity, overlay, signed presence and the peer view, in one trio service."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import trio
+
+from dmoa_p2p.config import NodeConfig
+from dmoa_p2p.identity import NodeIdentity, load_or_create_identity
+from dmoa_p2p.node._peer_view import PeerView
+from dmoa_p2p.overlay import Overlay, OverlayError, open_libp2p_overlay
+from dmoa_p2p.wire import (
+    PROTOCOL_VERSION,
+    MessageGate,
+    Presence,
+    WireError,
+    decode_envelope,
+    seal,
+)
+
+PRESENCE_TOPIC = f"dmoa-p2p/v{PROTOCOL_VERSION}/presence"
+_MAX_BACKOFF_S = 30.0
+
+log = logging.getLogger(__name__)
+
+OverlayOpener = Callable[[NodeIdentity, Sequence[str]], AbstractAsyncContextManager[Overlay]]
+
+
+def peer_id_of_multiaddr(addr: str) -> str:
+    """The peer id at the end of a full multiaddr (…/p2p/<id>)."""
+    head, sep, peer_id = addr.rpartition("/p2p/")
+    if not sep or not head or not peer_id or "/" in peer_id:
+        raise ValueError(f"{addr!r} does not end with /p2p/<peer id>")
+    return peer_id
+
+
+class Node:
+    """One participant of the overlay. Build it with `open_node` or run it with `serve_node`."""
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        identity: NodeIdentity,
+        overlay: Overlay,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.identity = identity
+        self.overlay = overlay
+        self.wall_clock = wall_clock
+        self.gate = MessageGate(clock=wall_clock)
+        self.peer_view = PeerView(identity.peer_id, config.missed_presence_limit)
+        self.events: Counter[str] = Counter()
+        self._dialing: set[str] = set()
+        self._nursery: trio.Nursery | None = None
+
+    @property
+    def peer_id(self) -> str:
+        return self.identity.peer_id
+
+    @property
+    def listen_addrs(self) -> tuple[str, ...]:
+        return self.overlay.listen_addrs
+
+    def live_peer_ids(self) -> frozenset[str]:
+        return self.peer_view.live_ids(trio.current_time())
+
+    def presence(self) -> Presence:
+        """This node's presence as it advertises it now."""
+        return Presence(
+            peer_id=self.peer_id,
+            listen_addrs=self.listen_addrs,
+            models=self.config.models,
+            mean_service_s=None,
+            service_var_s2=None,
+            queue_length=0,
+            queue_capacity=self.config.queue_capacity,
+            arrival_rate=None,
+            interval_s=self.config.presence_interval_s,
+        )
+
+    def status(self) -> dict[str, Any]:
+        """A JSON-able snapshot: who we are, whom we see, what we rejected."""
+        now = trio.current_time()
+        return {
+            "peer_id": self.peer_id,
+            "listen_addrs": list(self.listen_addrs),
+            "connected_peers": sorted(self.overlay.connected_peers()),
+            "peers": [
+                {
+                    "peer_id": rec.peer_id,
+                    "listen_addrs": list(rec.presence.listen_addrs),
+                    "models": list(rec.presence.models),
+                    "queue_length": rec.presence.queue_length,
+                    "queue_capacity": rec.presence.queue_capacity,
+                    "mean_service_s": rec.presence.mean_service_s,
+                    "arrival_rate": rec.presence.arrival_rate,
+                    "last_seen_s": round(now - rec.last_seen, 3),
+                }
+                for rec in self.peer_view.live(now)
+            ],
+            "messages": {
+                "accepted": self.gate.accepted,
+                "rejected": {str(reason): n for reason, n in sorted(self.gate.rejections.items())},
+            },
+            "events": dict(sorted(self.events.items())),
+        }
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Subscribe, bootstrap and keep presence flowing until cancelled."""
+        presence_in = await self.overlay.subscribe(PRESENCE_TOPIC, self._validate)
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._receive_presence, presence_in)
+            for addr in self.config.bootstrap:
+                nursery.start_soon(self._keep_connected, addr)
+            nursery.start_soon(self._publish_presence)
+            nursery.start_soon(self._expire_peers)
+            task_status.started()
+
+    def _validate(self, publisher: str, data: bytes) -> bool:
+        try:
+            self.gate.admit(data)
+        except WireError as exc:
+            log.debug("rejected a message published by %s: %s", publisher, exc)
+            return False
+        return True
+
+    async def _receive_presence(self, messages: trio.abc.ReceiveChannel[Any]) -> None:
+        async for message in messages:
+            try:
+                envelope = decode_envelope(message.data)  # already admitted by _validate
+            except WireError:
+                continue
+            if not isinstance(envelope.body, Presence):
+                continue
+            if self.peer_view.observe(envelope.body, trio.current_time()):
+                log.info("peer %s joined", envelope.body.peer_id)
+                self.events["peer_joined"] += 1
+                self._dial_if_useful(envelope.body)
+
+    async def _publish_presence(self) -> None:
+        while True:
+            data = seal(self.presence(), self.identity, now=self.wall_clock())
+            try:
+                await self.overlay.publish(PRESENCE_TOPIC, data)
+                self.events["presence_published"] += 1
+            except OverlayError as exc:
+                log.warning("could not publish presence: %s", exc)
+            await trio.sleep(self.config.presence_interval_s)
+
+    async def _expire_peers(self) -> None:
+        while True:
+            await trio.sleep(self.config.presence_interval_s / 2)
+            for peer_id in self.peer_view.expire(trio.current_time()):
+                log.info(
+                    "peer %s left (no presence for %.1f periods)",
+                    peer_id,
+                    self.config.missed_presence_limit,
+                )
+                self.events["peer_expired"] += 1
+
+    async def _keep_connected(self, addr: str) -> None:
+        """Dial a bootstrap peer, retrying with exponential backoff, and redial if it drops."""
+        target = peer_id_of_multiaddr(addr)
+        backoff = 0.5
+        while True:
+            if target in self.overlay.connected_peers():
+                backoff = 0.5
+                await trio.sleep(self.config.presence_interval_s)
+                continue
+            try:
+                await self.overlay.connect(addr)
+                log.info("connected to bootstrap peer %s", addr)
+                continue
+            except OverlayError as exc:
+                log.info("bootstrap %s failed (%s); retrying in %.1f s", addr, exc, backoff)
+            await trio.sleep(backoff)
+            backoff = min(backoff * 2, _MAX_BACKOFF_S)
+
+    def _dial_if_useful(self, presence: Presence) -> None:
+        # a direct link to every peer (up to a limit) keeps the swarm up when the bootstrap leaves
+        peer_id = presence.peer_id
+        connected = self.overlay.connected_peers()
+        if (
+            self._nursery is None
+            or peer_id in connected
+            or peer_id in self._dialing
+            or len(connected) >= self.config.max_dialed_peers
+        ):
+            return
+        self._dialing.add(peer_id)
+        self._nursery.start_soon(self._dial_peer, presence)
+
+    async def _dial_peer(self, presence: Presence) -> None:
+        try:
+            for addr in presence.listen_addrs:
+                if "/ip4/0.0.0.0/" in addr or "/ip6/::/" in addr:
+                    continue
+                with contextlib.suppress(OverlayError):
+                    await self.overlay.connect(addr)
+                    return
+            log.debug("could not dial %s at any of %s", presence.peer_id, presence.listen_addrs)
+        finally:
+            self._dialing.discard(presence.peer_id)
+
+
+@contextlib.asynccontextmanager
+async def open_node(
+    config: NodeConfig,
+    *,
+    identity: NodeIdentity | None = None,
+    overlay_opener: OverlayOpener | None = None,
+    control: bool = True,
+    wall_clock: Callable[[], float] = time.time,
+) -> AsyncIterator[Node]:
+    """Start a node, yield it once it is listening and subscribed, stop it on exit."""
+    from dmoa_p2p.node._control import serve_control
+
+    for addr in config.bootstrap:
+        peer_id_of_multiaddr(addr)  # fail fast on a bad bootstrap address
+    identity = identity or load_or_create_identity(config.data_dir)
+    opener = overlay_opener or open_libp2p_overlay
+    async with opener(identity, config.listen_addrs) as overlay:
+        node = Node(config, identity, overlay, wall_clock)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(node.run)
+            if control:
+                await nursery.start(serve_control, node, config.control_path)
+            try:
+                yield node
+            finally:
+                nursery.cancel_scope.cancel()
+
+
+async def serve_node(
+    config: NodeConfig, *, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Run a node until cancelled (trio service style)."""
+    async with open_node(config) as node:
+        task_status.started(node)
+        await trio.sleep_forever()

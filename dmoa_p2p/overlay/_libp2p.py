@@ -1,0 +1,312 @@
+"""The real overlay: py-libp2p GossipSub v1.1 with signed messages, on trio."""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+import multiaddr
+import trio
+from libp2p import new_host
+from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.network.config import ConnectionConfig
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import info_from_p2p_addr
+from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, GossipSub
+from libp2p.pubsub.pubsub import Pubsub
+from libp2p.tools.anyio_service import background_trio_service
+
+from dmoa_p2p.identity import NodeIdentity
+from dmoa_p2p.overlay._protocol import Overlay, OverlayError, OverlayMessage, TopicValidator
+
+_log = logging.getLogger(__name__)
+
+# py-libp2p's own subscription channel holds 32 messages; ours absorbs bursts behind it
+RECEIVE_CAPACITY = 4096
+_WARN_EVERY = 100  # dropped messages per warning
+CONNECT_TIMEOUT_S = 10.0
+_CLOSE_TIMEOUT_S = 5.0
+_SHUTDOWN_RACE = "Nursery is closed to new arrivals"
+
+
+class Libp2pOverlay:
+    """`Overlay` over a running py-libp2p host, Pubsub and GossipSub router."""
+
+    def __init__(
+        self,
+        host: Any,
+        pubsub: Any,
+        nursery: trio.Nursery,
+        *,
+        max_queued_per_peer: int,
+        publish_timeout: float,
+    ) -> None:
+        self._host = host
+        self._pubsub = pubsub
+        self._nursery = nursery
+        self._max_queued = max_queued_per_peer
+        self._publish_timeout = publish_timeout
+        self._senders: dict[str, trio.MemorySendChannel[OverlayMessage]] = {}
+        self._closed = False
+        # messages lost because a receiver did not keep up, per topic
+        self.dropped: collections.Counter[str] = collections.Counter()
+
+    @property
+    def peer_id(self) -> str:
+        return str(self._host.get_id().to_base58())
+
+    @property
+    def listen_addrs(self) -> tuple[str, ...]:
+        return tuple(str(addr) for addr in self._host.get_addrs())
+
+    def connected_peers(self) -> frozenset[str]:
+        return frozenset(str(p.to_base58()) for p in self._host.get_connected_peers())
+
+    async def connect(self, multiaddr_: str) -> str:
+        self._check_open()
+        try:
+            info = info_from_p2p_addr(multiaddr.Multiaddr(multiaddr_))
+        except Exception as exc:
+            raise OverlayError(f"cannot connect to {multiaddr_!r}: bad multiaddr: {exc}") from exc
+        if info.peer_id == self._host.get_id():
+            raise OverlayError(f"cannot connect to {multiaddr_!r}: that is this node's own id")
+        try:
+            with trio.fail_after(CONNECT_TIMEOUT_S):
+                await self._host.connect(info)
+        except trio.TooSlowError as exc:
+            raise OverlayError(
+                f"cannot connect to {multiaddr_!r}: no answer within {CONNECT_TIMEOUT_S:g} s"
+            ) from exc
+        except Exception as exc:
+            raise OverlayError(f"cannot connect to {multiaddr_!r}: {_reason(exc)}") from exc
+        return str(info.peer_id.to_base58())
+
+    async def subscribe(
+        self, topic: str, validator: TopicValidator
+    ) -> trio.abc.ReceiveChannel[OverlayMessage]:
+        self._check_open()
+        if topic in self._senders:
+            raise OverlayError(f"already subscribed to topic {topic!r}")
+        send, receive = trio.open_memory_channel[OverlayMessage](RECEIVE_CAPACITY)
+        self._senders[topic] = send
+        # set before subscribing so that no message is ever accepted unvalidated
+        self._pubsub.set_topic_validator(topic, _sync_validator(validator), False)
+        subscription = await self._pubsub.subscribe(topic)
+        self._nursery.start_soon(self._drain, topic, subscription, send)
+        return receive
+
+    async def publish(self, topic: str, data: bytes) -> None:
+        self._check_open()
+        with trio.move_on_after(self._publish_timeout) as waiting:
+            # publish() never blocks and per-peer queues drop beyond 32: wait for room;
+            # libp2p signals no event when a queue shrinks, hence the polling
+            while self._longest_queue() > self._max_queued:  # noqa: ASYNC110
+                await trio.sleep(0.001)
+        if waiting.cancelled_caught:
+            raise OverlayError(
+                f"cannot publish on {topic!r}: outbound queues stayed above "
+                f"{self._max_queued} messages for {self._publish_timeout:g} s"
+            )
+        await self._pubsub.publish(topic, data)
+        # publish() may not yield: let the drain tasks empty libp2p's 32-slot channels
+        await trio.lowlevel.checkpoint()
+
+    def _longest_queue(self) -> int:
+        # peer_queues: {ID: RpcQueue}; len() counts queued RPCs (priority + normal)
+        return max((len(q) for q in self._pubsub.peer_queues.values()), default=0)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise OverlayError("the overlay is closed")
+
+    async def _drain(
+        self, topic: str, subscription: Any, send: trio.MemorySendChannel[OverlayMessage]
+    ) -> None:
+        channel = subscription.receive_channel
+        async for raw in channel:
+            self._forward(topic, raw, send)
+            # move the whole backlog at once: libp2p's channel drops beyond 32
+            while True:
+                try:
+                    raw = channel.receive_nowait()
+                except trio.WouldBlock:
+                    break
+                self._forward(topic, raw, send)
+
+    def _forward(self, topic: str, raw: Any, send: trio.MemorySendChannel[OverlayMessage]) -> None:
+        message = OverlayMessage(
+            topic=topic, data=bytes(raw.data), publisher=str(ID(raw.from_id).to_base58())
+        )
+        try:
+            send.send_nowait(message)
+        except trio.WouldBlock:
+            self.dropped[topic] += 1
+            if self.dropped[topic] % _WARN_EVERY == 1:  # a stuck receiver must not flood the log
+                _log.warning(
+                    "receiver of topic %r is full: dropped a message (%d so far)",
+                    topic,
+                    self.dropped[topic],
+                )
+        except trio.BrokenResourceError:
+            self.dropped[topic] += 1
+            _log.debug("receiver of topic %r is closed: message dropped", topic)
+        except trio.ClosedResourceError:
+            pass  # the overlay is closing
+
+    def _shutdown(self) -> None:
+        """Close our channels and stop the drain tasks; libp2p stops after this."""
+        # no unsubscribe: peers would then queue every publish for us ("pending
+        # messages", 100 max, each overflow logged) until the connection closes
+        self._closed = True
+        for send in self._senders.values():
+            send.close()
+        self._nursery.cancel_scope.cancel()
+
+
+def _sync_validator(validator: TopicValidator) -> Callable[[Any, Any], bool]:
+    """Adapt our validator to libp2p's `fn(forwarder, msg)`; it must never raise into libp2p."""
+
+    def validate(forwarder: Any, msg: Any) -> bool:
+        try:
+            return bool(validator(str(ID(msg.from_id).to_base58()), bytes(msg.data)))
+        except Exception:
+            _log.debug("topic validator raised: message rejected", exc_info=True)
+            return False
+
+    return validate
+
+
+def _reason(exc: BaseException) -> str:
+    """`exc`'s message followed by its innermost cause (libp2p hides it in MultiError)."""
+    inner: BaseException = exc
+    for _ in range(10):
+        errors = getattr(inner, "errors", None)
+        nested = inner.__cause__ or (errors[-1] if errors else None)
+        if not isinstance(nested, BaseException):
+            break
+        inner = nested
+    return str(exc) if inner is exc else f"{exc} ({inner})"
+
+
+def _is_shutdown_race(exc: BaseException) -> bool:
+    return isinstance(exc, RuntimeError) and _SHUTDOWN_RACE in str(exc)
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
+
+
+def _after_teardown(exc: BaseException, body_error: BaseException | None) -> BaseException | None:
+    """What to raise once the overlay stopped with `exc`; None when only libp2p's shutdown raced.
+
+    `body_error` is what the `async with` block raised, if anything.
+    """
+
+    def is_race(leaf: BaseException) -> bool:
+        return leaf is not body_error and _is_shutdown_race(leaf)
+
+    rest: BaseException | None
+    if isinstance(exc, BaseExceptionGroup):
+        races, rest = exc.split(is_race)
+        rest = exc if races is None else rest  # split() copies even when nothing matched
+    else:
+        rest = None if is_race(exc) else exc
+    if rest is not exc:
+        _log.debug("py-libp2p raced its own shutdown (suppressed): %r", exc)
+    if rest is None:
+        if body_error is None:
+            return None
+        # the race cut the block short while it was still running: never hide that
+        error = OverlayError("py-libp2p stopped while the overlay was in use")
+        error.__cause__ = exc
+        return error
+    if body_error is not None and _leaves(rest) == [body_error]:
+        return body_error  # the caller's own exception, not wrapped by libp2p's nurseries
+    return rest
+
+
+def _listen_multiaddrs(listen_addrs: Sequence[str]) -> list[Any]:
+    try:
+        return [multiaddr.Multiaddr(addr) for addr in listen_addrs]
+    except Exception as exc:
+        raise OverlayError(f"bad listen address in {list(listen_addrs)}: {exc}") from exc
+
+
+@contextlib.asynccontextmanager
+async def open_libp2p_overlay(
+    identity: NodeIdentity,
+    listen_addrs: Sequence[str],
+    *,
+    heartbeat_interval: float = 1.0,
+    max_queued_per_peer: int = 8,
+    publish_timeout: float = 10.0,
+) -> AsyncIterator[Overlay]:
+    """Run a py-libp2p host with GossipSub listening on `listen_addrs`, for the block's duration."""
+    addrs = _listen_multiaddrs(listen_addrs)
+    host = new_host(
+        key_pair=create_new_key_pair(identity.seed),
+        # without it every connect() waits 250 ms for a second connection
+        connection_config=ConnectionConfig(max_connections_per_peer=1),
+    )
+    gossipsub = _new_router(heartbeat_interval)
+    pubsub = Pubsub(host, gossipsub, strict_signing=True)
+    body_error: BaseException | None = None
+    try:
+        async with _running(host, pubsub, gossipsub, addrs), trio.open_nursery() as nursery:
+            overlay = Libp2pOverlay(
+                host,
+                pubsub,
+                nursery,
+                max_queued_per_peer=max_queued_per_peer,
+                publish_timeout=publish_timeout,
+            )
+            try:
+                yield overlay
+            except BaseException as exc:
+                body_error = exc
+                raise
+            finally:
+                overlay._shutdown()
+    except BaseException as exc:
+        to_raise = _after_teardown(exc, body_error)
+        if to_raise is exc:
+            raise
+    else:
+        return
+    if to_raise is not None:
+        raise to_raise
+
+
+@contextlib.asynccontextmanager
+async def _running(host: Any, pubsub: Any, gossipsub: Any, addrs: list[Any]) -> AsyncIterator[None]:
+    async with (
+        host.run(listen_addrs=addrs),
+        background_trio_service(pubsub),
+        background_trio_service(gossipsub),
+    ):
+        await pubsub.wait_until_ready()
+        try:
+            yield
+        finally:
+            # host.run() only cancels its tasks, leaking sockets; and closing the
+            # connections before pubsub stops leaves fewer messages racing its shutdown
+            with trio.CancelScope(shield=True), trio.move_on_after(_CLOSE_TIMEOUT_S):
+                await host.close()
+
+
+def _new_router(heartbeat_interval: float) -> Any:
+    return GossipSub(
+        protocols=[PROTOCOL_ID_V11, PROTOCOL_ID],
+        degree=6,
+        degree_low=4,
+        degree_high=12,
+        # typed int in 0.8.1 but only ever passed to trio.sleep: a float works
+        heartbeat_interval=heartbeat_interval,  # default 120 s
+        spam_protection_enabled=False,  # default: >10 msg/s per peer and topic not forwarded
+        adaptive_gossip_enabled=False,  # else a small mesh stretches the heartbeat to 30-60 s
+    )

@@ -1,0 +1,219 @@
+"""An in-process overlay network with the real overlay's semantics, for fast deterministic tests."""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import re
+from collections.abc import AsyncIterator
+
+import attrs
+import trio
+
+from dmoa_p2p.identity import NodeIdentity
+from dmoa_p2p.overlay._protocol import Overlay, OverlayError, OverlayMessage, TopicValidator
+
+_log = logging.getLogger(__name__)
+
+RECEIVE_CAPACITY = 4096
+_WARN_EVERY = 100  # dropped messages per warning
+# publishes waiting for delivery; publish() waits when this many are pending
+OUTBOUND_CAPACITY = 64
+_ADDRESS = re.compile(r"/memory/(\d+)/p2p/(\w+)")
+
+
+@attrs.frozen
+class _Outbound:
+    topic: str
+    data: bytes
+    due: float  # trio clock time at which it reaches every subscriber
+
+
+@attrs.define(eq=False)
+class _Subscription:
+    validator: TopicValidator
+    send: trio.MemorySendChannel[OverlayMessage]
+
+
+class MemoryNetwork:
+    """Overlays in one trio process: reachable only after `connect`, flooding along connections.
+
+    A publish reaches every subscriber connected to the publisher through subscribers
+    (itself included) `latency_s` later; a subscriber whose validator rejects the message
+    neither receives nor relays it. Everything is deterministic.
+    """
+
+    def __init__(self, *, latency_s: float = 0.0) -> None:
+        self.latency_s = latency_s
+        self._by_port: dict[int, MemoryOverlay] = {}
+        self._last_port = 0
+
+    @contextlib.asynccontextmanager
+    async def open_overlay(self, identity: NodeIdentity) -> AsyncIterator[Overlay]:
+        """Join the network as `identity` for the block's duration; leaving disconnects it."""
+        if any(o.peer_id == identity.peer_id for o in self._by_port.values()):
+            raise OverlayError(f"peer {identity.peer_id} is already in this network")
+        self._last_port += 1
+        port = self._last_port
+        send, receive = trio.open_memory_channel[_Outbound](OUTBOUND_CAPACITY)
+        overlay = MemoryOverlay(self, identity.peer_id, port, send)
+        body_error: BaseException | None = None
+        try:
+            async with trio.open_nursery() as nursery:
+                self._by_port[port] = overlay
+                nursery.start_soon(overlay._deliver_loop, receive)
+                try:
+                    yield overlay
+                except BaseException as exc:
+                    body_error = exc
+                    raise
+                finally:
+                    overlay._leave()
+                    del self._by_port[port]
+                    nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            if body_error is None or list(group.exceptions) != [body_error]:
+                raise
+            unwrapped = body_error
+        else:
+            return
+        raise unwrapped  # the caller's own exception, not wrapped by our nursery
+
+    def _resolve(self, address: str) -> MemoryOverlay:
+        match = _ADDRESS.fullmatch(address)
+        if match is None:
+            raise OverlayError(
+                f"cannot connect to {address!r}: not a /memory/<n>/p2p/<peer id> address"
+            )
+        overlay = self._by_port.get(int(match[1]))
+        if overlay is None:
+            raise OverlayError(f"cannot connect to {address!r}: nothing listens there")
+        if overlay.peer_id != match[2]:
+            raise OverlayError(
+                f"cannot connect to {address!r}: the peer there is {overlay.peer_id}"
+            )
+        return overlay
+
+    def _flood(self, origin: MemoryOverlay, topic: str, data: bytes) -> None:
+        """Breadth-first along connections, through subscribers whose validator accepts."""
+        seen = {origin.peer_id}
+        frontier = collections.deque([origin])
+        while frontier:
+            node = frontier.popleft()
+            # an unsubscribed publisher still sends to its subscribed peers (GossipSub fanout)
+            if (node is not origin or topic in node._topics) and not node._receive(
+                origin.peer_id, topic, data
+            ):
+                continue
+            for peer_id, neighbour in node._neighbours.items():
+                if peer_id not in seen and topic in neighbour._topics:
+                    seen.add(peer_id)
+                    frontier.append(neighbour)
+
+
+class MemoryOverlay:
+    """One peer of a `MemoryNetwork`; implements `Overlay`."""
+
+    def __init__(
+        self,
+        network: MemoryNetwork,
+        peer_id: str,
+        port: int,
+        outbound: trio.MemorySendChannel[_Outbound],
+    ) -> None:
+        self._network = network
+        self._peer_id = peer_id
+        self._address = f"/memory/{port}/p2p/{peer_id}"
+        self._outbound = outbound
+        # insertion-ordered, so flooding order is deterministic
+        self._neighbours: dict[str, MemoryOverlay] = {}
+        self._topics: dict[str, _Subscription] = {}
+        self._closed = False
+        # messages lost because a receiver did not keep up, per topic
+        self.dropped: collections.Counter[str] = collections.Counter()
+
+    @property
+    def peer_id(self) -> str:
+        return self._peer_id
+
+    @property
+    def listen_addrs(self) -> tuple[str, ...]:
+        return (self._address,)
+
+    def connected_peers(self) -> frozenset[str]:
+        return frozenset(self._neighbours)
+
+    async def connect(self, multiaddr: str) -> str:
+        self._check_open()
+        await trio.lowlevel.checkpoint()
+        peer = self._network._resolve(multiaddr)
+        if peer is self:
+            raise OverlayError(f"cannot connect to {multiaddr!r}: that is this node's own id")
+        self._neighbours[peer.peer_id] = peer
+        peer._neighbours[self.peer_id] = self
+        return peer.peer_id
+
+    async def subscribe(
+        self, topic: str, validator: TopicValidator
+    ) -> trio.abc.ReceiveChannel[OverlayMessage]:
+        self._check_open()
+        await trio.lowlevel.checkpoint()
+        if topic in self._topics:
+            raise OverlayError(f"already subscribed to topic {topic!r}")
+        send, receive = trio.open_memory_channel[OverlayMessage](RECEIVE_CAPACITY)
+        self._topics[topic] = _Subscription(validator, send)
+        return receive
+
+    async def publish(self, topic: str, data: bytes) -> None:
+        self._check_open()
+        due = trio.current_time() + self._network.latency_s
+        try:
+            await self._outbound.send(_Outbound(topic, bytes(data), due))
+        except trio.ClosedResourceError:
+            raise OverlayError("the overlay is closed") from None
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise OverlayError("the overlay is closed")
+
+    async def _deliver_loop(self, receive: trio.MemoryReceiveChannel[_Outbound]) -> None:
+        async with receive:
+            async for item in receive:
+                await trio.sleep_until(item.due)
+                self._network._flood(self, item.topic, item.data)
+
+    def _receive(self, publisher: str, topic: str, data: bytes) -> bool:
+        """Validate and deliver one message; True if it is valid (so relayed on)."""
+        subscription = self._topics[topic]
+        try:
+            valid = bool(subscription.validator(publisher, data))
+        except Exception:
+            _log.debug("topic validator raised: message rejected", exc_info=True)
+            valid = False
+        if not valid:
+            return False
+        try:
+            subscription.send.send_nowait(OverlayMessage(topic, data, publisher))
+        except trio.WouldBlock:
+            self.dropped[topic] += 1
+            if self.dropped[topic] % _WARN_EVERY == 1:  # a stuck receiver must not flood the log
+                _log.warning(
+                    "receiver of topic %r is full: dropped a message (%d so far)",
+                    topic,
+                    self.dropped[topic],
+                )
+        except trio.BrokenResourceError:
+            self.dropped[topic] += 1
+            _log.debug("receiver of topic %r is closed: message dropped", topic)
+        return True
+
+    def _leave(self) -> None:
+        self._closed = True
+        self._outbound.close()
+        for peer in self._neighbours.values():
+            del peer._neighbours[self.peer_id]
+        self._neighbours.clear()
+        for subscription in self._topics.values():
+            subscription.send.close()
+        self._topics.clear()

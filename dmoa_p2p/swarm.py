@@ -1,0 +1,228 @@
+"""Localhost swarms: N nodes on 127.0.0.1, in one process or one process each."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+
+from dmoa_p2p.config import LOCALHOST_LISTEN, NodeConfig
+from dmoa_p2p.node import ControlError, Node, call_control, open_node
+
+log = logging.getLogger(__name__)
+
+
+class SwarmError(Exception):
+    """A swarm member failed to start, or the swarm did not converge in time."""
+
+
+@attrs.frozen
+class SwarmMember:
+    index: int
+    peer_id: str
+    listen_addrs: tuple[str, ...]
+    data_dir: Path
+
+    @property
+    def control_path(self) -> Path:
+        return self.data_dir / "control.sock"
+
+    @property
+    def dial_addr(self) -> str:
+        return next(a for a in self.listen_addrs if a.startswith("/ip4/127.0.0.1/"))
+
+
+def member_config(data_dir: Path, bootstrap: tuple[str, ...], **overrides: Any) -> NodeConfig:
+    return NodeConfig(
+        data_dir=data_dir, listen_addrs=(LOCALHOST_LISTEN,), bootstrap=bootstrap, **overrides
+    )
+
+
+def converged(statuses: list[dict[str, Any]]) -> bool:
+    """True when every node's peer view holds every other node."""
+    everyone = {s["peer_id"] for s in statuses}
+    return all({p["peer_id"] for p in s["peers"]} == everyone - {s["peer_id"]} for s in statuses)
+
+
+async def wait_until_converged(
+    statuses: Callable[[], Any], timeout_s: float, poll_s: float = 0.1
+) -> float:
+    """Poll `statuses()` until `converged`; return the seconds it took or raise SwarmError."""
+    start = trio.current_time()
+    with trio.move_on_after(timeout_s):
+        while True:
+            if converged(await statuses()):
+                return trio.current_time() - start
+            await trio.sleep(poll_s)
+    raise SwarmError(f"peer views did not converge within {timeout_s:.0f} s")
+
+
+class InProcessSwarm:
+    """N real libp2p nodes in this trio run; members can be stopped one by one."""
+
+    def __init__(self, nursery: trio.Nursery) -> None:
+        self._nursery = nursery
+        self.nodes: list[Node] = []
+        self._scopes: list[trio.CancelScope] = []
+        self._done: list[trio.Event] = []
+
+    @property
+    def members(self) -> list[SwarmMember]:
+        return [
+            SwarmMember(i, n.peer_id, n.listen_addrs, n.config.data_dir)
+            for i, n in enumerate(self.nodes)
+        ]
+
+    async def add(self, config: NodeConfig) -> Node:
+        node: Node = await self._nursery.start(self._run_member, config)
+        return node
+
+    async def _run_member(
+        self, config: NodeConfig, *, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        done = trio.Event()
+        try:
+            with trio.CancelScope() as scope:
+                async with open_node(config) as node:
+                    self.nodes.append(node)
+                    self._scopes.append(scope)
+                    self._done.append(done)
+                    task_status.started(node)
+                    await trio.sleep_forever()
+        finally:
+            done.set()
+
+    async def stop(self, index: int) -> None:
+        """Stop member `index` (it stays in `nodes`, silent, so indices keep their meaning)."""
+        self._scopes[index].cancel()
+        await self._done[index].wait()
+
+    def running(self) -> list[Node]:
+        return [n for n, d in zip(self.nodes, self._done, strict=True) if not d.is_set()]
+
+    async def statuses(self) -> list[dict[str, Any]]:
+        return [n.status() for n in self.running()]
+
+    async def wait_converged(self, timeout_s: float = 30.0) -> float:
+        return await wait_until_converged(self.statuses, timeout_s)
+
+
+@contextlib.asynccontextmanager
+async def open_inprocess_swarm(
+    n: int, base_dir: Path | None = None, **config: Any
+) -> AsyncIterator[InProcessSwarm]:
+    """Start `n` nodes, the first as everyone's bootstrap; stop them all on exit."""
+    with _base_dir(base_dir) as base:
+        async with trio.open_nursery() as nursery:
+            swarm = InProcessSwarm(nursery)
+            first = await swarm.add(member_config(base / "node0", (), **config))
+            bootstrap = (SwarmMember(0, first.peer_id, first.listen_addrs, base).dial_addr,)
+            for i in range(1, n):
+                await swarm.add(member_config(base / f"node{i}", bootstrap, **config))
+            try:
+                yield swarm
+            finally:
+                nursery.cancel_scope.cancel()
+
+
+class ProcessSwarm:
+    """N `dmoa-p2p node` processes on 127.0.0.1, watched through their control sockets."""
+
+    def __init__(self) -> None:
+        self.members: list[SwarmMember] = []
+        self.processes: list[trio.Process] = []
+
+    async def statuses(self) -> list[dict[str, Any]]:
+        return [await call_control(m.control_path, "status") for m in self.members]
+
+    async def wait_converged(self, timeout_s: float = 60.0) -> float:
+        return await wait_until_converged(self.statuses, timeout_s, poll_s=0.25)
+
+    async def start_member(
+        self, data_dir: Path, bootstrap: tuple[str, ...], verbosity: int
+    ) -> None:
+        command = [
+            sys.executable,
+            "-m",
+            "dmoa_p2p",
+            *(["-v"] * verbosity),
+            "node",
+            "--data-dir",
+            str(data_dir),
+            "--listen",
+            LOCALHOST_LISTEN,
+        ]
+        for addr in bootstrap:
+            command += ["--bootstrap", addr]
+        process = await trio.lowlevel.open_process(command, stdout=subprocess.DEVNULL)
+        self.processes.append(process)
+        status = await _await_control(data_dir / "control.sock", process)
+        self.members.append(
+            SwarmMember(
+                len(self.members), status["peer_id"], tuple(status["listen_addrs"]), data_dir
+            )
+        )
+
+    async def stop_all(self, grace_s: float = 10.0) -> None:
+        for process in self.processes:
+            if process.returncode is None:
+                process.send_signal(signal.SIGINT)
+        with trio.move_on_after(grace_s):
+            for process in self.processes:
+                await process.wait()
+        for process in self.processes:
+            if process.returncode is None:
+                log.warning("node process %d did not stop in time; killing it", process.pid)
+                process.kill()
+                await process.wait()
+
+
+async def _await_control(
+    path: Path, process: trio.Process, timeout_s: float = 60.0
+) -> dict[str, Any]:
+    with trio.move_on_after(timeout_s):
+        while process.returncode is None:
+            with contextlib.suppress(ControlError):
+                return await call_control(path, "status")
+            await trio.sleep(0.1)
+        raise SwarmError(f"node process exited with code {process.returncode} while starting")
+    raise SwarmError(f"node did not answer on {path} within {timeout_s:.0f} s")
+
+
+@contextlib.asynccontextmanager
+async def open_process_swarm(
+    n: int, base_dir: Path | None = None, verbosity: int = 0
+) -> AsyncIterator[ProcessSwarm]:
+    """Start `n` node processes (the first is the bootstrap); interrupt and reap them on exit."""
+    with _base_dir(base_dir) as base:
+        swarm = ProcessSwarm()
+        try:
+            await swarm.start_member(base / "node0", (), verbosity)
+            bootstrap = (swarm.members[0].dial_addr,)
+            async with trio.open_nursery() as nursery:
+                for i in range(1, n):
+                    nursery.start_soon(swarm.start_member, base / f"node{i}", bootstrap, verbosity)
+            yield swarm
+        finally:
+            with trio.CancelScope(shield=True):
+                await swarm.stop_all()
+
+
+@contextlib.contextmanager
+def _base_dir(base_dir: Path | None) -> Any:
+    if base_dir is not None:
+        base_dir.mkdir(parents=True, exist_ok=True)
+        yield base_dir
+        return
+    # short path under /tmp: unix socket paths are limited to 107 bytes
+    with tempfile.TemporaryDirectory(prefix="dmoa-", dir="/tmp") as tmp:
+        yield Path(tmp)

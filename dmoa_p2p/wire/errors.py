@@ -1,0 +1,32 @@
+"""Why a received message was refused: the reason enum and the one exception the wire raises."""
+
+from __future__ import annotations
+
+import enum
+
+
+class RejectReason(enum.StrEnum):
+    MALFORMED = "malformed"
+    UNKNOWN_VERSION = "unknown_version"
+    UNKNOWN_KIND = "unknown_kind"
+    OVERSIZE = "oversize"
+    BAD_SIGNATURE = "bad_signature"
+    KEY_MISMATCH = "key_mismatch"
+    STALE = "stale"
+    FUTURE = "future"
+    REPLAY = "replay"
+
+
+# Details quote attacker-controlled data; keep log lines short.
+_MAX_DETAIL_CHARS = 300
+
+
+class WireError(Exception):
+    """A message was refused; `reason` says why in a form that can be counted."""
+
+    def __init__(self, reason: RejectReason, detail: str) -> None:
+        if len(detail) > _MAX_DETAIL_CHARS:
+            detail = detail[:_MAX_DETAIL_CHARS] + "…"
+        super().__init__(f"{reason.value}: {detail}")
+        self.reason = reason
+        self.detail = detail

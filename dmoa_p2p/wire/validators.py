@@ -1,0 +1,106 @@
+"""attrs validators and converters shared by the envelope and the message kinds."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
+
+# Counts stay within int64 so every msgpack implementation can read them.
+MAX_WIRE_INT = 2**63 - 1
+
+
+def as_float(value: float) -> float:
+    """Turn an int into a float so each value has exactly one wire encoding, hence one signature."""
+    if type(value) is int:
+        return float(value)
+    return value
+
+
+def as_optional_float(value: float | None) -> float | None:
+    return None if value is None else as_float(value)
+
+
+def _type_name(value: object) -> str:
+    return type(value).__name__
+
+
+def strict_int(_instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    # bool is an int subclass; a flag must never pass for a count
+    if type(value) is not int:
+        raise TypeError(f"{attribute.name} must be an int, not {_type_name(value)}")
+
+
+def non_negative_int(instance: object, attribute: attrs.Attribute[Any], value: int) -> None:
+    strict_int(instance, attribute, value)
+    if not 0 <= value <= MAX_WIRE_INT:
+        raise ValueError(f"{attribute.name} must be in 0..2**63-1, not {value}")
+
+
+def finite_float(_instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if type(value) is not float:
+        raise TypeError(f"{attribute.name} must be a float, not {_type_name(value)}")
+    if not math.isfinite(value):
+        raise ValueError(f"{attribute.name} must be finite, not {value}")
+
+
+def non_negative_float(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    finite_float(instance, attribute, value)
+    if value < 0:
+        raise ValueError(f"{attribute.name} must be >= 0, not {value}")
+
+
+def positive_float(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    finite_float(instance, attribute, value)
+    if value <= 0:
+        raise ValueError(f"{attribute.name} must be > 0, not {value}")
+
+
+def optional_non_negative_float(
+    instance: object, attribute: attrs.Attribute[Any], value: float | None
+) -> None:
+    if value is not None:
+        non_negative_float(instance, attribute, value)
+
+
+def bounded_str(max_len: int) -> Validator:
+    """A non-empty str of at most `max_len` characters."""
+
+    def check(_instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        if not isinstance(value, str):
+            raise TypeError(f"{attribute.name} must be a str, not {_type_name(value)}")
+        if not 0 < len(value) <= max_len:
+            raise ValueError(f"{attribute.name} must have 1..{max_len} characters")
+
+    return check
+
+
+def str_tuple(max_items: int, max_item_len: int) -> Validator:
+    """A tuple (not a list, so the message stays hashable) of at most `max_items` short strs."""
+
+    def check(_instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        if not isinstance(value, tuple):
+            raise TypeError(f"{attribute.name} must be a tuple, not {_type_name(value)}")
+        if len(value) > max_items:
+            raise ValueError(f"{attribute.name} has {len(value)} items, at most {max_items}")
+        for i, item in enumerate(value):
+            if not isinstance(item, str):
+                raise TypeError(f"{attribute.name}[{i}] must be a str, not {_type_name(item)}")
+            if not 0 < len(item) <= max_item_len:
+                raise ValueError(f"{attribute.name}[{i}] must have 1..{max_item_len} characters")
+
+    return check
+
+
+def exact_bytes(length: int) -> Validator:
+    def check(_instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        if type(value) is not bytes:
+            raise TypeError(f"{attribute.name} must be bytes, not {_type_name(value)}")
+        if len(value) != length:
+            raise ValueError(f"{attribute.name} must have {length} bytes, not {len(value)}")
+
+    return check

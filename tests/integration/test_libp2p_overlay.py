@@ -1,0 +1,202 @@
+"""Real py-libp2p overlays on 127.0.0.1: multi-hop delivery, validation, lifecycle, dial errors."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import socket
+
+import pytest
+import trio
+
+from dmoa_p2p.identity import NodeIdentity
+from dmoa_p2p.overlay import Overlay, OverlayError, OverlayMessage, open_libp2p_overlay
+from dmoa_p2p.overlay._libp2p import _after_teardown
+
+pytestmark = pytest.mark.integration
+
+LOCAL = ["/ip4/127.0.0.1/tcp/0"]
+TOPIC = "t"
+WARM_UP = b"warm-up"
+
+Channel = trio.abc.ReceiveChannel[OverlayMessage]
+
+
+def accept_all(publisher: str, data: bytes) -> bool:
+    return True
+
+
+async def open_line(stack: contextlib.AsyncExitStack, n: int) -> list[Overlay]:
+    """n real overlays connected in a line: 0 - 1 - ... - n-1."""
+    overlays = [
+        await stack.enter_async_context(open_libp2p_overlay(NodeIdentity.generate(), LOCAL))
+        for _ in range(n)
+    ]
+    for left, right in itertools.pairwise(overlays):
+        assert await right.connect(left.listen_addrs[0]) == left.peer_id
+    return overlays
+
+
+async def warm_up(publisher: Overlay, receivers: list[Channel]) -> None:
+    """Publish until every receiver got one: the subscriptions and the mesh have formed."""
+    pending = list(receivers)
+    with trio.fail_after(10):
+        while pending:
+            await publisher.publish(TOPIC, WARM_UP)
+            with trio.move_on_after(0.2):
+                while pending:
+                    if (await pending[0].receive()).data == WARM_UP:
+                        pending.pop(0)
+
+
+async def next_data(channel: Channel) -> bytes:
+    """The next message on `channel` that is not a warm-up."""
+    while True:
+        message = await channel.receive()
+        if message.data != WARM_UP:
+            return message.data
+
+
+async def test_message_crosses_two_hops_signed_by_its_publisher() -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        a, b, c = await open_line(stack, 3)
+        assert b.connected_peers() == {a.peer_id, c.peer_id}
+        subs = [await o.subscribe(TOPIC, accept_all) for o in (a, b, c)]
+        await warm_up(a, subs[1:])
+        await a.publish(TOPIC, b"hello")
+        with trio.fail_after(10):
+            for sub in subs:  # the publisher gets its own message too
+                message = await sub.receive()
+                while message.data == WARM_UP:
+                    message = await sub.receive()
+                assert message == OverlayMessage(topic=TOPIC, data=b"hello", publisher=a.peer_id)
+
+
+async def test_message_rejected_by_the_middle_node_does_not_reach_the_end() -> None:
+    seen_by_b: list[bytes] = []
+
+    def b_rejects_bad(publisher: str, data: bytes) -> bool:
+        seen_by_b.append(data)
+        return data != b"bad"
+
+    async with contextlib.AsyncExitStack() as stack:
+        a, b, c = await open_line(stack, 3)
+        await a.subscribe(TOPIC, accept_all)
+        sub_b = await b.subscribe(TOPIC, b_rejects_bad)
+        sub_c = await c.subscribe(TOPIC, accept_all)
+        await warm_up(a, [sub_b, sub_c])
+        await a.publish(TOPIC, b"bad")
+        await a.publish(TOPIC, b"good")
+        with trio.fail_after(10):
+            assert await next_data(sub_b) == b"good"
+            assert await next_data(sub_c) == b"good"
+        with trio.move_on_after(0.5):
+            assert await next_data(sub_c) != b"bad"
+        assert b"bad" in seen_by_b
+
+
+async def test_open_and_close_repeatedly_while_messages_flow() -> None:
+    async with open_libp2p_overlay(NodeIdentity.generate(), LOCAL) as a:
+        await a.subscribe(TOPIC, accept_all)
+        for _ in range(5):
+            async with open_libp2p_overlay(NodeIdentity.generate(), LOCAL) as b:
+                sub_b = await b.subscribe(TOPIC, accept_all)
+                await b.connect(a.listen_addrs[0])
+                await warm_up(a, [sub_b])
+                for i in range(5):  # still in flight when b stops
+                    await a.publish(TOPIC, b"%d" % i)
+            with trio.fail_after(5):
+                # connected_peers() has no change event to wait on
+                while b.peer_id in a.connected_peers():  # noqa: ASYNC110
+                    await trio.sleep(0.01)
+
+
+async def test_listen_addrs_name_the_bound_port_and_peer_id() -> None:
+    identity = NodeIdentity.generate()
+    async with open_libp2p_overlay(identity, LOCAL) as overlay:
+        assert overlay.peer_id == identity.peer_id
+        (address,) = overlay.listen_addrs
+        assert address.startswith("/ip4/127.0.0.1/tcp/")
+        assert address.endswith(f"/p2p/{identity.peer_id}")
+        assert "/tcp/0/" not in address
+
+
+def unused_local_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def test_connect_to_a_bad_address_raises_overlay_error() -> None:
+    nobody = NodeIdentity.generate().peer_id
+    refused = f"/ip4/127.0.0.1/tcp/{unused_local_port()}/p2p/{nobody}"
+    async with open_libp2p_overlay(NodeIdentity.generate(), LOCAL) as overlay:
+        for bad, reason in [
+            ("not an address", "bad multiaddr"),
+            ("/ip4/127.0.0.1/tcp/4001", "bad multiaddr"),
+            (overlay.listen_addrs[0], "own id"),
+            (refused, "unable to connect"),
+        ]:
+            with pytest.raises(OverlayError, match=reason) as caught:
+                await overlay.connect(bad)
+            assert repr(bad) in str(caught.value)
+        assert overlay.connected_peers() == frozenset()
+
+
+async def test_error_in_block_propagates_unwrapped() -> None:
+    with pytest.raises(KeyError):
+        async with open_libp2p_overlay(NodeIdentity.generate(), LOCAL):
+            raise KeyError("mine")
+
+
+async def test_a_burst_of_own_publishes_is_not_dropped() -> None:
+    async with open_libp2p_overlay(NodeIdentity.generate(), LOCAL) as overlay:
+        sub = await overlay.subscribe(TOPIC, accept_all)
+        for i in range(200):  # py-libp2p's own subscription channel holds 32
+            await overlay.publish(TOPIC, b"%d" % i)
+        with trio.fail_after(5):
+            assert [(await sub.receive()).data for _ in range(200)] == [
+                b"%d" % i for i in range(200)
+            ]
+
+
+async def test_publish_waits_for_room_instead_of_dropping() -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        a, b = await open_line(stack, 2)
+        sub_b = await b.subscribe(TOPIC, accept_all)
+        await a.subscribe(TOPIC, accept_all)
+        await warm_up(a, [sub_b])
+        sent = {b"%d" % i for i in range(200)}  # py-libp2p's per-peer queue holds 32
+        for data in sorted(sent):
+            await a.publish(TOPIC, data)
+        with trio.fail_after(10):
+            got = {await next_data(sub_b) for _ in range(200)}
+        assert got == sent
+
+
+def race() -> RuntimeError:
+    return RuntimeError("Nursery is closed to new arrivals")
+
+
+def test_teardown_suppresses_only_the_shutdown_race() -> None:
+    mine = KeyError("mine")
+    other = ValueError("other")
+    assert _after_teardown(race(), None) is None
+    assert _after_teardown(ExceptionGroup("g", [ExceptionGroup("h", [race()])]), None) is None
+    assert _after_teardown(ExceptionGroup("g", [race(), ExceptionGroup("h", [mine])]), mine) is mine
+    kept = _after_teardown(ExceptionGroup("g", [race(), other]), None)
+    assert isinstance(kept, ExceptionGroup)
+    assert kept.exceptions == (other,)
+    group = ExceptionGroup("g", [other])
+    assert _after_teardown(group, None) is group
+    own_race = race()
+    assert _after_teardown(ExceptionGroup("g", [own_race]), own_race) is own_race
+
+
+def test_teardown_reports_a_race_that_cut_the_block_short() -> None:
+    group = ExceptionGroup("g", [race()])
+    # in practice the block ended with trio.Cancelled, which libp2p's nursery absorbed
+    error = _after_teardown(group, KeyboardInterrupt())
+    assert isinstance(error, OverlayError)
+    assert error.__cause__ is group

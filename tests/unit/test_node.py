@@ -1,0 +1,116 @@
+"""Node on the in-memory overlay: presence, peer view convergence, expiry, rejection counts."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+
+import trio
+import trio.testing
+
+from dmoa_p2p.config import NodeConfig
+from dmoa_p2p.identity import NodeIdentity
+from dmoa_p2p.node import PRESENCE_TOPIC, Node, open_node
+from dmoa_p2p.overlay import MemoryNetwork, Overlay
+from dmoa_p2p.wire import Presence, seal
+
+EPOCH = 1.8e9  # wall clock seen by the message gate: virtual time plus a fixed epoch
+
+
+def wall_clock() -> float:
+    return EPOCH + trio.current_time()
+
+
+@contextlib.asynccontextmanager
+async def memory_node(
+    network: MemoryNetwork, data_dir: Path, bootstrap: Sequence[str] = ()
+) -> AsyncIterator[Node]:
+    def opener(identity: NodeIdentity, _: Sequence[str]) -> AbstractAsyncContextManager[Overlay]:
+        return network.open_overlay(identity)
+
+    config = NodeConfig(data_dir=data_dir, bootstrap=tuple(bootstrap), presence_interval_s=1.0)
+    async with open_node(
+        config, overlay_opener=opener, control=False, wall_clock=wall_clock
+    ) as node:
+        yield node
+
+
+async def wait_for(condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
+    with trio.fail_after(timeout_s):
+        while not condition():  # noqa: ASYNC110 - polling other tasks' state is the point
+            await trio.sleep(0.1)
+
+
+async def test_peer_views_converge_and_peers_dial_each_other(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    network = MemoryNetwork(latency_s=0.01)
+    async with contextlib.AsyncExitStack() as stack:
+        first = await stack.enter_async_context(memory_node(network, tmp_path / "0"))
+        nodes = [first] + [
+            await stack.enter_async_context(
+                memory_node(network, tmp_path / str(i), first.listen_addrs)
+            )
+            for i in range(1, 4)
+        ]
+        everyone = {n.peer_id for n in nodes}
+        await wait_for(lambda: all(n.live_peer_ids() == everyone - {n.peer_id} for n in nodes))
+        # bootstrapped from the first only, yet everyone dialled everyone from presence
+        await wait_for(
+            lambda: all(n.overlay.connected_peers() == everyone - {n.peer_id} for n in nodes)
+        )
+        status = nodes[1].status()
+        assert {p["peer_id"] for p in status["peers"]} == everyone - {nodes[1].peer_id}
+        assert status["messages"]["rejected"] == {}
+
+
+async def test_a_stopped_node_expires_after_missed_heartbeats(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    network = MemoryNetwork()
+    async with memory_node(network, tmp_path / "a") as a:
+        async with memory_node(network, tmp_path / "b", a.listen_addrs) as b:
+            await wait_for(lambda: a.live_peer_ids() == {b.peer_id})
+        left_at = trio.current_time()
+        await wait_for(lambda: not a.live_peer_ids())
+        waited = trio.current_time() - left_at
+        # 3 missed periods of 1 s: gone after about 3 s, not before 2
+        assert 2.0 <= waited <= 4.0
+        assert a.events["peer_expired"] == 1
+
+
+async def test_forged_presence_is_rejected_and_counted(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    network = MemoryNetwork()
+    async with (
+        memory_node(network, tmp_path / "a") as a,
+        network.open_overlay(NodeIdentity.generate()) as intruder,
+    ):
+        await intruder.connect(a.listen_addrs[0])
+        victim = NodeIdentity.generate()
+        # a presence in the victim's name, signed by someone else's key
+        forged = Presence(
+            peer_id=victim.peer_id,
+            listen_addrs=(),
+            models=(),
+            mean_service_s=None,
+            service_var_s2=None,
+            queue_length=0,
+            queue_capacity=1,
+            arrival_rate=None,
+            interval_s=1.0,
+        )
+        await intruder.publish(PRESENCE_TOPIC, seal(forged, NodeIdentity.generate(), wall_clock()))
+        stale = seal(forged, victim, wall_clock() - 3600)
+        await intruder.publish(PRESENCE_TOPIC, stale)
+        await intruder.publish(PRESENCE_TOPIC, b"\xc1 never valid msgpack")
+        await wait_for(lambda: sum(a.gate.rejections.values()) == 3)
+        assert {str(r): n for r, n in a.gate.rejections.items()} == {
+            "key_mismatch": 1,
+            "stale": 1,
+            "malformed": 1,
+        }
+        assert victim.peer_id not in a.live_peer_ids()

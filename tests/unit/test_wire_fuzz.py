@@ -1,0 +1,210 @@
+"""Property tests: hostile or random input only ever yields WireError."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dmoa_p2p.identity import NodeIdentity
+from dmoa_p2p.wire import (
+    MessageGate,
+    Presence,
+    RejectReason,
+    WireError,
+    decode_envelope,
+    seal,
+)
+
+NOW = 1_700_000_000.0
+ALICE = NodeIdentity.from_seed(b"a" * 32)
+BODY = Presence(
+    peer_id=ALICE.peer_id,
+    listen_addrs=("/ip4/127.0.0.1/tcp/4001", "/ip6/::1/tcp/4001"),
+    models=("llama3.2:1b",),
+    mean_service_s=2.5,
+    service_var_s2=None,
+    queue_length=1,
+    queue_capacity=8,
+    arrival_rate=0.2,
+    interval_s=5.0,
+)
+VALID = seal(BODY, ALICE, NOW)
+VALID_FIELDS: list[Any] = msgpack.unpackb(VALID, raw=False)
+
+FUZZ = settings(max_examples=300, deadline=None)
+# Drawing structured values costs more per example than decoding them; keep the file quick.
+FUZZ_STRUCTURED = settings(max_examples=200, deadline=None)
+
+# One strategy per msgpack type, so "any type but these" needs no filtering.
+BY_TYPE: dict[type, st.SearchStrategy[Any]] = {
+    type(None): st.none(),
+    bool: st.booleans(),
+    int: st.integers(min_value=-(2**63), max_value=2**64 - 1),
+    float: st.floats(),
+    str: st.text(max_size=20),
+    bytes: st.binary(max_size=70),
+}
+scalars = st.one_of(*BY_TYPE.values())
+BY_TYPE[list] = st.lists(scalars, max_size=4)
+BY_TYPE[dict] = st.dictionaries(st.text(max_size=8), scalars, max_size=4)
+msgpack_values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+# The Python types a decoder may legitimately see at each position, before range checks.
+ENVELOPE_TYPES: list[tuple[type, ...]] = [
+    (int,),
+    (str,),
+    (str,),
+    (bytes,),
+    (int, float),
+    (bytes,),
+    (dict,),
+    (bytes,),
+]
+OPTIONAL_FLOAT = (float, int, type(None))
+BODY_TYPES: dict[str, tuple[type, ...]] = {
+    "peer_id": (str,),
+    "listen_addrs": (list,),
+    "models": (list,),
+    "mean_service_s": OPTIONAL_FLOAT,
+    "service_var_s2": OPTIONAL_FLOAT,
+    "queue_length": (int,),
+    "queue_capacity": (int,),
+    "arrival_rate": OPTIONAL_FLOAT,
+    "interval_s": (float, int),
+}
+
+
+def wrong_type(allowed: tuple[type, ...]) -> st.SearchStrategy[Any]:
+    # exact types: bool is not in `allowed` for an int field, so True is drawn as a wrong value
+    return st.one_of(*(strategy for t, strategy in BY_TYPE.items() if t not in allowed))
+
+
+def pack(value: Any) -> bytes:
+    data = msgpack.packb(value, use_bin_type=True)
+    assert isinstance(data, bytes)
+    return data
+
+
+@FUZZ
+@given(st.binary(max_size=2048))
+def test_random_bytes_only_raise_wire_error(data: bytes) -> None:
+    try:
+        decode_envelope(data)
+    except WireError as error:
+        assert isinstance(error.reason, RejectReason)
+
+
+@st.composite
+def mutations(draw: st.DrawFn) -> bytes:
+    data = bytearray(VALID)
+    for _ in range(draw(st.integers(min_value=1, max_value=4))):
+        op = draw(st.sampled_from(["flip", "insert", "delete", "truncate"]))
+        at = draw(st.integers(min_value=0, max_value=max(len(data) - 1, 0)))
+        if op == "flip" and data:
+            data[at] ^= draw(st.integers(min_value=1, max_value=255))
+        elif op == "insert":
+            data[at:at] = draw(st.binary(min_size=1, max_size=8))
+        elif op == "delete":
+            del data[at : at + draw(st.integers(min_value=1, max_value=8))]
+        else:
+            del data[at:]
+    return bytes(data)
+
+
+@FUZZ
+@given(mutations())
+def test_mutated_messages_only_raise_wire_error(data: bytes) -> None:
+    gate = MessageGate(clock=lambda: NOW)
+    try:
+        env = gate.admit(data)
+    except WireError as error:
+        assert gate.rejections[error.reason] == 1
+        assert gate.accepted == 0
+    else:
+        # only an encoding-preserving change can get through the signature check
+        assert env.body == BODY
+        assert gate.accepted == 1
+
+
+@FUZZ_STRUCTURED
+@given(st.data())
+def test_wrong_types_in_envelope_fields_are_malformed(data: st.DataObject) -> None:
+    positions = data.draw(
+        st.sets(st.integers(min_value=0, max_value=7), min_size=1), label="positions"
+    )
+    fields = list(VALID_FIELDS)
+    for i in positions:
+        fields[i] = data.draw(wrong_type(ENVELOPE_TYPES[i]), label=f"field {i}")
+    try:
+        decode_envelope(pack(fields))
+    except WireError as error:
+        assert error.reason is RejectReason.MALFORMED
+    else:
+        raise AssertionError("a wrongly typed envelope was decoded")
+
+
+@FUZZ_STRUCTURED
+@given(st.data())
+def test_wrong_types_in_body_fields_are_malformed(data: st.DataObject) -> None:
+    names = data.draw(st.sets(st.sampled_from(sorted(BODY_TYPES)), min_size=1), label="names")
+    fields = list(VALID_FIELDS)
+    body = dict(fields[6])
+    for name in names:
+        body[name] = data.draw(wrong_type(BODY_TYPES[name]), label=name)
+    fields[6] = body
+    try:
+        decode_envelope(pack(fields))
+    except WireError as error:
+        assert error.reason is RejectReason.MALFORMED
+    else:
+        raise AssertionError("a wrongly typed body was decoded")
+
+
+@FUZZ_STRUCTURED
+@given(st.lists(msgpack_values, max_size=10))
+def test_random_arrays_only_raise_wire_error(fields: list[Any]) -> None:
+    try:
+        decode_envelope(pack(fields))
+    except WireError as error:
+        assert isinstance(error.reason, RejectReason)
+    else:
+        raise AssertionError("a random array was decoded")
+
+
+short_text = st.text(min_size=1, max_size=40)
+optional_metric = st.none() | st.floats(min_value=0, max_value=1e12)
+
+presences = st.builds(
+    Presence,
+    peer_id=st.just(ALICE.peer_id),
+    listen_addrs=st.lists(short_text, max_size=16).map(tuple),
+    models=st.lists(short_text, max_size=16).map(tuple),
+    mean_service_s=optional_metric,
+    service_var_s2=optional_metric,
+    queue_length=st.integers(min_value=0, max_value=2**63 - 1),
+    queue_capacity=st.integers(min_value=0, max_value=1000),
+    arrival_rate=optional_metric,
+    interval_s=st.floats(min_value=1e-3, max_value=3600),
+)
+
+
+@FUZZ
+@given(
+    presences, st.floats(min_value=NOW - 60, max_value=NOW + 5), st.binary(min_size=16, max_size=16)
+)
+def test_valid_presences_round_trip_through_the_gate(
+    body: Presence, timestamp: float, nonce: bytes
+) -> None:
+    data = seal(body, ALICE, timestamp, nonce)
+    assert seal(body, ALICE, timestamp, nonce) == data
+    env = MessageGate(clock=lambda: NOW).admit(data)
+    assert (env.body, env.timestamp, env.nonce) == (body, timestamp, nonce)
