@@ -1,0 +1,134 @@
+"""Real py-libp2p swarms on 127.0.0.1: convergence, delivery, forgery, expiry, restarts."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import msgpack
+import pytest
+import trio
+
+from dmoa_p2p.identity import NodeIdentity
+from dmoa_p2p.node import PRESENCE_TOPIC
+from dmoa_p2p.overlay import OverlayMessage, open_libp2p_overlay
+from dmoa_p2p.swarm import open_inprocess_swarm, open_process_swarm
+from dmoa_p2p.wire import Presence, seal
+
+pytestmark = pytest.mark.integration
+LOCALHOST = "/ip4/127.0.0.1/tcp/0"
+
+
+async def wait_for(condition: Callable[[], bool], timeout_s: float = 15.0) -> None:
+    with trio.fail_after(timeout_s):
+        while not condition():  # noqa: ASYNC110 - polling other tasks' state is the point
+            await trio.sleep(0.05)
+
+
+def presence_of(identity: NodeIdentity) -> Presence:
+    return Presence(
+        peer_id=identity.peer_id, listen_addrs=(), models=(), mean_service_s=None,
+        service_var_s2=None, queue_length=0, queue_capacity=1, arrival_rate=None, interval_s=60.0,
+    )
+
+
+async def test_five_nodes_converge_and_a_message_reaches_all(tmp_path: Path) -> None:
+    async with open_inprocess_swarm(5, tmp_path, presence_interval_s=0.5) as swarm:
+        took = await swarm.wait_converged(timeout_s=20)
+        assert took < 20
+        inboxes = [await n.overlay.subscribe("test/v1", n._validate) for n in swarm.nodes]
+        sender = swarm.nodes[0]
+        await trio.sleep(0.5)  # let the new topic's subscriptions spread
+        data = seal(presence_of(sender.identity), sender.identity, now=sender.wall_clock())
+        await sender.overlay.publish("test/v1", data)
+        with trio.fail_after(10):
+            for inbox in inboxes:
+                message: OverlayMessage = await inbox.receive()
+                assert message.data == data
+                assert message.publisher == sender.peer_id
+
+
+async def test_forged_messages_from_a_raw_peer_are_rejected_and_not_forwarded(
+    tmp_path: Path,
+) -> None:
+    async with open_inprocess_swarm(2, tmp_path, presence_interval_s=0.5) as swarm:
+        await swarm.wait_converged(timeout_s=20)
+        honest, behind = swarm.nodes
+        raw_identity = NodeIdentity.generate()
+        # a bare overlay: libp2p only, none of the node's checks or presence
+        async with open_libp2p_overlay(raw_identity, [LOCALHOST]) as raw:
+            await raw.subscribe(PRESENCE_TOPIC, lambda _p, _d: True)
+            await raw.connect(honest.listen_addrs[0])
+            await wait_for(lambda: honest.peer_id in raw.connected_peers())
+            await trio.sleep(0.5)  # the raw peer joins the topic mesh
+            now = honest.wall_clock()
+            valid = seal(presence_of(raw_identity), raw_identity, now)
+            fields = msgpack.unpackb(valid)
+            fields[6]["queue_capacity"] = 99  # the body changed, the signature kept
+            tampered = msgpack.packb(fields)
+            impostor = seal(presence_of(honest.identity), raw_identity, now)  # claims honest's id
+            stale = seal(presence_of(raw_identity), raw_identity, now - 3600)
+            for data in (tampered, impostor, stale, b"\xc1junk"):
+                await raw.publish(PRESENCE_TOPIC, data)
+            await raw.publish(PRESENCE_TOPIC, valid)
+            # the valid control message crosses the honest node to the one behind it...
+            await wait_for(lambda: raw_identity.peer_id in behind.live_peer_ids())
+            await wait_for(lambda: sum(honest.gate.rejections.values()) >= 4)
+            rejected = {str(reason): n for reason, n in honest.gate.rejections.items()}
+            assert rejected == {
+                "bad_signature": 1, "key_mismatch": 1, "stale": 1, "malformed": 1
+            }, rejected
+            # ...while none of the forged ones did
+            assert sum(behind.gate.rejections.values()) == 0
+
+
+async def test_a_stopped_node_leaves_every_peer_view(tmp_path: Path) -> None:
+    async with open_inprocess_swarm(3, tmp_path, presence_interval_s=0.5) as swarm:
+        await swarm.wait_converged(timeout_s=20)
+        leaver = swarm.nodes[2]
+        await swarm.stop(2)
+        stopped_at = trio.current_time()
+        others = swarm.running()
+        await wait_for(lambda: all(leaver.peer_id not in n.live_peer_ids() for n in others))
+        # expiry is 3 missed periods of 0.5 s, checked every 0.25 s
+        assert trio.current_time() - stopped_at < 3.0
+        await wait_for(lambda: all(n.events["peer_expired"] == 1 for n in others), 2.0)
+
+
+async def test_repeated_start_and_stop_is_clean(tmp_path: Path) -> None:
+    peer_ids = set()
+    for round_ in range(3):
+        async with open_inprocess_swarm(2, tmp_path / "swarm", presence_interval_s=0.5) as swarm:
+            await swarm.wait_converged(timeout_s=20)
+            peer_ids.add(tuple(n.peer_id for n in swarm.nodes))
+        assert round_ >= 0
+    # the same data directories keep the same identities across restarts
+    assert len(peer_ids) == 1
+
+
+async def test_node_processes_and_the_peers_command(tmp_path: Path) -> None:
+    async with open_process_swarm(3, tmp_path) as swarm:
+        await swarm.wait_converged(timeout_s=60)
+        result = await trio.run_process(
+            [sys.executable, "-m", "dmoa_p2p", "peers", "--json",
+             "--data-dir", str(swarm.members[0].data_dir)],
+            capture_stdout=True,
+        )
+        seen = {peer["peer_id"] for peer in json.loads(result.stdout)}
+        assert seen == {m.peer_id for m in swarm.members[1:]}
+    assert all(p.returncode == 0 for p in swarm.processes)
+
+
+def test_swarm_command_converges_and_exits_zero(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "dmoa_p2p", "swarm", "--nodes", "3", "--duration", "1",
+         "--json", "--base-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert len(report["nodes"]) == 3
+    assert report["converged_s"] < 60
