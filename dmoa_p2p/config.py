@@ -51,7 +51,10 @@ class NodeConfig:
     missed_presence_limit: float = attrs.field(default=3.0, validator=_positive)
     # dial peers learnt from presence until this many connections are open
     max_dialed_peers: int = attrs.field(default=16, validator=attrs.validators.ge(0))
-    models: tuple[str, ...] = attrs.field(default=(), converter=_strings)
+    backend: str = "fake"
+    # plugin-specific settings, e.g. {"model": "/path/to/model.gguf", "n_threads": "1"}
+    backend_options: dict[str, str] = attrs.field(factory=dict)
+    gossip: str = "direct"
     queue_capacity: int = attrs.field(default=64, validator=attrs.validators.ge(1))
     control_socket: Path | None = attrs.field(
         default=None, converter=attrs.converters.optional(Path)

@@ -12,12 +12,19 @@ from typing import Any
 
 import trio
 
+from dmoa_p2p.backends import Backend
 from dmoa_p2p.config import NodeConfig
+from dmoa_p2p.gossip import GossipPolicy
 from dmoa_p2p.identity import NodeIdentity, load_or_create_identity
+from dmoa_p2p.moa import Answer, MoaEngine, PeerLoad, QueryRequest
 from dmoa_p2p.node._peer_view import PeerView
 from dmoa_p2p.overlay import Overlay, OverlayError, open_libp2p_overlay
+from dmoa_p2p.queue import InferenceQueue
+from dmoa_p2p.registry import load_plugin
 from dmoa_p2p.wire import (
     PROTOCOL_VERSION,
+    Envelope,
+    Message,
     MessageGate,
     Presence,
     WireError,
@@ -49,14 +56,19 @@ class Node:
         config: NodeConfig,
         identity: NodeIdentity,
         overlay: Overlay,
+        backend: Backend,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self.identity = identity
         self.overlay = overlay
+        self.backend = backend
         self.wall_clock = wall_clock
         self.gate = MessageGate(clock=wall_clock)
         self.peer_view = PeerView(identity.peer_id, config.missed_presence_limit)
+        self.queue = InferenceQueue(backend, config.queue_capacity)
+        self.gossip: GossipPolicy = load_plugin("gossip", config.gossip)()
+        self.engine = MoaEngine(identity.peer_id, self.queue, self._send_moa, self._peer_loads)
         self.events: Counter[str] = Counter()
         self._dialing: set[str] = set()
         self._nursery: trio.Nursery | None = None
@@ -77,12 +89,12 @@ class Node:
         return Presence(
             peer_id=self.peer_id,
             listen_addrs=self.listen_addrs,
-            models=self.config.models,
-            mean_service_s=None,
-            service_var_s2=None,
-            queue_length=0,
-            queue_capacity=self.config.queue_capacity,
-            arrival_rate=None,
+            models=(self.backend.model_name,),
+            mean_service_s=self.queue.load.mean_service_s,
+            service_var_s2=self.queue.load.service_var_s2,
+            queue_length=self.queue.length,
+            queue_capacity=self.queue.capacity,
+            arrival_rate=self.queue.load.arrival_rate,
             interval_s=self.config.presence_interval_s,
         )
 
@@ -118,6 +130,9 @@ class Node:
         presence_in = await self.overlay.subscribe(PRESENCE_TOPIC, self._validate)
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            await nursery.start(self.queue.run)
+            await nursery.start(self.engine.run)
+            await self.gossip.start(self.overlay, self._admit, self._deliver, nursery)
             nursery.start_soon(self._receive_presence, presence_in)
             for addr in self.config.bootstrap:
                 nursery.start_soon(self._keep_connected, addr)
@@ -125,13 +140,37 @@ class Node:
             nursery.start_soon(self._expire_peers)
             task_status.started()
 
-    def _validate(self, publisher: str, data: bytes) -> bool:
+    async def ask(self, request: QueryRequest) -> Answer:
+        """Answer a user's prompt with a distributed Mixture-of-Agents over the peer view."""
+        return await self.engine.ask(request)
+
+    def _peer_loads(self) -> list[PeerLoad]:
+        return [
+            PeerLoad(
+                rec.peer_id,
+                rec.presence.mean_service_s,
+                rec.presence.queue_length,
+                rec.presence.queue_capacity,
+            )
+            for rec in self.peer_view.live(trio.current_time())
+        ]
+
+    async def _send_moa(self, peer_id: str, message: Message) -> None:
+        data = seal(message, self.identity, now=self.wall_clock())
+        await self.gossip.send(self.overlay, peer_id, data)
+
+    def _admit(self, data: bytes) -> Envelope | None:
         try:
-            self.gate.admit(data)
+            return self.gate.admit(data)
         except WireError as exc:
-            log.debug("rejected a message published by %s: %s", publisher, exc)
-            return False
-        return True
+            log.debug("rejected a message: %s", exc)
+            return None
+
+    async def _deliver(self, envelope: Envelope) -> None:
+        await self.engine.receive(envelope.author, envelope.body)
+
+    def _validate(self, publisher: str, data: bytes) -> bool:
+        return self._admit(data) is not None
 
     async def _receive_presence(self, messages: trio.abc.ReceiveChannel[Any]) -> None:
         async for message in messages:
@@ -218,6 +257,7 @@ async def open_node(
     *,
     identity: NodeIdentity | None = None,
     overlay_opener: OverlayOpener | None = None,
+    backend: Backend | None = None,
     control: bool = True,
     wall_clock: Callable[[], float] = time.time,
 ) -> AsyncIterator[Node]:
@@ -228,16 +268,21 @@ async def open_node(
         peer_id_of_multiaddr(addr)  # fail fast on a bad bootstrap address
     identity = identity or load_or_create_identity(config.data_dir)
     opener = overlay_opener or open_libp2p_overlay
-    async with opener(identity, config.listen_addrs) as overlay:
-        node = Node(config, identity, overlay, wall_clock)
-        async with trio.open_nursery() as nursery:
-            await nursery.start(node.run)
-            if control:
-                await nursery.start(serve_control, node, config.control_path)
-            try:
-                yield node
-            finally:
-                nursery.cancel_scope.cancel()
+    backend = backend or load_plugin("backend", config.backend)(config.backend_options)
+    try:
+        async with opener(identity, config.listen_addrs) as overlay:
+            node = Node(config, identity, overlay, backend, wall_clock)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(node.run)
+                if control:
+                    await nursery.start(serve_control, node, config.control_path)
+                try:
+                    yield node
+                finally:
+                    nursery.cancel_scope.cancel()
+    finally:
+        with trio.CancelScope(shield=True):
+            await backend.aclose()
 
 
 async def serve_node(

@@ -1,4 +1,4 @@
-"""The peer-to-peer overlay: signed pubsub topics, real (py-libp2p) or in-process."""
+"""The peer-to-peer overlay: signed pubsub topics and direct messages, real or in-process."""
 
 from __future__ import annotations
 
@@ -7,9 +7,16 @@ from contextlib import AbstractAsyncContextManager
 
 from dmoa_p2p.identity import NodeIdentity
 from dmoa_p2p.overlay._memory import MemoryNetwork
-from dmoa_p2p.overlay._protocol import Overlay, OverlayError, OverlayMessage, TopicValidator
+from dmoa_p2p.overlay._protocol import (
+    DirectHandler,
+    Overlay,
+    OverlayError,
+    OverlayMessage,
+    TopicValidator,
+)
 
 __all__ = [
+    "DirectHandler",
     "MemoryNetwork",
     "Overlay",
     "OverlayError",

@@ -20,7 +20,14 @@ from libp2p.pubsub.pubsub import Pubsub
 from libp2p.tools.anyio_service import background_trio_service
 
 from dmoa_p2p.identity import NodeIdentity
-from dmoa_p2p.overlay._protocol import Overlay, OverlayError, OverlayMessage, TopicValidator
+from dmoa_p2p.overlay._libp2p_direct import DirectStreams, error_reason
+from dmoa_p2p.overlay._protocol import (
+    DirectHandler,
+    Overlay,
+    OverlayError,
+    OverlayMessage,
+    TopicValidator,
+)
 
 _log = logging.getLogger(__name__)
 
@@ -33,7 +40,7 @@ _SHUTDOWN_RACE = "Nursery is closed to new arrivals"
 
 
 class Libp2pOverlay:
-    """`Overlay` over a running py-libp2p host, Pubsub and GossipSub router."""
+    """`Overlay` over a running py-libp2p host, Pubsub and GossipSub router, and direct streams."""
 
     def __init__(
         self,
@@ -53,6 +60,10 @@ class Libp2pOverlay:
         self._closed = False
         # messages lost because a receiver did not keep up, per topic
         self.dropped: collections.Counter[str] = collections.Counter()
+        self._direct = DirectStreams(host, nursery)
+        # direct messages handed to a handler / refused as too large, per protocol
+        self.received = self._direct.received
+        self.refused = self._direct.refused
 
     @property
     def peer_id(self) -> str:
@@ -81,7 +92,7 @@ class Libp2pOverlay:
                 f"cannot connect to {multiaddr_!r}: no answer within {CONNECT_TIMEOUT_S:g} s"
             ) from exc
         except Exception as exc:
-            raise OverlayError(f"cannot connect to {multiaddr_!r}: {_reason(exc)}") from exc
+            raise OverlayError(f"cannot connect to {multiaddr_!r}: {error_reason(exc)}") from exc
         return str(info.peer_id.to_base58())
 
     async def subscribe(
@@ -113,6 +124,16 @@ class Libp2pOverlay:
         await self._pubsub.publish(topic, data)
         # publish() may not yield: let the drain tasks empty libp2p's 32-slot channels
         await trio.lowlevel.checkpoint()
+
+    def set_handler(self, protocol: str, handler: DirectHandler, *, max_bytes: int) -> None:
+        self._check_open()
+        self._direct.set_handler(protocol, handler, max_bytes=max_bytes)
+
+    async def send(
+        self, peer_id: str, protocol: str, data: bytes, *, timeout_s: float = 10.0
+    ) -> None:
+        self._check_open()
+        await self._direct.send(peer_id, protocol, data, timeout_s)
 
     def _longest_queue(self) -> int:
         # peer_queues: {ID: RpcQueue}; len() counts queued RPCs (priority + normal)
@@ -161,6 +182,7 @@ class Libp2pOverlay:
         # no unsubscribe: peers would then queue every publish for us ("pending
         # messages", 100 max, each overflow logged) until the connection closes
         self._closed = True
+        self._direct.close()
         for send in self._senders.values():
             send.close()
         self._nursery.cancel_scope.cancel()
@@ -177,18 +199,6 @@ def _sync_validator(validator: TopicValidator) -> Callable[[Any, Any], bool]:
             return False
 
     return validate
-
-
-def _reason(exc: BaseException) -> str:
-    """`exc`'s message followed by its innermost cause (libp2p hides it in MultiError)."""
-    inner: BaseException = exc
-    for _ in range(10):
-        errors = getattr(inner, "errors", None)
-        nested = inner.__cause__ or (errors[-1] if errors else None)
-        if not isinstance(nested, BaseException):
-            break
-        inner = nested
-    return str(exc) if inner is exc else f"{exc} ({inner})"
 
 
 def _is_shutdown_race(exc: BaseException) -> bool:

@@ -12,7 +12,13 @@ import attrs
 import trio
 
 from dmoa_p2p.identity import NodeIdentity
-from dmoa_p2p.overlay._protocol import Overlay, OverlayError, OverlayMessage, TopicValidator
+from dmoa_p2p.overlay._protocol import (
+    DirectHandler,
+    Overlay,
+    OverlayError,
+    OverlayMessage,
+    TopicValidator,
+)
 
 _log = logging.getLogger(__name__)
 
@@ -30,6 +36,12 @@ class _Outbound:
     due: float  # trio clock time at which it reaches every subscriber
 
 
+@attrs.frozen
+class _Handler:
+    handler: DirectHandler
+    max_bytes: int
+
+
 @attrs.define(eq=False)
 class _Subscription:
     validator: TopicValidator
@@ -41,7 +53,9 @@ class MemoryNetwork:
 
     A publish reaches every subscriber connected to the publisher through subscribers
     (itself included) `latency_s` later; a subscriber whose validator rejects the message
-    neither receives nor relays it. Everything is deterministic.
+    neither receives nor relays it. A direct message reaches a connected peer's handler
+    `latency_s` later and its acknowledgement returns after as long again.
+    Everything is deterministic.
     """
 
     def __init__(self, *, latency_s: float = 0.0) -> None:
@@ -57,10 +71,10 @@ class MemoryNetwork:
         self._last_port += 1
         port = self._last_port
         send, receive = trio.open_memory_channel[_Outbound](OUTBOUND_CAPACITY)
-        overlay = MemoryOverlay(self, identity.peer_id, port, send)
         body_error: BaseException | None = None
         try:
             async with trio.open_nursery() as nursery:
+                overlay = MemoryOverlay(self, identity.peer_id, port, send, nursery)
                 self._by_port[port] = overlay
                 nursery.start_soon(overlay._deliver_loop, receive)
                 try:
@@ -121,6 +135,7 @@ class MemoryOverlay:
         peer_id: str,
         port: int,
         outbound: trio.MemorySendChannel[_Outbound],
+        nursery: trio.Nursery,
     ) -> None:
         self._network = network
         self._peer_id = peer_id
@@ -129,9 +144,14 @@ class MemoryOverlay:
         # insertion-ordered, so flooding order is deterministic
         self._neighbours: dict[str, MemoryOverlay] = {}
         self._topics: dict[str, _Subscription] = {}
+        self._nursery = nursery  # runs direct-message handlers
+        self._handlers: dict[str, _Handler] = {}
         self._closed = False
         # messages lost because a receiver did not keep up, per topic
         self.dropped: collections.Counter[str] = collections.Counter()
+        # direct messages handed to a handler / refused as too large, per protocol
+        self.received: collections.Counter[str] = collections.Counter()
+        self.refused: collections.Counter[str] = collections.Counter()
 
     @property
     def peer_id(self) -> str:
@@ -172,6 +192,53 @@ class MemoryOverlay:
             await self._outbound.send(_Outbound(topic, bytes(data), due))
         except trio.ClosedResourceError:
             raise OverlayError("the overlay is closed") from None
+
+    def set_handler(self, protocol: str, handler: DirectHandler, *, max_bytes: int) -> None:
+        self._check_open()
+        if max_bytes < 0:
+            raise ValueError(f"max_bytes must not be negative, not {max_bytes}")
+        self._handlers[protocol] = _Handler(handler, max_bytes)
+
+    async def send(
+        self, peer_id: str, protocol: str, data: bytes, *, timeout_s: float = 10.0
+    ) -> None:
+        self._check_open()
+        what = f"cannot send to {peer_id} on {protocol!r}"
+        peer = self._neighbours.get(peer_id)
+        if peer is None:
+            raise OverlayError(f"{what}: not connected")
+        refusal: str | None = None
+        with trio.move_on_after(timeout_s) as waiting:
+            await trio.sleep(self._network.latency_s)  # the message travels
+            if self._neighbours.get(peer_id) is not peer:  # either side left meanwhile
+                refusal = "the connection closed"
+            else:
+                refusal = peer._accept(self.peer_id, protocol, bytes(data))
+            await trio.sleep(self._network.latency_s)  # and so does the answer
+        if waiting.cancelled_caught:
+            raise OverlayError(f"{what}: no acknowledgement within {timeout_s:g} s")
+        if refusal is not None:
+            raise OverlayError(f"{what}: {refusal}")
+
+    def _accept(self, sender: str, protocol: str, data: bytes) -> str | None:
+        """Take a direct message and start its handler; else say why not."""
+        entry = self._handlers.get(protocol)
+        if entry is None:
+            return "no handler for that protocol"
+        if len(data) > entry.max_bytes:
+            self.refused[protocol] += 1
+            return "refused: larger than the receiver's limit"
+        self.received[protocol] += 1
+        self._nursery.start_soon(self._run_handler, protocol, entry.handler, sender, data)
+        return None
+
+    async def _run_handler(
+        self, protocol: str, handler: DirectHandler, sender: str, data: bytes
+    ) -> None:
+        try:
+            await handler(sender, data)
+        except Exception:
+            _log.exception("handler of direct protocol %r raised", protocol)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -217,3 +284,4 @@ class MemoryOverlay:
         for subscription in self._topics.values():
             subscription.send.close()
         self._topics.clear()
+        self._handlers.clear()

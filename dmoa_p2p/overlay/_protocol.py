@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import attrs
@@ -11,9 +11,12 @@ import trio
 # Called once per message before it is delivered or forwarded: (publisher peer id, data) -> keep?
 TopicValidator = Callable[[str, bytes], bool]
 
+# Called once per direct message: (sender peer id, authenticated by the secure channel; data)
+DirectHandler = Callable[[str, bytes], Awaitable[None]]
+
 
 class OverlayError(Exception):
-    """A network operation failed (dial refused, bad multiaddr, overlay closed)."""
+    """A network operation failed (dial refused, bad multiaddr, message not delivered, closed)."""
 
 
 @attrs.frozen
@@ -26,7 +29,7 @@ class OverlayMessage:
 
 
 class Overlay(Protocol):
-    """A GossipSub-style overlay: signed pubsub topics between peers.
+    """A GossipSub-style overlay: signed pubsub topics, plus direct messages between peers.
 
     Implementations: `open_libp2p_overlay` (real py-libp2p) and `MemoryNetwork.open_overlay`
     (in-process, for fast deterministic tests).
@@ -62,5 +65,24 @@ class Overlay(Protocol):
         """Publish `data` on `topic`.
 
         Waits while outbound queues are full (never drops silently).
+        """
+        ...
+
+    def set_handler(self, protocol: str, handler: DirectHandler, *, max_bytes: int) -> None:
+        """Accept direct messages on `protocol` (e.g. "/dmoa-p2p/task/1"), replacing any handler.
+
+        Messages larger than `max_bytes` are refused unread. Each accepted message runs
+        `handler` in the overlay's own nursery after the sender got its acknowledgement;
+        an exception there is logged, never propagated.
+        """
+        ...
+
+    async def send(
+        self, peer_id: str, protocol: str, data: bytes, *, timeout_s: float = 10.0
+    ) -> None:
+        """Deliver one message to connected peer `peer_id`'s handler for `protocol`.
+
+        Returns once the peer acknowledged receipt; raises OverlayError when it cannot be
+        delivered (not connected, no such handler, refused as too large, timeout, closed).
         """
         ...

@@ -13,14 +13,13 @@ import msgpack
 from dmoa_p2p.identity import NodeIdentity, peer_id_from_public_key, verify_signature
 from dmoa_p2p.wire.convert import structure_body, unstructure_body
 from dmoa_p2p.wire.envelope import (
-    MAX_ENVELOPE_BYTES,
     NONCE_BYTES,
     PROTOCOL_VERSION,
     SIGNATURE_BYTES,
     Envelope,
 )
 from dmoa_p2p.wire.errors import RejectReason, WireError
-from dmoa_p2p.wire.messages import MESSAGE_TYPES, Message
+from dmoa_p2p.wire.messages import MAX_ENVELOPE_BYTES, MESSAGE_TYPES, Message
 
 # Signatures cover this tag too, so they cannot be replayed as some other protocol's signature.
 _SIGNING_DOMAIN = "dmoa-p2p/envelope"

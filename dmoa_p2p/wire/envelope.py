@@ -8,8 +8,6 @@ from dmoa_p2p.wire.messages import MAX_PEER_ID_CHARS, MESSAGE_TYPES, Message
 from dmoa_p2p.wire.validators import as_float, bounded_str, exact_bytes, finite_float, strict_int
 
 PROTOCOL_VERSION = 1
-# Below py-libp2p's 1 MiB pubsub RPC cap, which also carries framing and other messages.
-MAX_ENVELOPE_BYTES = 512 * 1024
 NONCE_BYTES = 16
 PUBLIC_KEY_BYTES = 32
 SIGNATURE_BYTES = 64

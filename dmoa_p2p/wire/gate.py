@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dmoa_p2p.wire.codec import decode_envelope, verify_envelope
 from dmoa_p2p.wire.envelope import Envelope
 from dmoa_p2p.wire.errors import RejectReason, WireError
-from dmoa_p2p.wire.messages import Presence
+from dmoa_p2p.wire.messages import Presence, Task
 
 
 def check_consistency(env: Envelope) -> None:
@@ -20,6 +20,11 @@ def check_consistency(env: Envelope) -> None:
         raise WireError(
             RejectReason.KEY_MISMATCH,
             f"presence for {body.peer_id!r} signed by {env.author}",
+        )
+    # only the origin of a query hands out its tasks
+    if isinstance(body, Task) and body.origin != env.author:
+        raise WireError(
+            RejectReason.KEY_MISMATCH, f"task of origin {body.origin!r} signed by {env.author}"
         )
 
 

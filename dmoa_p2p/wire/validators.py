@@ -67,14 +67,37 @@ def optional_non_negative_float(
         non_negative_float(instance, attribute, value)
 
 
-def bounded_str(max_len: int) -> Validator:
-    """A non-empty str of at most `max_len` characters."""
+def bounded_str(max_len: int, min_len: int = 1) -> Validator:
+    """A str of `min_len` (default: non-empty) to `max_len` characters."""
 
     def check(_instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
         if not isinstance(value, str):
             raise TypeError(f"{attribute.name} must be a str, not {_type_name(value)}")
-        if not 0 < len(value) <= max_len:
-            raise ValueError(f"{attribute.name} must have 1..{max_len} characters")
+        if not min_len <= len(value) <= max_len:
+            raise ValueError(f"{attribute.name} must have {min_len}..{max_len} characters")
+
+    return check
+
+
+def one_of(*choices: str) -> Validator:
+    def check(_instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        if value not in choices:
+            raise ValueError(f"{attribute.name} must be one of {choices}, not {value!r}")
+
+    return check
+
+
+def tuple_of(item_type: type, max_items: int) -> Validator:
+    """A tuple of at most `max_items` instances of `item_type`."""
+
+    def check(_instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        if not isinstance(value, tuple):
+            raise TypeError(f"{attribute.name} must be a tuple, not {_type_name(value)}")
+        if len(value) > max_items:
+            raise ValueError(f"{attribute.name} has {len(value)} items, at most {max_items}")
+        for i, item in enumerate(value):
+            if not isinstance(item, item_type):
+                raise TypeError(f"{attribute.name}[{i}] must be a {item_type.__name__}")
 
     return check
 

@@ -3,44 +3,16 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import trio
 import trio.testing
 
-from dmoa_p2p.config import NodeConfig
 from dmoa_p2p.identity import NodeIdentity
-from dmoa_p2p.node import PRESENCE_TOPIC, Node, open_node
-from dmoa_p2p.overlay import MemoryNetwork, Overlay
+from dmoa_p2p.node import PRESENCE_TOPIC
+from dmoa_p2p.overlay import MemoryNetwork
 from dmoa_p2p.wire import Presence, seal
-
-EPOCH = 1.8e9  # wall clock seen by the message gate: virtual time plus a fixed epoch
-
-
-def wall_clock() -> float:
-    return EPOCH + trio.current_time()
-
-
-@contextlib.asynccontextmanager
-async def memory_node(
-    network: MemoryNetwork, data_dir: Path, bootstrap: Sequence[str] = ()
-) -> AsyncIterator[Node]:
-    def opener(identity: NodeIdentity, _: Sequence[str]) -> AbstractAsyncContextManager[Overlay]:
-        return network.open_overlay(identity)
-
-    config = NodeConfig(data_dir=data_dir, bootstrap=tuple(bootstrap), presence_interval_s=1.0)
-    async with open_node(
-        config, overlay_opener=opener, control=False, wall_clock=wall_clock
-    ) as node:
-        yield node
-
-
-async def wait_for(condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
-    with trio.fail_after(timeout_s):
-        while not condition():  # noqa: ASYNC110 - polling other tasks' state is the point
-            await trio.sleep(0.1)
+from tests.unit.memory_nodes import memory_node, wait_for, wall_clock
 
 
 async def test_peer_views_converge_and_peers_dial_each_other(

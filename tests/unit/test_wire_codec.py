@@ -129,7 +129,7 @@ def test_body_map_keys_are_sorted() -> None:
 def test_registry_is_consistent() -> None:
     assert MESSAGE_TYPES["presence"] is Presence
     for kind, cls in MESSAGE_TYPES.items():
-        assert cls.KIND == kind
+        assert kind == cls.KIND
         assert cls.MAX_BYTES <= MAX_ENVELOPE_BYTES
 
 
@@ -144,7 +144,9 @@ def test_tampered_body_byte_is_bad_signature() -> None:
     data = seal(presence(), ALICE, NOW, NONCE)
     at = data.index(b"llama3.2")
     tampered = data[:at] + b"L" + data[at + 1 :]
-    assert decode_envelope(tampered).body.models[0] == "Llama3.2:1b"
+    body = decode_envelope(tampered).body
+    assert isinstance(body, Presence)
+    assert body.models[0] == "Llama3.2:1b"
     assert verify_reason(tampered) is RejectReason.BAD_SIGNATURE
 
 

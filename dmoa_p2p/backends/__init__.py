@@ -1,0 +1,23 @@
+"""LLM backends: the plugin interface and the built-in `fake` test backend."""
+
+from dmoa_p2p.backends._protocol import (
+    Backend,
+    BackendBusy,
+    BackendError,
+    BackendFactory,
+    ChatMessage,
+    Generation,
+    GenerationParams,
+    Role,
+)
+
+__all__ = [
+    "Backend",
+    "BackendBusy",
+    "BackendError",
+    "BackendFactory",
+    "ChatMessage",
+    "Generation",
+    "GenerationParams",
+    "Role",
+]

@@ -1,0 +1,71 @@
+"""The LLM backend plugin kind: chat messages in, one generation out."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Literal, Protocol
+
+import attrs
+
+Role = Literal["system", "user", "assistant"]
+
+
+class BackendError(Exception):
+    """The model could not be loaded or could not answer; the message says what to do."""
+
+
+class BackendBusy(BackendError):
+    """The model refuses work for now (e.g. an HTTP server answered 429/503)."""
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+@attrs.frozen
+class ChatMessage:
+    role: Role
+    content: str
+
+
+@attrs.frozen
+class GenerationParams:
+    max_tokens: int = attrs.field(default=256, validator=attrs.validators.ge(1))
+    temperature: float = attrs.field(default=0.7, validator=attrs.validators.ge(0.0))
+    seed: int | None = None
+
+
+@attrs.frozen
+class Generation:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str = "stop"
+
+
+class Backend(Protocol):
+    """A local LLM. `generate` may take seconds; the node calls it one at a time, FCFS."""
+
+    @property
+    def model_name(self) -> str: ...
+
+    @property
+    def context_length(self) -> int:
+        """Tokens the model can attend to (prompt plus answer)."""
+        ...
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens `text` costs this model (an estimate is fine for budgeting)."""
+        ...
+
+    async def generate(
+        self, messages: Sequence[ChatMessage], params: GenerationParams
+    ) -> Generation: ...
+
+    async def aclose(self) -> None: ...
+
+
+class BackendFactory(Protocol):
+    """What a `dmoa_p2p.backends` entry point names: options in, a backend out."""
+
+    def __call__(self, options: Mapping[str, str]) -> Backend: ...

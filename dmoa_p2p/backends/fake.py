@@ -1,0 +1,95 @@
+"""`fake`: a test backend with configurable service times and text derived from its input."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Mapping, Sequence
+
+import trio
+
+from dmoa_p2p.backends._protocol import (
+    BackendError,
+    ChatMessage,
+    Generation,
+    GenerationParams,
+)
+
+DISTRIBUTIONS = ("fixed", "exponential")
+
+
+class FakeBackend:
+    """Not a language model: sleeps a service time, then answers with a digest of the prompt.
+
+    Service times are `fixed` (always `mean_s`) or `exponential` (mean `mean_s`, seeded), so
+    queueing experiments can match the paper's model. Under trio's MockClock they cost no
+    wall time.
+    """
+
+    def __init__(
+        self,
+        mean_s: float = 0.2,
+        distribution: str = "fixed",
+        seed: int = 0,
+        model_name: str = "fake",
+        context_length: int = 4096,
+    ) -> None:
+        if distribution not in DISTRIBUTIONS:
+            raise BackendError(
+                f"unknown service-time distribution {distribution!r}; use one of {DISTRIBUTIONS}"
+            )
+        if mean_s < 0:
+            raise BackendError(f"service time must be >= 0, got {mean_s}")
+        self.mean_s = mean_s
+        self.distribution = distribution
+        self._rng = random.Random(seed)
+        self._model_name = model_name
+        self._context_length = context_length
+        self.prompts: list[list[ChatMessage]] = []  # every prompt served, for tests to inspect
+
+    @property
+    def model_name(self) -> str:
+        return self._model_name
+
+    @property
+    def context_length(self) -> int:
+        return self._context_length
+
+    def count_tokens(self, text: str) -> int:
+        # roughly four characters a token, like English text on BPE tokenizers
+        return max(1, (len(text) + 3) // 4)
+
+    def service_time(self) -> float:
+        if self.distribution == "exponential" and self.mean_s > 0:
+            return self._rng.expovariate(1.0 / self.mean_s)
+        return self.mean_s
+
+    async def generate(
+        self, messages: Sequence[ChatMessage], params: GenerationParams
+    ) -> Generation:
+        self.prompts.append(list(messages))
+        await trio.sleep(self.service_time())
+        prompt = "\n".join(f"{m.role}: {m.content}" for m in messages)
+        digest = hashlib.sha256(prompt.encode()).hexdigest()[:12]
+        last_user = next((m.content for m in reversed(messages) if m.role == "user"), "")
+        words = " ".join(last_user.split()[:8])
+        text = f"[{self._model_name} {digest}] {words}"
+        completion = min(self.count_tokens(text), params.max_tokens)
+        return Generation(text, self.count_tokens(prompt), completion)
+
+    async def aclose(self) -> None:
+        return None
+
+
+def create(options: Mapping[str, str]) -> FakeBackend:
+    """Entry point: options `service_time` (s), `distribution`, `seed`, `model`, `context`."""
+    try:
+        return FakeBackend(
+            mean_s=float(options.get("service_time", "0.2")),
+            distribution=options.get("distribution", "fixed"),
+            seed=int(options.get("seed", "0")),
+            model_name=options.get("model", "fake"),
+            context_length=int(options.get("context", "4096")),
+        )
+    except ValueError as exc:
+        raise BackendError(f"bad option for the fake backend: {exc}") from exc

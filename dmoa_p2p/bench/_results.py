@@ -1,0 +1,189 @@
+"""Overlay benchmark results: per-run metrics, per-variant medians, the overhead verdict."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+
+from dmoa_p2p.bench._traffic import BARE, DMOA, VARIANTS
+
+TARGET_CPU_RATIO = 1.10
+
+BARE_MEANS = (
+    "the same py-libp2p overlay (open_libp2p_overlay: GossipSub v1.1, strict signing, "
+    "same mesh degrees, heartbeat, back-pressure and drain) with raw bytes padded to the "
+    "envelope size and an accept-all topic validator; dmoa adds exactly our layer: seal, "
+    "MessageGate.admit as topic validator, decode on receipt"
+)
+DELIVERIES_MEAN = (
+    "messages x (nodes - 1): each message to every other node; the publisher's own copy is "
+    "validated and drained in both variants but not counted"
+)
+WINDOW_MEANS = (
+    "publishes wait while `window` messages are not yet at every receiver, besides the "
+    "overlay's own back-pressure (which sees only libp2p's queues, not the loopback socket "
+    "buffers behind them)"
+)
+MEDIANS_MEAN = (
+    "variants run alternately (bare, dmoa, bare, dmoa, ...), each run on a fresh swarm; "
+    "every metric is the median over a variant's runs"
+)
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """Nearest-rank percentile of `values` (0 < fraction <= 1); nan when empty."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(1, math.ceil(fraction * len(ordered)))
+    return ordered[rank - 1]
+
+
+_at_least_1 = attrs.validators.ge(1)
+
+
+@attrs.frozen
+class BenchSettings:
+    """What `bench overlay` was asked to do (payload_bytes: the envelope's wire size)."""
+
+    nodes: int = attrs.field(validator=attrs.validators.ge(2))
+    messages: int = attrs.field(validator=_at_least_1)
+    warmup: int = attrs.field(validator=attrs.validators.ge(0))
+    rounds: int = attrs.field(validator=_at_least_1)
+    # messages published but not yet delivered to every receiver
+    window: int = attrs.field(validator=_at_least_1)
+    payload_bytes: int = attrs.field(validator=_at_least_1)
+
+
+@attrs.frozen
+class RunMetrics:
+    """What one run of one variant measured over its counted phase."""
+
+    variant: str
+    round: int
+    deliveries: int
+    expected_deliveries: int
+    p50_latency_ms: float
+    p99_latency_ms: float
+    deliveries_per_s: float
+    cpu_ms_per_delivery: float
+    cpu_s: float
+    wall_s: float
+
+    @classmethod
+    def measure(
+        cls,
+        variant: str,
+        round_: int,
+        expected: int,
+        latencies_s: Sequence[float],
+        cpu_s: float,
+        wall_s: float,
+    ) -> RunMetrics:
+        deliveries = len(latencies_s)
+        return cls(
+            variant=variant,
+            round=round_,
+            deliveries=deliveries,
+            expected_deliveries=expected,
+            p50_latency_ms=percentile(latencies_s, 0.50) * 1e3,
+            p99_latency_ms=percentile(latencies_s, 0.99) * 1e3,
+            deliveries_per_s=deliveries / wall_s if wall_s > 0 else math.nan,
+            cpu_ms_per_delivery=cpu_s * 1e3 / deliveries if deliveries else math.nan,
+            cpu_s=cpu_s,
+            wall_s=wall_s,
+        )
+
+
+_MEDIAN_FIELDS = (
+    "p50_latency_ms",
+    "p99_latency_ms",
+    "deliveries_per_s",
+    "cpu_ms_per_delivery",
+    "cpu_s",
+    "wall_s",
+)
+
+
+@attrs.frozen
+class VariantSummary:
+    """One variant's medians over its runs; `deliveries` is the worst run's count."""
+
+    variant: str
+    runs: tuple[RunMetrics, ...]
+
+    @property
+    def deliveries(self) -> int:
+        return min(run.deliveries for run in self.runs)
+
+    @property
+    def expected_deliveries(self) -> int:
+        return self.runs[0].expected_deliveries
+
+    def median(self, field: str) -> float:
+        return float(statistics.median(getattr(run, field) for run in self.runs))
+
+    def to_json(self) -> dict[str, Any]:
+        medians = {field: _rounded(self.median(field)) for field in _MEDIAN_FIELDS}
+        return {
+            "deliveries": self.deliveries,
+            "expected_deliveries": self.expected_deliveries,
+            **medians,
+            "runs": [
+                {key: _rounded(value) for key, value in attrs.asdict(run).items()}
+                for run in self.runs
+            ],
+        }
+
+
+@attrs.frozen
+class OverlayBenchResult:
+    """Both variants of one `bench overlay` invocation and the dmoa/bare CPU ratio."""
+
+    settings: BenchSettings
+    runs: tuple[RunMetrics, ...]
+    target_ratio: float = TARGET_CPU_RATIO
+
+    def summary(self, variant: str) -> VariantSummary:
+        return VariantSummary(variant, tuple(r for r in self.runs if r.variant == variant))
+
+    @property
+    def cpu_ratio(self) -> float:
+        """dmoa over bare, median CPU time per delivery."""
+        bare = self.summary(BARE).median("cpu_ms_per_delivery")
+        return self.summary(DMOA).median("cpu_ms_per_delivery") / bare
+
+    @property
+    def all_delivered(self) -> bool:
+        return all(run.deliveries == run.expected_deliveries for run in self.runs)
+
+    @property
+    def passed(self) -> bool:
+        return self.all_delivered and self.cpu_ratio <= self.target_ratio
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "benchmark": "overlay",
+            **attrs.asdict(self.settings),
+            "topology": "full mesh on 127.0.0.1, all nodes in one process",
+            "bare_means": BARE_MEANS,
+            "deliveries_mean": DELIVERIES_MEAN,
+            "window_means": WINDOW_MEANS,
+            "medians_mean": MEDIANS_MEAN,
+            "variants": {v: self.summary(v).to_json() for v in VARIANTS},
+            "cpu_per_delivery_ratio": _rounded(self.cpu_ratio),
+            "target_ratio": self.target_ratio,
+            "all_delivered": self.all_delivered,
+            "pass": self.passed,
+        }
+
+
+def _rounded(value: Any) -> Any:
+    # NaN (nothing delivered) is not JSON: null instead
+    if isinstance(value, float):
+        return None if math.isnan(value) else round(value, 4)
+    return value

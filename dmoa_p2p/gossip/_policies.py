@@ -1,0 +1,84 @@
+"""The gossip policy plugin kind and its built-ins: direct streams (default) and pubsub."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+import trio
+
+from dmoa_p2p.overlay import Overlay, OverlayMessage
+from dmoa_p2p.wire import MAX_ENVELOPE_BYTES, PROTOCOL_VERSION, Envelope, WireError, decode_envelope
+
+MOA_PROTOCOL = f"/dmoa-p2p/moa/{PROTOCOL_VERSION}"
+MOA_TOPIC = f"dmoa-p2p/v{PROTOCOL_VERSION}/moa"
+
+# runs every receive-side check once; None when the message was rejected (and counted)
+Admit = Callable[[bytes], Envelope | None]
+Deliver = Callable[[Envelope], Awaitable[None]]
+
+log = logging.getLogger(__name__)
+
+
+class GossipPolicy(Protocol):
+    """Carries signed MoA messages (tasks, proposals, refusals) to one peer each."""
+
+    async def start(
+        self, overlay: Overlay, admit: Admit, deliver: Deliver, nursery: trio.Nursery
+    ) -> None:
+        """Install the receive side: admit each arriving message once, deliver what passes."""
+        ...
+
+    async def send(self, overlay: Overlay, peer_id: str, data: bytes) -> None:
+        """Send one sealed envelope to `peer_id`; raise OverlayError if it cannot."""
+        ...
+
+
+class DirectGossip:
+    """`direct` (default): one libp2p stream per message, straight to the peer.
+
+    Tasks and proposals concern two nodes only, and augmented prompts grow about (k+1)x per
+    layer; flooding them through pubsub would cost every node CPU and bandwidth for other
+    nodes' work. A stream also tells the sender at once whether the peer got the message.
+    """
+
+    async def start(
+        self, overlay: Overlay, admit: Admit, deliver: Deliver, nursery: trio.Nursery
+    ) -> None:
+        async def handle(sender: str, data: bytes) -> None:
+            envelope = admit(data)
+            if envelope is not None:
+                await deliver(envelope)
+
+        overlay.set_handler(MOA_PROTOCOL, handle, max_bytes=MAX_ENVELOPE_BYTES)
+
+    async def send(self, overlay: Overlay, peer_id: str, data: bytes) -> None:
+        await overlay.send(peer_id, MOA_PROTOCOL, data)
+
+
+class PubsubGossip:
+    """`pubsub`: one topic for all MoA messages, each naming its recipient.
+
+    Reaches peers this node has no connection to (through the mesh) at the price of
+    delivering every task to every node; messages are capped at the envelope size limit.
+    """
+
+    async def start(
+        self, overlay: Overlay, admit: Admit, deliver: Deliver, nursery: trio.Nursery
+    ) -> None:
+        inbox = await overlay.subscribe(MOA_TOPIC, lambda _publisher, data: admit(data) is not None)
+        nursery.start_soon(self._drain, inbox, deliver)
+
+    async def _drain(
+        self, inbox: trio.abc.ReceiveChannel[OverlayMessage], deliver: Deliver
+    ) -> None:
+        async for message in inbox:
+            try:
+                envelope = decode_envelope(message.data)  # admitted by the topic validator
+            except WireError:
+                continue
+            await deliver(envelope)
+
+    async def send(self, overlay: Overlay, peer_id: str, data: bytes) -> None:
+        await overlay.publish(MOA_TOPIC, data)

@@ -1,0 +1,151 @@
+"""The bounded FCFS queue in front of a node's LLM, with online estimates of its load."""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable, Sequence
+
+import attrs
+import trio
+
+from dmoa_p2p.backends import Backend, ChatMessage, Generation, GenerationParams
+
+
+class QueueFull(Exception):
+    """The queue holds `capacity` prompts already; try again later."""
+
+    def __init__(self, capacity: int, retry_after_s: float) -> None:
+        super().__init__(
+            f"the model's queue is full ({capacity} prompts); retry in {retry_after_s:.1f} s"
+        )
+        self.capacity = capacity
+        self.retry_after_s = retry_after_s
+
+
+@attrs.frozen
+class Served:
+    generation: Generation
+    queue_wait_s: float
+    service_s: float
+
+
+@attrs.define
+class _Job:
+    messages: Sequence[ChatMessage]
+    params: GenerationParams
+    enqueued_at: float
+    done: trio.Event = attrs.field(factory=trio.Event)
+    result: Served | None = None
+    error: BaseException | None = None
+
+
+class LoadEstimator:
+    """Service time mean and variance (EWMA) and user-prompt arrival rate (sliding window).
+
+    EWMA with weight `alpha` tracks a model whose speed drifts (thermal throttling, other load)
+    while smoothing single slow calls; the arrival rate counts user prompts in the last
+    `window_s` seconds (over the time observed so far when that is shorter).
+    """
+
+    def __init__(
+        self, clock: Callable[[], float], alpha: float = 0.2, window_s: float = 60.0
+    ) -> None:
+        self._clock = clock
+        self.alpha = alpha
+        self.window_s = window_s
+        self.mean_service_s: float | None = None
+        self.service_var_s2: float | None = None
+        self._arrivals: collections.deque[float] = collections.deque()
+        self._started = clock()
+
+    def observe_service(self, seconds: float) -> None:
+        if self.mean_service_s is None or self.service_var_s2 is None:
+            self.mean_service_s, self.service_var_s2 = seconds, 0.0
+            return
+        delta = seconds - self.mean_service_s
+        self.mean_service_s += self.alpha * delta
+        # West's exponentially weighted variance
+        self.service_var_s2 = (1 - self.alpha) * (self.service_var_s2 + self.alpha * delta * delta)
+
+    def observe_arrival(self) -> None:
+        self._arrivals.append(self._clock())
+
+    @property
+    def arrival_rate(self) -> float | None:
+        now = self._clock()
+        while self._arrivals and self._arrivals[0] < now - self.window_s:
+            self._arrivals.popleft()
+        span = min(self.window_s, now - self._started)
+        if span <= 0:
+            return None
+        return len(self._arrivals) / span
+
+
+class InferenceQueue:
+    """One LLM, one prompt at a time, first come first served, at most `capacity` held."""
+
+    def __init__(self, backend: Backend, capacity: int) -> None:
+        self.backend = backend
+        self.capacity = capacity
+        self.load = LoadEstimator(trio.current_time)
+        self._waiting: collections.deque[_Job] = collections.deque()
+        self._wakeup = trio.Event()
+        self._in_service = 0
+        self.served = 0
+        self.failed = 0
+
+    @property
+    def length(self) -> int:
+        """Prompts waiting plus the one being served."""
+        return len(self._waiting) + self._in_service
+
+    def retry_after_s(self) -> float:
+        mean = self.load.mean_service_s or 1.0
+        return max(0.1, mean * self.length)
+
+    async def submit(self, messages: Sequence[ChatMessage], params: GenerationParams) -> Served:
+        """Queue a prompt and wait for its answer; raise QueueFull at capacity."""
+        if self.length >= self.capacity:
+            raise QueueFull(self.capacity, self.retry_after_s())
+        job = _Job(messages, params, trio.current_time())
+        self._waiting.append(job)
+        self._wakeup.set()
+        try:
+            await job.done.wait()
+        finally:
+            if not job.done.is_set() and job in self._waiting:
+                # the asker gave up while waiting: don't spend the model on it
+                self._waiting.remove(job)
+        if job.error is not None:
+            raise job.error
+        assert job.result is not None
+        return job.result
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve queued prompts until cancelled."""
+        task_status.started()
+        while True:
+            if not self._waiting:
+                self._wakeup = trio.Event()
+                await self._wakeup.wait()
+                continue
+            job = self._waiting.popleft()
+            self._in_service = 1
+            try:
+                await self._serve(job)
+            finally:
+                self._in_service = 0
+
+    async def _serve(self, job: _Job) -> None:
+        started = trio.current_time()
+        try:
+            generation = await self.backend.generate(job.messages, job.params)
+        except Exception as exc:  # the asker gets the error; the queue keeps serving
+            self.failed += 1
+            job.error = exc
+        else:
+            service_s = trio.current_time() - started
+            self.load.observe_service(service_s)
+            self.served += 1
+            job.result = Served(generation, started - job.enqueued_at, service_s)
+        job.done.set()

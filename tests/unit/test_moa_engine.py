@@ -1,0 +1,105 @@
+"""The MoA query lifecycle on the in-memory overlay with fake backends, under MockClock."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from dmoa_p2p.backends.fake import FakeBackend
+from dmoa_p2p.moa import QueryRequest
+from tests.unit.memory_nodes import memory_swarm
+
+
+def fakes(n: int, mean_s: float = 1.0) -> list[FakeBackend]:
+    return [FakeBackend(mean_s=mean_s, model_name=f"fake{i}") for i in range(n)]
+
+
+@pytest.mark.parametrize(("layers", "proposers"), [(0, 0), (1, 1), (1, 2), (2, 2), (2, 3)])
+async def test_calls_per_query_are_k_plus_one_times_m_plus_one(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, layers: int, proposers: int
+) -> None:
+    backends = fakes(5)
+    async with memory_swarm(tmp_path, backends) as nodes:
+        origin = nodes[0]
+        answer = await origin.ask(QueryRequest("What is 2+2?", layers, proposers))
+        expected = (proposers + 1) * layers + 1
+        assert len(answer.trace.calls) == expected
+        assert sum(len(b.prompts) for b in backends) == expected
+        final = answer.trace.calls[-1]
+        assert (final.node, final.role, final.layer) == (origin.peer_id, "aggregator", layers + 1)
+        for layer in answer.trace.layers:
+            calls = [c for c in answer.trace.calls if c.layer == layer.layer]
+            assert {c.node for c in calls} == {origin.peer_id, *layer.asked}
+            assert len(set(layer.asked)) == proposers
+            assert origin.peer_id not in layer.asked
+            assert layer.missing == ()
+        assert answer.text.startswith("[fake0 ")  # the origin's model aggregated
+
+
+async def test_augmented_layers_carry_the_previous_answers_and_raw_layers_do_not(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    backends = fakes(4)
+    async with memory_swarm(tmp_path, backends) as nodes:
+        origin = nodes[0]
+        await origin.ask(QueryRequest("Name a colour.", 2, 2, strategy="augmented"))
+        layer2_prompts = [p for b in backends for p in b.prompts if len(p) == 2][:3]
+        assert len(layer2_prompts) == 3  # origin + 2 proposers got system+user in layer 2
+        for system, user in layer2_prompts:
+            assert system.role == "system" and "synthesize these responses" in system.content
+            assert system.content.count("[fake") == 3  # the three layer-1 proposals
+            assert user.content == "Name a colour."
+        for backend in backends:
+            backend.prompts.clear()
+        await origin.ask(QueryRequest("Name a colour.", 2, 2, strategy="raw"))
+        proposals = [p for b in backends for p in b.prompts if len(p) == 1]
+        assert len(proposals) == 6
+        assert all(p[0].content == "Name a colour." for p in proposals)
+        final = backends[0].prompts[-1]
+        assert final[0].content.count("[fake") == 6  # raw: every layer's proposals at the end
+
+
+async def test_a_proposer_that_never_answers_does_not_stall_the_layer(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    backends = fakes(3)
+    backends[2].mean_s = 10_000.0  # this one takes forever
+    async with memory_swarm(tmp_path, backends) as nodes:
+        origin, _, stuck = nodes
+        start = trio.current_time()
+        answer = await origin.ask(QueryRequest("Hi", 1, 2, layer_timeout_s=20.0))
+        assert trio.current_time() - start < 25.0
+        (layer,) = answer.trace.layers
+        assert [m.node for m in layer.missing] == [stuck.peer_id]
+        assert layer.missing[0].reason == "timed out"
+        assert stuck.peer_id not in layer.answered
+        assert len(answer.trace.calls) == 3  # origin + one proposer + aggregation
+
+
+async def test_fewer_peers_than_asked_is_said_in_the_trace(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with memory_swarm(tmp_path, fakes(2)) as nodes:
+        answer = await nodes[0].ask(QueryRequest("Hi", 1, 3))
+        assert len(answer.trace.layers[0].asked) == 1
+        assert any("only 1" in note for note in answer.trace.notes), answer.trace.notes
+
+
+async def test_a_full_queue_refuses_and_the_origin_continues(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    backends = fakes(2, mean_s=5.0)
+    async with memory_swarm(tmp_path, backends, queue_capacity=1) as nodes:
+        origin, busy = nodes
+        async with trio.open_nursery() as nursery:
+            # occupy the busy node's only slot with its own user's prompt
+            nursery.start_soon(busy.ask, QueryRequest("mine", 0, 0))
+            await trio.sleep(0.5)
+            answer = await origin.ask(QueryRequest("yours", 1, 1))
+        (layer,) = answer.trace.layers
+        assert layer.missing[0].node == busy.peer_id
+        assert layer.missing[0].reason.startswith("refused: the model's queue is full")
+        assert answer.text
