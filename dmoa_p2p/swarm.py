@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ import attrs
 import trio
 
 from dmoa_p2p.config import LOCALHOST_LISTEN, NodeConfig
+from dmoa_p2p.moa import Answer, QueryRequest
 from dmoa_p2p.node import ControlError, Node, call_control, open_node
 
 log = logging.getLogger(__name__)
@@ -147,8 +148,19 @@ class ProcessSwarm:
     async def wait_converged(self, timeout_s: float = 60.0) -> float:
         return await wait_until_converged(self.statuses, timeout_s, poll_s=0.25)
 
+    async def ask(self, request: QueryRequest, index: int = 0) -> Answer:
+        """Ask member `index` through its control socket."""
+        data = await call_control(
+            self.members[index].control_path, "ask", request=request.to_json()
+        )
+        return Answer.from_json(data)
+
     async def start_member(
-        self, data_dir: Path, bootstrap: tuple[str, ...], verbosity: int
+        self,
+        data_dir: Path,
+        bootstrap: tuple[str, ...],
+        verbosity: int,
+        node_args: Sequence[str] = (),
     ) -> None:
         command = [
             sys.executable,
@@ -160,6 +172,7 @@ class ProcessSwarm:
             str(data_dir),
             "--listen",
             LOCALHOST_LISTEN,
+            *node_args,
         ]
         for addr in bootstrap:
             command += ["--bootstrap", addr]
@@ -200,17 +213,22 @@ async def _await_control(
 
 @contextlib.asynccontextmanager
 async def open_process_swarm(
-    n: int, base_dir: Path | None = None, verbosity: int = 0
+    n: int, base_dir: Path | None = None, verbosity: int = 0, node_args: Sequence[str] = ()
 ) -> AsyncIterator[ProcessSwarm]:
-    """Start `n` node processes (the first is the bootstrap); interrupt and reap them on exit."""
+    """Start `n` node processes (the first is the bootstrap); interrupt and reap them on exit.
+
+    `node_args` are extra `dmoa-p2p node` options for every member (e.g. the backend).
+    """
     with _base_dir(base_dir) as base:
         swarm = ProcessSwarm()
         try:
-            await swarm.start_member(base / "node0", (), verbosity)
+            await swarm.start_member(base / "node0", (), verbosity, node_args)
             bootstrap = (swarm.members[0].dial_addr,)
             async with trio.open_nursery() as nursery:
                 for i in range(1, n):
-                    nursery.start_soon(swarm.start_member, base / f"node{i}", bootstrap, verbosity)
+                    nursery.start_soon(
+                        swarm.start_member, base / f"node{i}", bootstrap, verbosity, node_args
+                    )
             yield swarm
         finally:
             with trio.CancelScope(shield=True):

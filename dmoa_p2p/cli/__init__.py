@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import click
 
+from dmoa_p2p.cli._ask import ask, plugins
 from dmoa_p2p.cli._common import cli
 from dmoa_p2p.cli._node import keygen, node, peers
 from dmoa_p2p.cli._swarm import swarm
 
-for command in (keygen, node, peers, swarm):
+for command in (keygen, node, peers, swarm, ask, plugins):
     cli.add_command(command)
 
 

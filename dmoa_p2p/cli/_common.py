@@ -14,18 +14,27 @@ import click
 import trio
 from rich.console import Console
 
+from dmoa_p2p.backends import BackendError
 from dmoa_p2p.config import ConfigError
 from dmoa_p2p.identity import IdentityError
 from dmoa_p2p.logs import configure_logging
 from dmoa_p2p.node import ControlError
 from dmoa_p2p.overlay import OverlayError
+from dmoa_p2p.registry import PluginError
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
 
 console = Console()
 # errors a user can fix; anything else is a bug and keeps its traceback
-USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, IdentityError, ControlError, OverlayError)
+USER_ERRORS: tuple[type[Exception], ...] = (
+    BackendError,
+    ConfigError,
+    ControlError,
+    IdentityError,
+    OverlayError,
+    PluginError,
+)
 
 
 def default_data_dir() -> Path:
@@ -50,6 +59,29 @@ def data_dir_option(func: F) -> F:
         envvar="DMOA_P2P_DATA_DIR",
         help="Where the node keeps its key and control socket.",
     )(func)
+
+
+def backend_options(func: F) -> F:
+    func = click.option(
+        "--backend-option",
+        "-o",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="A backend setting, e.g. -o model=/path/model.gguf -o n_threads=1 (repeatable).",
+    )(func)
+    return click.option(
+        "--backend", help="LLM backend plugin (see `dmoa-p2p plugins`). [default: fake]"
+    )(func)
+
+
+def parse_backend_options(pairs: tuple[str, ...]) -> dict[str, str]:
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--backend-option")
+        options[key.strip()] = value.strip()
+    return options
 
 
 def json_option(func: F) -> F:

@@ -9,7 +9,9 @@ import trio
 from rich.table import Table
 
 from dmoa_p2p.cli._common import (
+    backend_options,
     console,
+    parse_backend_options,
     data_dir_option,
     json_option,
     print_json,
@@ -58,6 +60,9 @@ def keygen(data_dir: Path, force: bool) -> None:
     help="A known peer, /ip4/HOST/tcp/PORT/p2p/PEER_ID (repeatable).",
 )
 @click.option("--presence-interval", type=float, help="Seconds between presence messages.")
+@backend_options
+@click.option("--gossip", help="How tasks travel: direct (streams) or pubsub. [default: direct]")
+@click.option("--queue-capacity", type=click.IntRange(1), help="Prompts the queue holds.")
 @json_option
 def node(
     data_dir: Path,
@@ -65,6 +70,10 @@ def node(
     listen: tuple[str, ...],
     bootstrap: tuple[str, ...],
     presence_interval: float | None,
+    backend: str | None,
+    backend_option: tuple[str, ...],
+    gossip: str | None,
+    queue_capacity: int | None,
     as_json: bool,
 ) -> None:
     """Run a node until Ctrl-C: join the overlay and serve this user and its peers."""
@@ -73,6 +82,10 @@ def node(
         "listen_addrs": list(listen) or None,
         "bootstrap": list(bootstrap) or None,
         "presence_interval_s": presence_interval,
+        "backend": backend,
+        "backend_options": parse_backend_options(backend_option) or None,
+        "gossip": gossip,
+        "queue_capacity": queue_capacity,
     }
     with user_errors():
         if config_file is not None:

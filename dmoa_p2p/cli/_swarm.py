@@ -1,4 +1,4 @@
-"""`dmoa-p2p swarm`: a localhost swarm for demos and tests."""
+"""`dmoa-p2p swarm`: a localhost swarm for demos and tests, optionally answering one question."""
 
 from __future__ import annotations
 
@@ -8,9 +8,21 @@ from typing import Any
 
 import click
 import trio
+from rich.console import Console
 
-from dmoa_p2p.cli._common import console, json_option, print_json, run_until_signalled
+from dmoa_p2p.cli._ask import query_options, query_request, show_answer
+from dmoa_p2p.cli._common import (
+    backend_options,
+    json_option,
+    parse_backend_options,
+    print_json,
+    run_until_signalled,
+)
+from dmoa_p2p.moa import Answer, QueryRequest
 from dmoa_p2p.swarm import SwarmError, SwarmMember, open_inprocess_swarm, open_process_swarm
+
+# progress and tables go to stderr so that --json output stays clean
+progress = Console(stderr=True)
 
 
 @click.command()
@@ -41,61 +53,92 @@ from dmoa_p2p.swarm import SwarmError, SwarmMember, open_inprocess_swarm, open_p
     type=click.Path(file_okay=False, path_type=Path),
     help="Where the nodes' data directories go. [default: a temporary directory]",
 )
+@backend_options
+@click.option(
+    "--ask",
+    "prompt",
+    metavar="PROMPT",
+    help="Ask the first node this once the swarm has converged, print the answer, stop.",
+)
+@query_options
 @json_option
 @click.pass_context
 def swarm(
     ctx: click.Context,
+    /,
     n: int,
     in_process: bool,
     duration: float | None,
     timeout: float,
     base_dir: Path | None,
+    backend: str | None,
+    backend_option: tuple[str, ...],
+    prompt: str | None,
+    show_trace: bool,
     as_json: bool,
+    **query: Any,
 ) -> None:
     """Start N nodes on 127.0.0.1, all bootstrapping from the first; wait until all see all."""
     verbosity = ctx.find_root().params.get("verbose", 0)
+    options = parse_backend_options(backend_option)
+    request = QueryRequest.from_json(query_request(query, prompt)) if prompt else None
+    node_args = ["--backend", backend] if backend else []
+    for key, value in options.items():
+        node_args += ["-o", f"{key}={value}"]
+    config: dict[str, Any] = {"backend_options": options}
+    if backend:
+        config["backend"] = backend
 
     async def main(nursery: trio.Nursery) -> None:
-        if in_process:
-            async with open_inprocess_swarm(n, base_dir) as local:
-                await _report(local.members, await local.wait_converged(timeout), as_json)
-                await _wait(duration)
-        else:
-            async with open_process_swarm(n, base_dir, verbosity) as procs:
-                await _report(procs.members, await procs.wait_converged(timeout), as_json)
-                await _wait(duration)
+        with progress.status(f"starting {n} nodes…") as status:
+            if in_process:
+                cm: Any = open_inprocess_swarm(n, base_dir, **config)
+            else:
+                cm = open_process_swarm(n, base_dir, verbosity, node_args)
+            async with cm as local:
+                status.update("waiting until every node sees every other…")
+                converged_s = await local.wait_converged(timeout)
+                status.stop()
+                report(local.members, converged_s, as_json and request is None)
+                if request is None:
+                    await trio.sleep(math.inf if duration is None else duration)
+                    return
+                status.update(f"asking node 0 (M={request.layers}, k={request.proposers})…")
+                status.start()
+                answer: Answer = await (
+                    local.nodes[0].ask(request) if in_process else local.ask(request)
+                )
+                status.stop()
+                show_answer(answer.to_json(), show_trace, as_json)
 
     try:
         run_until_signalled(main)
     except SwarmError as exc:
         raise click.ClickException(str(exc)) from exc
     if not as_json:
-        console.print("swarm stopped", style="dim")
+        progress.print("swarm stopped", style="dim")
 
 
-async def _report(members: list[SwarmMember], converged_s: float, as_json: bool) -> None:
+def report(members: list[SwarmMember], converged_s: float, as_json: bool) -> None:
     if as_json:
-        result: dict[str, Any] = {
-            "converged_s": round(converged_s, 3),
-            "nodes": [
-                {
-                    "index": m.index,
-                    "peer_id": m.peer_id,
-                    "multiaddr": m.dial_addr,
-                    "data_dir": str(m.data_dir),
-                }
-                for m in members
-            ],
-        }
-        print_json(result)
+        print_json(
+            {
+                "converged_s": round(converged_s, 3),
+                "nodes": [
+                    {
+                        "index": m.index,
+                        "peer_id": m.peer_id,
+                        "multiaddr": m.dial_addr,
+                        "data_dir": str(m.data_dir),
+                    }
+                    for m in members
+                ],
+            }
+        )
         return
-    console.print(
+    progress.print(
         f"[bold]{len(members)}-node swarm on 127.0.0.1[/] (data in {members[0].data_dir.parent})"
     )
     for m in members:
-        console.print(f"  node {m.index}  {m.dial_addr}", soft_wrap=True)
-    console.print(f"every node sees every other node (converged in {converged_s:.1f} s)")
-
-
-async def _wait(duration: float | None) -> None:
-    await trio.sleep(math.inf if duration is None else duration)
+        progress.print(f"  node {m.index}  {m.dial_addr}", soft_wrap=True)
+    progress.print(f"every node sees every other node (converged in {converged_s:.1f} s)")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import attrs
+import cattrs
 
 from dmoa_p2p.backends import ChatMessage, GenerationParams
 
@@ -24,6 +25,19 @@ class QueryRequest:
     aggregator: str = "moa"
     params: GenerationParams = attrs.field(factory=GenerationParams)
     layer_timeout_s: float = attrs.field(default=300.0, validator=attrs.validators.gt(0))
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = _requests.unstructure(self)
+        return data
+
+    @classmethod
+    def from_json(cls, data: Any) -> QueryRequest:
+        """Build a request from JSON data; ValueError says what is wrong."""
+        try:
+            return _requests.structure(data, cls)
+        except cattrs.BaseValidationError as exc:
+            problems = "; ".join(cattrs.transform_error(exc, path="query"))
+            raise ValueError(f"bad query: {problems}") from exc
 
 
 @attrs.frozen
@@ -92,3 +106,6 @@ class Aggregator(Protocol):
     def direct_answer(self, prompt: str, proposals: Sequence[str]) -> str | None:
         """The final answer without an LLM call, or None to ask the LLM with `compose`."""
         ...
+
+
+_requests = cattrs.Converter(forbid_extra_keys=True)

@@ -12,6 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from dmoa_p2p.moa import QueryRequest
+from dmoa_p2p.registry import PluginError
+
 if TYPE_CHECKING:
     from dmoa_p2p.node._node import Node
 
@@ -79,7 +82,13 @@ async def _dispatch(node: Node, request: dict[str, Any]) -> dict[str, Any]:
     op = request["op"]
     if op == "status":
         return node.status()
-    return {"error": f"unknown control operation {op!r}; try one of: status"}
+    if op == "ask":
+        try:
+            answer = await node.ask(QueryRequest.from_json(request["request"]))
+        except (PluginError, ValueError) as exc:
+            return {"error": str(exc)}
+        return answer.to_json()
+    return {"error": f"unknown control operation {op!r}; try one of: status, ask"}
 
 
 async def _read_line(stream: trio.abc.Stream) -> bytes:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import random
 
+from dmoa_plugin_template import FirstPeersStrategy, ShortestAggregator
+
 from dmoa_p2p.moa import PeerLoad, QueryRequest, TokenBudget
 from dmoa_p2p.moa.aggregators import MoaAggregator
 from dmoa_p2p.registry import load_plugin, registered
-from dmoa_plugin_template import FirstPeersStrategy, ShortestAggregator
 
 
 def test_shortest_non_empty_proposal_wins() -> None:

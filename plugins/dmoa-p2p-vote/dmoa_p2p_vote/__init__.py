@@ -19,7 +19,7 @@ def token_set(text: str) -> frozenset[str]:
 
 
 def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
-    """|a ∩ b| / |a ∪ b|; 0 when both are empty (two empty answers agree on nothing)."""
+    """Size of the intersection over size of the union; 0 for two empty sets (nothing shared)."""
     union = len(a | b)
     return len(a & b) / union if union else 0.0
 

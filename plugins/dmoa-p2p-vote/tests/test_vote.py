@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from dmoa_p2p_vote import VoteAggregator, agreement, jaccard, token_set
 
 from dmoa_p2p.moa import TokenBudget
 from dmoa_p2p.moa.aggregators import MoaAggregator
 from dmoa_p2p.registry import load_plugin
-from dmoa_p2p_vote import VoteAggregator, agreement, jaccard, token_set
 
 
 def test_token_sets_ignore_case_punctuation_and_repeats() -> None:
@@ -24,12 +24,12 @@ def test_agreement_is_the_mean_similarity_to_the_others() -> None:
 
 def test_the_most_agreed_with_proposal_wins() -> None:
     proposals = [
+        "Lyon is the capital.",
         "Paris is the capital of France.",
         "The capital of France is Paris, on the Seine.",
-        "Lyon.",
         "France's capital city is Paris.",
     ]
-    # the second shares most words with the first and fourth
+    # mean similarities about 0.34, 0.56, 0.49, 0.38: the second shares most with the rest
     assert VoteAggregator().direct_answer("capital of France?", proposals) == proposals[1]
 
 
