@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml scripts/setup.sh
+$(VENV)/.installed: pyproject.toml scripts/setup.sh plugins/*/pyproject.toml examples/*/pyproject.toml
 	VENV=$(VENV) bash scripts/setup.sh
 	touch $@
 

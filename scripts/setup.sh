@@ -20,6 +20,8 @@ venv=${VENV:-.venv}
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/python" -m pip install -q --upgrade pip
 "$venv/bin/python" -m pip install -q -e '.[test]'
+# the plugin distributions the tests use: one shipped plugin and the template users copy
+"$venv/bin/python" -m pip install -q -e plugins/dmoa-p2p-vote -e examples/dmoa-plugin-template
 # trio ships its own type hints; trio-typing (required by py-libp2p at run time) also installs
 # stale stubs for trio 0.22 that mypy would prefer over them
 rm -rf "$venv"/lib/python3*/site-packages/trio-stubs

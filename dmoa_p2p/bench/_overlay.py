@@ -6,12 +6,13 @@ import contextlib
 import gc
 import itertools
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 
 import trio
 
 from dmoa_p2p.bench._results import BenchSettings, OverlayBenchResult, RunMetrics
 from dmoa_p2p.bench._traffic import (
+    BARE,
     DMOA,
     VARIANTS,
     BareTraffic,
@@ -24,13 +25,13 @@ from dmoa_p2p.identity import NodeIdentity
 from dmoa_p2p.overlay import Overlay, OverlayMessage, open_libp2p_overlay
 
 LOCAL = ("/ip4/127.0.0.1/tcp/0",)
-TOPIC = "dmoa-p2p/bench/overlay"
-# how long to wait for stragglers once everything is published, and for the mesh to form
+TOPIC_PREFIX = "dmoa-p2p/bench/overlay/"
+# how long to wait for stragglers once a block is published, and for the mesh to form
 DRAIN_TIMEOUT_S = 30.0
 MESH_TIMEOUT_S = 20.0
 _PROBE_WAIT_S = 0.5
 
-# (label, completed, total): called as messages are published
+# (what is running, messages published so far, messages to publish in all)
 ProgressCallback = Callable[[str, int, int], None]
 
 
@@ -39,10 +40,10 @@ class BenchError(Exception):
 
 
 class _Batch:
-    """Send times and receipts of one batch of messages, on the process's clocks."""
+    """Send times and receipts of one block of messages, on the process's clocks."""
 
-    def __init__(self, expected: int, receivers: int, window: int) -> None:
-        self.expected = expected
+    def __init__(self, messages: int, receivers: int, window: int) -> None:
+        self.expected = messages * receivers
         self.receivers = receivers
         self.sent: dict[bytes, float] = {}
         self.latencies: list[float] = []
@@ -60,10 +61,10 @@ class _Batch:
     def record(self, message_id: bytes) -> None:
         sent = self.sent.get(message_id)
         if sent is None:
-            return  # from an earlier batch
+            return  # from an earlier block
         now = time.perf_counter()
         self.latencies.append(now - sent)
-        # the counted phase ends at its last receipt, even if some never arrive
+        # the block ends at its last receipt, even if some never arrive
         self.last_wall = now
         self.last_cpu = time.process_time()
         self._missing[message_id] -= 1
@@ -74,17 +75,32 @@ class _Batch:
             self.complete.set()
 
 
-class _Swarm:
-    """N overlays with one variant's traffic: receivers run in the background."""
+class _Progress:
+    """Counts publishes across the whole benchmark for one progress bar."""
 
-    def __init__(self, overlays: Sequence[Overlay], traffic: Traffic) -> None:
+    def __init__(self, callback: ProgressCallback | None, total: int) -> None:
+        self._callback = callback
+        self.total = total
+        self.done = 0
+        self.label = "starting"
+
+    def published(self) -> None:
+        self.done += 1
+        if self._callback is not None:
+            self._callback(self.label, self.done, self.total)
+
+
+class _Lane:
+    """One variant's topic on the shared swarm: its traffic and the block in progress."""
+
+    def __init__(self, topic: str, overlays: Sequence[Overlay], traffic: Traffic) -> None:
+        self.topic = topic
         self.overlays = list(overlays)
         self.traffic = traffic
         self.batch = self._new_batch(0, 1)
 
     def _new_batch(self, messages: int, window: int) -> _Batch:
-        receivers = len(self.overlays) - 1
-        return _Batch(messages * receivers, receivers, window)
+        return _Batch(messages, len(self.overlays) - 1, window)
 
     async def receive(self, node: int, channel: trio.abc.ReceiveChannel[OverlayMessage]) -> None:
         own = self.overlays[node].peer_id
@@ -98,7 +114,7 @@ class _Swarm:
         sent = time.perf_counter()  # before sealing: that is part of the cost of sending
         message_id, data = self.traffic.make(node)
         self.batch.sending(message_id, sent)
-        await self.overlays[node].publish(TOPIC, data)
+        await self.overlays[node].publish(self.topic, data)
 
     async def await_mesh(self) -> None:
         """Until one message from each node reaches every other node (subscriptions and mesh)."""
@@ -114,73 +130,77 @@ class _Swarm:
             return
         raise BenchError(f"the GossipSub mesh did not form within {MESH_TIMEOUT_S:g} s")
 
-    async def run_batch(
-        self, count: int, window: int, label: str, progress: ProgressCallback | None
-    ) -> _Batch:
-        """Publish `count` messages round-robin, at most `window` of them in flight."""
-        batch = self.batch = self._new_batch(count, window)
-        for index in range(count):
+    async def run_block(self, messages: int, window: int, progress: _Progress) -> _Batch:
+        """Publish round-robin from every node, at most `window` messages in flight."""
+        batch = self.batch = self._new_batch(messages, window)
+        for index in range(messages):
             with trio.move_on_after(DRAIN_TIMEOUT_S) as stalled:
                 await batch.in_flight.acquire()
             if stalled.cancelled_caught:
                 break  # messages in flight were lost: report what arrived
             await self.publish(index % len(self.overlays))
-            if progress is not None:
-                progress(label, index + 1, count)
+            progress.published()
         with trio.move_on_after(DRAIN_TIMEOUT_S):
             await batch.complete.wait()
         return batch
 
 
 def _traffic(
-    variant: str,
-    identities: Sequence[NodeIdentity],
-    overlays: Sequence[Overlay],
-    payload_bytes: int,
+    variant: str, identities: Sequence[NodeIdentity], overlays: Sequence[Overlay], size: int
 ) -> Traffic:
     if variant == DMOA:
         presences = [
             bench_presence(i, o.listen_addrs) for i, o in zip(identities, overlays, strict=True)
         ]
         return DmoaTraffic(identities, presences)
-    return BareTraffic(payload_bytes)
+    return BareTraffic(size)
 
 
 @contextlib.asynccontextmanager
-async def _open_swarm(nodes: int, variant: str, payload_bytes: int) -> AsyncIterator[_Swarm]:
-    """A fresh full mesh of `nodes` overlays, subscribed with `variant`'s validators."""
+async def _open_swarm(nodes: int, payload_bytes: int) -> AsyncIterator[dict[str, _Lane]]:
+    """A full mesh of `nodes` overlays with one topic (lane) per variant, meshes formed."""
     identities = [NodeIdentity.generate() for _ in range(nodes)]
     async with contextlib.AsyncExitStack() as stack:
         overlays = [
             await stack.enter_async_context(open_libp2p_overlay(identity, LOCAL))
             for identity in identities
         ]
-        # every node dials every earlier one: the same topology for both variants
         for later, earlier in itertools.combinations(reversed(overlays), 2):
             await later.connect(earlier.listen_addrs[0])
-        swarm = _Swarm(overlays, _traffic(variant, identities, overlays, payload_bytes))
+        lanes = {
+            v: _Lane(TOPIC_PREFIX + v, overlays, _traffic(v, identities, overlays, payload_bytes))
+            for v in VARIANTS
+        }
         async with trio.open_nursery() as nursery:
-            for node, overlay in enumerate(overlays):
-                channel = await overlay.subscribe(TOPIC, swarm.traffic.validator(node))
-                nursery.start_soon(swarm.receive, node, channel)
-            await swarm.await_mesh()
+            for lane, (node, overlay) in itertools.product(lanes.values(), enumerate(overlays)):
+                channel = await overlay.subscribe(lane.topic, lane.traffic.validator(node))
+                nursery.start_soon(lane.receive, node, channel)
+            for lane in lanes.values():
+                await lane.await_mesh()
             try:
-                yield swarm
+                yield lanes
             finally:
                 nursery.cancel_scope.cancel()
 
 
-async def _run_variant(
-    variant: str, round_: int, settings: BenchSettings, progress: ProgressCallback | None
+def _schedule(settings: BenchSettings) -> Iterator[tuple[int, str, int]]:
+    """(round, variant, messages) per block: ABBA order, so a slow drift hits both alike."""
+    per_round, extra = divmod(settings.messages, settings.rounds)
+    for round_ in range(1, settings.rounds + 1):
+        order = VARIANTS if round_ % 2 else VARIANTS[::-1]
+        for variant in order:
+            yield round_, variant, per_round + (1 if round_ <= extra else 0)
+
+
+async def _measure_block(
+    lane: _Lane, round_: int, messages: int, settings: BenchSettings, progress: _Progress
 ) -> RunMetrics:
-    label = f"{variant} round {round_}"
-    async with _open_swarm(settings.nodes, variant, settings.payload_bytes) as swarm:
-        await swarm.run_batch(settings.warmup, settings.window, f"{label} warm-up", progress)
-        gc.collect()  # a collection of set-up garbage must not land in one variant's numbers
-        start_wall, start_cpu = time.perf_counter(), time.process_time()
-        batch = await swarm.run_batch(settings.messages, settings.window, label, progress)
+    progress.label = f"{lane.traffic.name} round {round_}/{settings.rounds}"
+    gc.collect()  # earlier garbage must not be collected on this block's time
+    start_wall, start_cpu = time.perf_counter(), time.process_time()
+    batch = await lane.run_block(messages, settings.window, progress)
     return RunMetrics.measure(
-        variant,
+        lane.traffic.name,
         round_,
         batch.expected,
         batch.latencies,
@@ -194,16 +214,17 @@ async def run_overlay_bench(
     messages: int = 500,
     *,
     warmup: int = 50,
-    rounds: int = 2,
+    rounds: int = 5,
     window: int | None = None,
     progress: ProgressCallback | None = None,
 ) -> OverlayBenchResult:
-    """Measure both variants `rounds` times, alternating (bare, dmoa, bare, dmoa, ...).
+    """Measure bare py-libp2p and our layer on one localhost swarm, alternating blocks.
 
-    Each run starts a fresh full mesh of `nodes` real py-libp2p nodes in this process,
-    waits for the GossipSub mesh, publishes `warmup` uncounted messages, then `messages`
-    counted ones round-robin from every node, at most `window` (default: `nodes`) in flight.
-    Latency runs from before sealing to receipt.
+    `nodes` real py-libp2p nodes run in this process, fully connected, with a topic per
+    variant. After the meshes form and `warmup` uncounted messages per variant, each
+    variant publishes `messages` counted messages in `rounds` blocks (order bare, dmoa,
+    dmoa, bare, ...), round-robin from every node with at most `window` (default: `nodes`)
+    in flight. Latency runs from before sealing to receipt.
     """
     settings = BenchSettings(
         nodes=nodes,
@@ -213,9 +234,12 @@ async def run_overlay_bench(
         window=nodes if window is None else window,
         payload_bytes=envelope_bytes(),
     )
-    runs = [
-        await _run_variant(variant, round_, settings, progress)
-        for round_ in range(1, rounds + 1)
-        for variant in VARIANTS
-    ]
+    counter = _Progress(progress, 2 * (warmup + messages))
+    runs: list[RunMetrics] = []
+    async with _open_swarm(nodes, settings.payload_bytes) as lanes:
+        for variant in (BARE, DMOA):
+            counter.label = f"{variant} warm-up"
+            await lanes[variant].run_block(warmup, settings.window, counter)
+        for round_, variant, count in _schedule(settings):
+            runs.append(await _measure_block(lanes[variant], round_, count, settings, counter))
     return OverlayBenchResult(settings=settings, runs=tuple(runs))

@@ -14,23 +14,25 @@ from dmoa_p2p.bench._traffic import BARE, DMOA, VARIANTS
 TARGET_CPU_RATIO = 1.10
 
 BARE_MEANS = (
-    "the same py-libp2p overlay (open_libp2p_overlay: GossipSub v1.1, strict signing, "
-    "same mesh degrees, heartbeat, back-pressure and drain) with raw bytes padded to the "
-    "envelope size and an accept-all topic validator; dmoa adds exactly our layer: seal, "
-    "MessageGate.admit as topic validator, decode on receipt"
+    "bare: the same py-libp2p nodes and overlay code (open_libp2p_overlay: GossipSub v1.1, "
+    "strict signing, same mesh degrees and heartbeat, same back-pressure and drain), on a "
+    "second topic, with raw bytes padded to the envelope size and an accept-all topic "
+    "validator; dmoa adds exactly our layer: seal, MessageGate.admit as topic validator, "
+    "decode_envelope on receipt"
 )
 DELIVERIES_MEAN = (
-    "messages x (nodes - 1): each message to every other node; the publisher's own copy is "
-    "validated and drained in both variants but not counted"
+    "deliveries = messages x (nodes - 1): each message to every other node; the publisher's "
+    "own copy is validated and decoded in both variants but not counted"
 )
 WINDOW_MEANS = (
-    "publishes wait while `window` messages are not yet at every receiver, besides the "
-    "overlay's own back-pressure (which sees only libp2p's queues, not the loopback socket "
-    "buffers behind them)"
+    "publishes wait while `window` messages are not yet at every receiver, on top of the "
+    "overlay's own back-pressure, which sees only libp2p's queues and not the loopback "
+    "socket buffers behind them (without a window, latency measures those buffers)"
 )
 MEDIANS_MEAN = (
-    "variants run alternately (bare, dmoa, bare, dmoa, ...), each run on a fresh swarm; "
-    "every metric is the median over a variant's runs"
+    "one swarm, a topic per variant; each variant's messages go out in `rounds` blocks, "
+    "alternating bare, dmoa, dmoa, bare, ... so that load from other processes hits both "
+    "alike; each metric is the median over a variant's blocks, deliveries their sum"
 )
 
 
@@ -53,15 +55,20 @@ class BenchSettings:
     nodes: int = attrs.field(validator=attrs.validators.ge(2))
     messages: int = attrs.field(validator=_at_least_1)
     warmup: int = attrs.field(validator=attrs.validators.ge(0))
+    # blocks per variant; every block needs a message
     rounds: int = attrs.field(validator=_at_least_1)
     # messages published but not yet delivered to every receiver
     window: int = attrs.field(validator=_at_least_1)
     payload_bytes: int = attrs.field(validator=_at_least_1)
 
+    def __attrs_post_init__(self) -> None:
+        if self.rounds > self.messages:
+            raise ValueError(f"{self.rounds} rounds need at least as many messages")
+
 
 @attrs.frozen
 class RunMetrics:
-    """What one run of one variant measured over its counted phase."""
+    """What one block of one variant's messages measured, from first publish to last receipt."""
 
     variant: str
     round: int
@@ -111,18 +118,18 @@ _MEDIAN_FIELDS = (
 
 @attrs.frozen
 class VariantSummary:
-    """One variant's medians over its runs; `deliveries` is the worst run's count."""
+    """One variant's medians over its blocks (`runs`); deliveries are summed."""
 
     variant: str
     runs: tuple[RunMetrics, ...]
 
     @property
     def deliveries(self) -> int:
-        return min(run.deliveries for run in self.runs)
+        return sum(run.deliveries for run in self.runs)
 
     @property
     def expected_deliveries(self) -> int:
-        return self.runs[0].expected_deliveries
+        return sum(run.expected_deliveries for run in self.runs)
 
     def median(self, field: str) -> float:
         return float(statistics.median(getattr(run, field) for run in self.runs))
@@ -158,6 +165,16 @@ class OverlayBenchResult:
         return self.summary(DMOA).median("cpu_ms_per_delivery") / bare
 
     @property
+    def round_ratios(self) -> list[float]:
+        """dmoa over bare CPU per delivery within each round: a check on the medians' spread."""
+        bare = {r.round: r.cpu_ms_per_delivery for r in self.runs if r.variant == BARE}
+        return [
+            r.cpu_ms_per_delivery / bare[r.round]
+            for r in self.runs
+            if r.variant == DMOA and r.round in bare
+        ]
+
+    @property
     def all_delivered(self) -> bool:
         return all(run.deliveries == run.expected_deliveries for run in self.runs)
 
@@ -176,6 +193,7 @@ class OverlayBenchResult:
             "medians_mean": MEDIANS_MEAN,
             "variants": {v: self.summary(v).to_json() for v in VARIANTS},
             "cpu_per_delivery_ratio": _rounded(self.cpu_ratio),
+            "cpu_ratio_per_round": [_rounded(r) for r in self.round_ratios],
             "target_ratio": self.target_ratio,
             "all_delivered": self.all_delivered,
             "pass": self.passed,

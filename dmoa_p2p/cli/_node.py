@@ -11,9 +11,9 @@ from rich.table import Table
 from dmoa_p2p.cli._common import (
     backend_options,
     console,
-    parse_backend_options,
     data_dir_option,
     json_option,
+    parse_backend_options,
     print_json,
     run_until_signalled,
     user_errors,

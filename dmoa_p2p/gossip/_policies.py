@@ -34,6 +34,10 @@ class GossipPolicy(Protocol):
         """Send one sealed envelope to `peer_id`; raise OverlayError if it cannot."""
         ...
 
+    def can_reach(self, overlay: Overlay, peer_id: str) -> bool:
+        """False once `peer_id` certainly cannot answer any more (e.g. it disconnected)."""
+        ...
+
 
 class DirectGossip:
     """`direct` (default): one libp2p stream per message, straight to the peer.
@@ -55,6 +59,9 @@ class DirectGossip:
 
     async def send(self, overlay: Overlay, peer_id: str, data: bytes) -> None:
         await overlay.send(peer_id, MOA_PROTOCOL, data)
+
+    def can_reach(self, overlay: Overlay, peer_id: str) -> bool:
+        return peer_id in overlay.connected_peers()
 
 
 class PubsubGossip:
@@ -82,3 +89,7 @@ class PubsubGossip:
 
     async def send(self, overlay: Overlay, peer_id: str, data: bytes) -> None:
         await overlay.publish(MOA_TOPIC, data)
+
+    def can_reach(self, overlay: Overlay, peer_id: str) -> bool:
+        # the mesh may still relay to a peer we have no connection to; only a timeout tells
+        return bool(overlay.connected_peers())

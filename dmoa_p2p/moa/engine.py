@@ -28,6 +28,7 @@ from dmoa_p2p.registry import load_plugin
 from dmoa_p2p.wire import ChatTurn, Message, Proposal, Refusal, Task
 
 log = logging.getLogger(__name__)
+_LIVENESS_CHECK_S = 1.0  # how often a layer checks that the peers it waits for are still there
 
 # (recipient peer id, message) -> sent, or OverlayError
 SendMessage = Callable[[str, Message], Awaitable[None]]
@@ -58,12 +59,14 @@ class MoaEngine:
         queue: InferenceQueue,
         send: SendMessage,
         peers: PeerLoads,
+        reachable: Callable[[str], bool],
         rng: random.Random | None = None,
     ) -> None:
         self.peer_id = peer_id
         self.queue = queue
         self._send = send
         self._peers = peers
+        self._reachable = reachable
         self._rng = rng or random.Random()
         self._inboxes: dict[tuple[str, int], trio.MemorySendChannel[_Reply]] = {}
         self._nursery: trio.Nursery | None = None
@@ -293,6 +296,13 @@ class _Query:
         except OverlayError as exc:
             await replies.send(_Reply(task.recipient, None, f"unreachable: {exc}"))
 
+    def _give_up_on_departed(self, pending: set[str], missing: list[MissingProposer]) -> None:
+        # a proposer that left mid-layer will never answer: stop waiting for it
+        for peer_id in sorted(pending):
+            if not self.engine._reachable(peer_id):
+                pending.discard(peer_id)
+                missing.append(MissingProposer(peer_id, "left during the layer"))
+
     async def _collect(
         self,
         inbox: trio.MemoryReceiveChannel[_Reply],
@@ -303,7 +313,12 @@ class _Query:
     ) -> None:
         # the nursery also waits for the origin's own proposal
         while pending:
-            reply = await inbox.receive()
+            reply = None
+            with trio.move_on_after(_LIVENESS_CHECK_S):
+                reply = await inbox.receive()
+            if reply is None:
+                self._give_up_on_departed(pending, missing)
+                continue
             if reply.peer_id not in pending:
                 continue  # not asked, or answered already
             pending.discard(reply.peer_id)

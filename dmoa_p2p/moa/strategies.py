@@ -1,4 +1,4 @@
-"""Built-in strategies: how many layers and which peers propose in each (local, augmented, ...)."""
+"""Built-in strategies: how many layers, and which peers propose in each layer."""
 
 from __future__ import annotations
 

@@ -68,7 +68,13 @@ class Node:
         self.peer_view = PeerView(identity.peer_id, config.missed_presence_limit)
         self.queue = InferenceQueue(backend, config.queue_capacity)
         self.gossip: GossipPolicy = load_plugin("gossip", config.gossip)()
-        self.engine = MoaEngine(identity.peer_id, self.queue, self._send_moa, self._peer_loads)
+        self.engine = MoaEngine(
+            identity.peer_id,
+            self.queue,
+            self._send_moa,
+            self._peer_loads,
+            lambda peer_id: self.gossip.can_reach(self.overlay, peer_id),
+        )
         self.events: Counter[str] = Counter()
         self._dialing: set[str] = set()
         self._nursery: trio.Nursery | None = None

@@ -303,10 +303,36 @@ async def _running(host: Any, pubsub: Any, gossipsub: Any, addrs: list[Any]) -> 
         try:
             yield
         finally:
+            muxed_conns = [conn.muxed_conn for conn in host.get_network().get_connections()]
             # host.run() only cancels its tasks, leaking sockets; and closing the
             # connections before pubsub stops leaves fewer messages racing its shutdown
             with trio.CancelScope(shield=True), trio.move_on_after(_CLOSE_TIMEOUT_S):
                 await host.close()
+            with trio.CancelScope(shield=True), trio.move_on_after(_CLOSE_TIMEOUT_S):
+                await _close_transports(muxed_conns)
+
+
+async def _close_transports(muxed_conns: list[Any]) -> None:
+    """Close the secured (and so the raw TCP) connection under each muxed connection.
+
+    host.close() misses those whose close was cut short: when the cancellation that
+    stops us also reaches libp2p's own tasks (a swarm of nodes stopping at once), a
+    connection task sees its yamux reader cancelled and starts SwarmConn.close(),
+    which marks the connection closed at once and is then cancelled at its first
+    checkpoint (yamux's GO_AWAY), before the transport is closed; host.close() then
+    skips it as already closed. The listening side's socket is closed by trio's
+    serve_listeners; nothing closes the dialing side's. Closing again is harmless.
+    """
+    for muxed in muxed_conns:
+        secured = getattr(muxed, "secured_conn", None)
+        if secured is None:
+            continue
+        if not muxed.is_closed:
+            _log.debug("closing the transport of an unclosed connection to %s", muxed.peer_id)
+        try:
+            await secured.close()
+        except Exception as exc:
+            _log.debug("closing a connection's transport failed: %r", exc)
 
 
 def _new_router(heartbeat_interval: float) -> Any:

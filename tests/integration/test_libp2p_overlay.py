@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import itertools
 import socket
+import warnings
 
 import pytest
 import trio
@@ -173,6 +175,31 @@ async def test_publish_waits_for_room_instead_of_dropping() -> None:
         with trio.fail_after(10):
             got = {await next_data(sub_b) for _ in range(200)}
         assert got == sent
+
+
+async def run_subscribed(*, task_status: trio.TaskStatus[tuple[Overlay, Channel]]) -> None:
+    async with open_libp2p_overlay(NodeIdentity.generate(), LOCAL) as overlay:
+        task_status.started((overlay, await overlay.subscribe(TOPIC, accept_all)))
+        await trio.sleep_forever()
+
+
+async def test_overlays_cancelled_together_close_their_sockets() -> None:
+    # a swarm in one trio run stops all its nodes with one cancel scope: libp2p's own
+    # tasks are cancelled too, which once left each dialer's TCP socket open
+    for _ in range(3):
+        async with trio.open_nursery() as nursery:
+            started = [await nursery.start(run_subscribed) for _ in range(3)]
+            (a, _), (b, sub_b), (c, sub_c) = started
+            await b.connect(a.listen_addrs[0])
+            await c.connect(a.listen_addrs[0])
+            await c.connect(b.listen_addrs[0])
+            await warm_up(a, [sub_b, sub_c])
+            nursery.cancel_scope.cancel()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        gc.collect()  # unclosed sockets warn when collected
+    leaks = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+    assert leaks == []
 
 
 def race() -> RuntimeError:

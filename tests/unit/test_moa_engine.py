@@ -10,7 +10,9 @@ import trio.testing
 
 from dmoa_p2p.backends.fake import FakeBackend
 from dmoa_p2p.moa import QueryRequest
-from tests.unit.memory_nodes import memory_swarm
+from dmoa_p2p.node import Node
+from dmoa_p2p.overlay import MemoryNetwork
+from tests.unit.memory_nodes import memory_node, memory_swarm, wait_for
 
 
 def fakes(n: int, mean_s: float = 1.0) -> list[FakeBackend]:
@@ -103,3 +105,41 @@ async def test_a_full_queue_refuses_and_the_origin_continues(
         assert layer.missing[0].node == busy.peer_id
         assert layer.missing[0].reason.startswith("refused: the model's queue is full")
         assert answer.text
+
+
+async def test_a_proposer_that_leaves_mid_layer_is_not_waited_for(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    network = MemoryNetwork(latency_s=0.005)
+    leaver_scope = trio.CancelScope()
+
+    async def run_leaver(
+        bootstrap: tuple[str, ...], *, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        with leaver_scope:
+            backend = FakeBackend(mean_s=100.0)
+            async with memory_node(network, tmp_path / "c", bootstrap, backend) as node:
+                task_status.started(node)
+                await trio.sleep_forever()
+
+    async with (
+        memory_node(network, tmp_path / "a", backend=FakeBackend(1.0)) as origin,
+        memory_node(network, tmp_path / "b", origin.listen_addrs, FakeBackend(1.0)) as helper,
+        trio.open_nursery() as nursery,
+    ):
+        leaver: Node = await nursery.start(run_leaver, origin.listen_addrs)
+        await wait_for(lambda: origin.live_peer_ids() == {helper.peer_id, leaver.peer_id})
+
+        async def leave_soon() -> None:
+            await trio.sleep(2.0)
+            leaver_scope.cancel()
+
+        nursery.start_soon(leave_soon)
+        start = trio.current_time()
+        answer = await origin.ask(QueryRequest("Hi", 1, 2, layer_timeout_s=120.0))
+        assert trio.current_time() - start < 10.0
+        (layer,) = answer.trace.layers
+        assert [(m.node, m.reason) for m in layer.missing] == [
+            (leaver.peer_id, "left during the layer")
+        ]
+        assert set(layer.answered) == {origin.peer_id, helper.peer_id}
