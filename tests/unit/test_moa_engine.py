@@ -143,3 +143,16 @@ async def test_a_proposer_that_leaves_mid_layer_is_not_waited_for(
             (leaver.peer_id, "left during the layer")
         ]
         assert set(layer.answered) == {origin.peer_id, helper.peer_id}
+
+
+@pytest.mark.parametrize("aggregator", ["shortest", "vote", "longest"])
+async def test_installed_non_llm_aggregators_answer_without_a_final_call(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, aggregator: str
+) -> None:
+    # `shortest` is the template in examples/, `vote` the plugin in plugins/: both installed
+    # as separate distributions and found through their entry points
+    async with memory_swarm(tmp_path, fakes(3)) as nodes:
+        answer = await nodes[0].ask(QueryRequest("Pick one.", 1, 2, aggregator=aggregator))
+        assert len(answer.trace.calls) == 3  # proposals only
+        assert all(c.role == "proposer" for c in answer.trace.calls)
+        assert answer.text.startswith("[fake")
