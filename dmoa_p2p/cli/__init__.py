@@ -5,11 +5,12 @@ from __future__ import annotations
 import click
 
 from dmoa_p2p.cli._ask import ask, plugins
+from dmoa_p2p.cli._bench import bench
 from dmoa_p2p.cli._common import cli
 from dmoa_p2p.cli._node import keygen, node, peers
 from dmoa_p2p.cli._swarm import swarm
 
-for command in (keygen, node, peers, swarm, ask, plugins):
+for command in (keygen, node, peers, swarm, ask, plugins, bench):
     cli.add_command(command)
 
 

@@ -11,7 +11,7 @@ import pytest
 import trio
 
 from dmoa_p2p.moa import QueryRequest
-from dmoa_p2p.swarm import open_inprocess_swarm
+from dmoa_p2p.swarm import open_inprocess_swarm, open_process_swarm
 
 pytestmark = pytest.mark.integration
 FAKE = {"backend": "fake", "backend_options": {"service_time": "0.05"}}
@@ -81,3 +81,25 @@ def test_swarm_command_answers_with_a_trace_in_json(tmp_path: Path) -> None:
     assert len(calls) == 4
     assert {"node", "layer", "role", "queue_wait_s", "service_s"} <= set(calls[0])
     assert [c["role"] for c in calls].count("aggregator") == 1
+
+
+async def test_ask_command_talks_to_a_running_node(tmp_path: Path) -> None:
+    node_args = ["--backend", "fake", "-o", "service_time=0.05"]
+    async with open_process_swarm(3, tmp_path, node_args=node_args) as swarm:
+        await swarm.wait_converged(timeout_s=60)
+        data_dir = str(swarm.members[1].data_dir)
+        result = await trio.run_process(
+            [sys.executable, "-m", "dmoa_p2p", "ask", "Hello?", "-M", "1", "-k", "2",
+             "--json", "--data-dir", data_dir],
+            capture_stdout=True,
+        )
+        answer = json.loads(result.stdout)
+        assert answer["trace"]["origin"] == swarm.members[1].peer_id
+        assert len(answer["trace"]["calls"]) == 4
+        bad = await trio.run_process(
+            [sys.executable, "-m", "dmoa_p2p", "ask", "Hello?", "--strategy", "nope",
+             "--data-dir", data_dir],
+            capture_stderr=True, check=False,
+        )
+        assert bad.returncode == 1
+        assert b"no strategy plugin named 'nope'; available:" in bad.stderr

@@ -1,0 +1,156 @@
+"""`dmoa-p2p bench`: measure dmoa-p2p's layers against baselines on this machine."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import click
+import trio
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from dmoa_p2p.bench import (
+    BARE,
+    BARE_MEANS,
+    DMOA,
+    BenchError,
+    OverlayBenchResult,
+    ProgressCallback,
+    run_overlay_bench,
+)
+from dmoa_p2p.cli._common import console, json_option, print_json, run_until_signalled
+
+# (label, field, format): the rows of the overlay table, medians over rounds
+_ROWS = (
+    ("p50 latency (ms)", "p50_latency_ms", "{:.1f}"),
+    ("p99 latency (ms)", "p99_latency_ms", "{:.1f}"),
+    ("deliveries / s", "deliveries_per_s", "{:.0f}"),
+    ("CPU per delivery (ms)", "cpu_ms_per_delivery", "{:.3f}"),
+)
+
+
+@click.group()
+def bench() -> None:
+    """Measure dmoa-p2p against baselines on this machine."""
+
+
+@bench.command()
+@click.option(
+    "--nodes", type=click.IntRange(2, 32), default=5, show_default=True, help="Nodes in the swarm."
+)
+@click.option(
+    "--messages",
+    type=click.IntRange(min=1),
+    default=500,
+    show_default=True,
+    help="Counted messages per variant, published round-robin from every node.",
+)
+@click.option(
+    "--warmup",
+    type=click.IntRange(min=0),
+    default=50,
+    show_default=True,
+    help="Uncounted messages per variant before measuring.",
+)
+@click.option(
+    "--rounds",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Blocks per variant, alternating bare and dmoa; metrics are medians over them.",
+)
+@click.option(
+    "--window",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Messages in flight (not yet at every receiver). [default: --nodes]",
+)
+@json_option
+def overlay(
+    nodes: int, messages: int, warmup: int, rounds: int, window: int | None, as_json: bool
+) -> None:
+    """Our signed-envelope layer against bare py-libp2p GossipSub, on one localhost swarm.
+
+    All nodes run in this process on 127.0.0.1; CPU is this process's CPU time.
+    """
+    if rounds > messages:
+        raise click.BadParameter(
+            f"{rounds} rounds need at least {rounds} messages", param_hint="--rounds"
+        )
+    results: list[OverlayBenchResult] = []
+
+    async def main(nursery: trio.Nursery) -> None:
+        with _progress(enabled=not as_json) as progress:
+            results.append(
+                await run_overlay_bench(
+                    nodes, messages, warmup=warmup, rounds=rounds, window=window, progress=progress
+                )
+            )
+
+    try:
+        run_until_signalled(main)
+    except BenchError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if not results:
+        raise click.ClickException("interrupted")
+    if as_json:
+        print_json(results[0].to_json())
+    else:
+        _print_overlay(results[0])
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool) -> Iterator[ProgressCallback | None]:
+    """A progress bar on stderr, fed with (label, published, total)."""
+    if not enabled:
+        yield None
+        return
+    bar = Progress(
+        TextColumn("{task.description:<22}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+        refresh_per_second=4,  # its thread's CPU time counts in the measurement
+    )
+    task = bar.add_task("starting the swarm", total=None)
+
+    def update(label: str, done: int, total: int) -> None:
+        bar.update(task, description=label, completed=done, total=total)
+
+    with bar:
+        yield update
+
+
+def _print_overlay(result: OverlayBenchResult) -> None:
+    s = result.settings
+    bare, dmoa = result.summary(BARE), result.summary(DMOA)
+    table = Table(
+        title=f"overlay: {s.nodes} nodes, {s.messages} messages per variant, {s.rounds} rounds",
+        caption=f"medians over rounds; window {s.window}, payload {s.payload_bytes} bytes",
+    )
+    for column in ("", "bare", "dmoa", "dmoa / bare"):
+        table.add_column(column, justify="left" if not column else "right")
+    table.add_row(
+        "deliveries",
+        f"{bare.deliveries}/{bare.expected_deliveries}",
+        f"{dmoa.deliveries}/{dmoa.expected_deliveries}",
+        "",
+    )
+    for label, field, fmt in _ROWS:
+        b, d = bare.median(field), dmoa.median(field)
+        table.add_row(label, fmt.format(b), fmt.format(d), f"{d / b:.3f}" if b else "-")
+    console.print(table)
+    ratios = result.round_ratios
+    verdict = "[green]met[/]" if result.passed else "[red]not met[/]"
+    console.print(
+        f"CPU per delivery, dmoa/bare: [bold]{result.cpu_ratio:.3f}[/] (median of {len(ratios)} "
+        f"back-to-back pairs, {min(ratios):.2f}-{max(ratios):.2f}); "
+        f"target <= {result.target_ratio:.2f}: {verdict}"
+    )
+    if not result.all_delivered:
+        console.print("[red]some messages were not delivered[/]")
+    console.print(BARE_MEANS, style="dim")
