@@ -1,0 +1,195 @@
+"""Queue stability of a distributed MoA: the paper's thresholds, what follows, predictions.
+
+Pure functions, no I/O: the node, the simulator and the CLI calculator share them.
+Notation: n devices, per-user prompt rate λ (per second), mean inference time α (seconds),
+M proposer layers, k proposers per layer. Every prompt costs (k+1)·M + 1 inferences.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import attrs
+
+
+def inferences_per_prompt(layers: int, proposers: int) -> int:
+    """(k+1)·M + 1: k peers and the origin per layer, plus the final aggregation. Exact."""
+    return (proposers + 1) * layers + 1
+
+
+def utilisation(alpha: float, rate: float, layers: int, proposers: int) -> float:
+    """ρ = α·((k+1)M+1)·λ for identical devices (Theorem 1's left-hand side). Exact as a mean."""
+    return alpha * inferences_per_prompt(layers, proposers) * rate
+
+
+def theorem1_stable(alpha: float, rate: float, layers: int, proposers: int) -> bool:
+    """Theorem 1: every queue is stable iff α·((k+1)M+1)·λ < 1 (equal λ, equal α).
+
+    Exact as a mean-rate condition: at or above 1, work arrives faster than it is served and
+    queues grow without bound; below 1 they stay bounded (for Poisson-like arrivals).
+    """
+    return utilisation(alpha, rate, layers, proposers) < 1.0
+
+
+def max_stable_rate(alpha: float, layers: int, proposers: int) -> float:
+    """The per-user λ at which Theorem 1's ρ reaches 1: 1/(α·((k+1)M+1)). Exact threshold."""
+    return 1.0 / (alpha * inferences_per_prompt(layers, proposers))
+
+
+def remark1_max_rate(alphas: Sequence[float], layers: int, proposers: int) -> float:
+    """Remark 1: with unequal α's and uniform choice, λ < 1/(α_max·((k+1)M+1)). Exact threshold."""
+    return max_stable_rate(max(alphas), layers, proposers)
+
+
+def uniform_arrival_rates(rates: Sequence[float], layers: int, proposers: int) -> list[float]:
+    """Inference arrival rate at each device under uniform choice of proposers. Exact (means).
+
+    Device i serves its own prompts in every layer and aggregates them (M+1 per prompt), and
+    each other user j picks i as one of its k proposers with probability k/(n−1) per layer:
+    r_i = λ_i·(M+1) + (k·M/(n−1))·Σ_{j≠i} λ_j. With equal λ this is ((k+1)M+1)·λ.
+    """
+    n = len(rates)
+    if n == 1 or layers == 0:
+        return [lam * (layers + 1) for lam in rates]
+    _check_proposers(n, proposers)
+    total = sum(rates)
+    share = proposers * layers / (n - 1)
+    return [lam * (layers + 1) + share * (total - lam) for lam in rates]
+
+
+def selection_probabilities(weights: Sequence[float], proposers: int) -> list[list[float]]:
+    """p[j][i]: probability that origin j picks device i as one of its k proposers in a layer.
+
+    Weighted choice without replacement in proportion to `weights`. Exact for k = 1 (w_i/Σw);
+    for k > 1 this uses min(1, k·w_i/Σ_{l≠j} w_l) renormalised to sum to k, an approximation
+    (sampling without replacement flattens the shares of heavy devices a little).
+    """
+    n = len(weights)
+    _check_proposers(n, proposers)
+    table = []
+    for j in range(n):
+        others = [i for i in range(n) if i != j]
+        row = [0.0] * n
+        row_probs = _capped_shares([weights[i] for i in others], proposers)
+        for i, p in zip(others, row_probs, strict=True):
+            row[i] = p
+        table.append(row)
+    return table
+
+
+def weighted_arrival_rates(
+    rates: Sequence[float], weights: Sequence[float], layers: int, proposers: int
+) -> list[float]:
+    """Inference arrival rate at each device when proposers are chosen by `weights`.
+
+    r_i = λ_i·(M+1) + M·Σ_{j≠i} λ_j·p[j][i]; exact given p (see `selection_probabilities`).
+    Equal weights give `uniform_arrival_rates`.
+    """
+    if len(rates) == 1 or layers == 0:
+        return [lam * (layers + 1) for lam in rates]
+    p = selection_probabilities(weights, proposers)
+    n = len(rates)
+    return [
+        rates[i] * (layers + 1) + layers * sum(rates[j] * p[j][i] for j in range(n) if j != i)
+        for i in range(n)
+    ]
+
+
+def device_utilisations(arrival_rates: Sequence[float], alphas: Sequence[float]) -> list[float]:
+    """ρ_i = r_i·α_i: device i is stable iff ρ_i < 1. Exact as a mean-rate condition."""
+    return [r * a for r, a in zip(arrival_rates, alphas, strict=True)]
+
+
+def max_stable_scale(
+    rates: Sequence[float],
+    alphas: Sequence[float],
+    layers: int,
+    proposers: int,
+    weights: Sequence[float] | None = None,
+) -> float:
+    """The largest factor s such that every device stays stable at rates s·λ_i. Exact.
+
+    Arrival rates are linear in the λ's, so s = 1/max_i(ρ_i) at the given rates. With equal
+    λ = 1 this is the maximum stable per-user rate.
+    """
+    if weights is None:
+        arrivals = uniform_arrival_rates(rates, layers, proposers)
+    else:
+        arrivals = weighted_arrival_rates(rates, weights, layers, proposers)
+    worst = max(device_utilisations(arrivals, alphas))
+    return math.inf if worst == 0 else 1.0 / worst
+
+
+def capacity_weights(alphas: Sequence[float]) -> list[float]:
+    """Weights of the `capacity` strategy on idle devices: service rates 1/α_i."""
+    return [1.0 / a for a in alphas]
+
+
+@attrs.frozen
+class QueuePrediction:
+    """Mean queue and delay of one device; `model` names the (approximate) queueing model."""
+
+    model: str
+    rho: float
+    mean_in_system: float  # E[N]: waiting plus in service
+    mean_waiting: float  # E[Nq]
+    mean_wait_s: float  # E[Wq], time in queue before service
+    mean_sojourn_s: float  # E[T] = E[Wq] + α
+
+
+def mm1(alpha: float, arrival_rate: float) -> QueuePrediction:
+    """M/M/1 (Poisson arrivals, exponential service): E[N] = ρ/(1−ρ). Approximate here.
+
+    A device's arrivals are not Poisson (tasks come in bursts of layers), so this is an
+    approximation; it is exact for the model it names. Infinite at ρ ≥ 1.
+    """
+    return mg1(alpha, alpha * alpha, arrival_rate, model="M/M/1")
+
+
+def mg1(
+    alpha: float, service_var_s2: float, arrival_rate: float, model: str = "M/G/1"
+) -> QueuePrediction:
+    """M/G/1 by Pollaczek–Khinchine: E[Wq] = λ·E[S²]/(2(1−ρ)). Approximate here (see `mm1`)."""
+    rho = alpha * arrival_rate
+    if rho >= 1.0:
+        return QueuePrediction(model, rho, math.inf, math.inf, math.inf, math.inf)
+    second_moment = service_var_s2 + alpha * alpha
+    wait = arrival_rate * second_moment / (2.0 * (1.0 - rho))
+    waiting = arrival_rate * wait  # Little's law
+    return QueuePrediction(model, rho, waiting + rho, waiting, wait, wait + alpha)
+
+
+def query_latency_estimate(sojourn_s: float, layers: int) -> float:
+    """Rough end-to-end latency of one query: (M+1) sequential sojourns. Approximate.
+
+    Each layer waits for the slowest of k+1 parallel inferences, so this mean-based figure
+    is a lower estimate; network time is not included.
+    """
+    return (layers + 1) * sojourn_s
+
+
+def _check_proposers(n: int, proposers: int) -> None:
+    if not 0 <= proposers <= n - 1:
+        raise ValueError(
+            f"k = {proposers} proposers need at least {proposers + 1} devices, n = {n}"
+        )
+
+
+def _capped_shares(weights: Sequence[float], total: int) -> list[float]:
+    """Shares proportional to weights that sum to `total`, none above 1 (water-filling)."""
+    shares = [0.0] * len(weights)
+    free = list(range(len(weights)))
+    left = float(total)
+    while free and left > 0:
+        mass = sum(weights[i] for i in free)
+        capped = [i for i in free if mass > 0 and left * weights[i] / mass >= 1.0]
+        if not capped:
+            for i in free:
+                shares[i] = left * weights[i] / mass if mass > 0 else left / len(free)
+            break
+        for i in capped:
+            shares[i] = 1.0
+            free.remove(i)
+        left -= len(capped)
+    return shares

@@ -1,0 +1,67 @@
+"""Stability thresholds and queue predictions against hand-computed values and limits."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from dmoa_p2p import stability as st
+
+
+def test_theorem1_matches_the_papers_settings() -> None:
+    # n=4, λ=1/4, (M,k)=(2,2): 7 inferences per prompt; stable only if α < 4/7
+    assert st.inferences_per_prompt(2, 2) == 7
+    assert st.utilisation(0.5, 0.25, 2, 2) == pytest.approx(0.875)
+    assert st.theorem1_stable(0.5, 0.25, 2, 2)
+    assert not st.theorem1_stable(4 / 7, 0.25, 2, 2)
+    assert st.max_stable_rate(1.5, 2, 2) == pytest.approx(1 / 10.5)
+    assert st.max_stable_rate(2.0, 0, 0) == pytest.approx(0.5)  # M=0: one inference
+
+
+def test_per_device_rates_reduce_to_theorem1_with_equal_rates() -> None:
+    rates = st.uniform_arrival_rates([0.1] * 5, 2, 3)
+    assert rates == pytest.approx([0.1 * st.inferences_per_prompt(2, 3)] * 5)
+
+
+def test_per_device_rates_with_unequal_users() -> None:
+    # n=3, M=1, k=1: r_i = 2·λ_i + (1/2)·Σ_{j≠i} λ_j
+    assert st.uniform_arrival_rates([1.0, 2.0, 3.0], 1, 1) == pytest.approx([4.5, 6.0, 7.5])
+
+
+def test_remark1_is_the_slowest_device_bound_under_uniform_choice() -> None:
+    alphas = [1.0, 1.0, 4.0, 4.0]
+    assert st.remark1_max_rate(alphas, 1, 1) == pytest.approx(1 / 12)
+    assert st.max_stable_scale([1.0] * 4, alphas, 1, 1) == pytest.approx(1 / 12)
+
+
+def test_capacity_weighting_widens_the_stable_region() -> None:
+    alphas = [1.0] * 4 + [4.0] * 4  # half the devices four times slower
+    uniform = st.max_stable_scale([1.0] * 8, alphas, 2, 2)
+    assert uniform == pytest.approx(st.remark1_max_rate(alphas, 2, 2))
+    weighted = st.max_stable_scale([1.0] * 8, alphas, 2, 2, st.capacity_weights(alphas))
+    assert weighted > 1.5 * uniform
+    # equal weights are exactly uniform choice
+    same = st.max_stable_scale([1.0] * 8, alphas, 2, 2, [1.0] * 8)
+    assert same == pytest.approx(uniform)
+
+
+def test_selection_probabilities_sum_to_k_and_never_exceed_one() -> None:
+    table = st.selection_probabilities([1.0, 1.0, 10.0, 0.5], 2)
+    for j, row in enumerate(table):
+        assert row[j] == 0.0
+        assert sum(row) == pytest.approx(2.0)
+        assert all(0.0 <= p <= 1.0 for p in row)
+    assert table[0][2] == 1.0  # the heavy device is always picked
+    with pytest.raises(ValueError, match="need at least 4 devices"):
+        st.selection_probabilities([1.0] * 3, 3)
+
+
+def test_queue_predictions_and_their_limits() -> None:
+    mm1 = st.mm1(alpha=1.0, arrival_rate=0.5)
+    assert (mm1.rho, mm1.mean_in_system, mm1.mean_wait_s) == pytest.approx((0.5, 1.0, 1.0))
+    deterministic = st.mg1(alpha=1.0, service_var_s2=0.0, arrival_rate=0.5)  # M/D/1
+    assert deterministic.mean_in_system == pytest.approx(0.75)
+    assert st.mm1(1.0, 1e-9).mean_in_system == pytest.approx(0.0, abs=1e-6)
+    assert math.isinf(st.mm1(1.0, 1.0).mean_in_system)
+    assert st.query_latency_estimate(2.0, 2) == pytest.approx(6.0)
