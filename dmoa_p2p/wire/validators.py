@@ -104,15 +104,11 @@ def tuple_of(item_type: type, max_items: int) -> Validator:
 
 def str_tuple(max_items: int, max_item_len: int) -> Validator:
     """A tuple (not a list, so the message stays hashable) of at most `max_items` short strs."""
+    items = tuple_of(str, max_items)
 
-    def check(_instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-        if not isinstance(value, tuple):
-            raise TypeError(f"{attribute.name} must be a tuple, not {_type_name(value)}")
-        if len(value) > max_items:
-            raise ValueError(f"{attribute.name} has {len(value)} items, at most {max_items}")
+    def check(instance: object, attribute: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
+        items(instance, attribute, value)
         for i, item in enumerate(value):
-            if not isinstance(item, str):
-                raise TypeError(f"{attribute.name}[{i}] must be a str, not {_type_name(item)}")
             if not 0 < len(item) <= max_item_len:
                 raise ValueError(f"{attribute.name}[{i}] must have 1..{max_item_len} characters")
 
