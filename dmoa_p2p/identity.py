@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -23,6 +24,7 @@ class IdentityError(Exception):
     """The key file is missing, unreadable or not an Ed25519 seed."""
 
 
+@functools.lru_cache(maxsize=4096)  # every envelope sent or received asks for one
 def peer_id_from_public_key(public_key: bytes) -> str:
     """The libp2p peer id (base58, '12D3KooW…') of a raw 32-byte Ed25519 public key."""
     if len(public_key) != _SEED_LEN:

@@ -81,7 +81,7 @@ class DmoaTraffic:
         # the same steps as Node._validate
         def validate(publisher: str, data: bytes) -> bool:
             try:
-                gate.admit(data)
+                gate.admit(data, publisher)
             except WireError as exc:
                 log.debug("rejected a message published by %s: %s", publisher, exc)
                 return False

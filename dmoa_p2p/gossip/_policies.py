@@ -14,8 +14,9 @@ from dmoa_p2p.wire import MAX_ENVELOPE_BYTES, PROTOCOL_VERSION, Envelope, WireEr
 MOA_PROTOCOL = f"/dmoa-p2p/moa/{PROTOCOL_VERSION}"
 MOA_TOPIC = f"dmoa-p2p/v{PROTOCOL_VERSION}/moa"
 
-# runs every receive-side check once; None when the message was rejected (and counted)
-Admit = Callable[[bytes], Envelope | None]
+# runs every receive-side check once; None when the message was rejected (and counted).
+# The second argument is the pubsub publisher whose signature the overlay verified, if any.
+Admit = Callable[[bytes, str | None], Envelope | None]
 Deliver = Callable[[Envelope], Awaitable[None]]
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ class DirectGossip:
         self, overlay: Overlay, admit: Admit, deliver: Deliver, nursery: trio.Nursery
     ) -> None:
         async def handle(sender: str, data: bytes) -> None:
-            envelope = admit(data)
+            envelope = admit(data, None)
             if envelope is not None:
                 await deliver(envelope)
 
@@ -74,7 +75,9 @@ class PubsubGossip:
     async def start(
         self, overlay: Overlay, admit: Admit, deliver: Deliver, nursery: trio.Nursery
     ) -> None:
-        inbox = await overlay.subscribe(MOA_TOPIC, lambda _publisher, data: admit(data) is not None)
+        inbox = await overlay.subscribe(
+            MOA_TOPIC, lambda publisher, data: admit(data, publisher) is not None
+        )
         nursery.start_soon(self._drain, inbox, deliver)
 
     async def _drain(

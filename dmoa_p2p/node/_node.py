@@ -165,9 +165,9 @@ class Node:
         data = seal(message, self.identity, now=self.wall_clock())
         await self.gossip.send(self.overlay, peer_id, data)
 
-    def _admit(self, data: bytes) -> Envelope | None:
+    def _admit(self, data: bytes, publisher: str | None = None) -> Envelope | None:
         try:
-            return self.gate.admit(data)
+            return self.gate.admit(data, publisher)
         except WireError as exc:
             log.debug("rejected a message: %s", exc)
             return None
@@ -176,7 +176,8 @@ class Node:
         await self.engine.receive(envelope.author, envelope.body)
 
     def _validate(self, publisher: str, data: bytes) -> bool:
-        return self._admit(data) is not None
+        # the overlay runs GossipSub with strict signing: `publisher` signed these bytes
+        return self._admit(data, publisher) is not None
 
     async def _receive_presence(self, messages: trio.abc.ReceiveChannel[Any]) -> None:
         async for message in messages:

@@ -97,10 +97,17 @@ def seal(body: Message, identity: NodeIdentity, now: float, nonce: bytes | None 
     return data
 
 
-def verify_envelope(env: Envelope) -> None:
-    """Raise WireError unless `author` is `author_key`'s peer id and the signature holds."""
+def verify_envelope(env: Envelope, signed_by_author: bool = False) -> None:
+    """Raise WireError unless `author` is `author_key`'s peer id and the signature holds.
+
+    `signed_by_author`: the transport already verified the author's signature over these
+    very bytes (GossipSub strict signing with the author as publisher); checking ours again
+    would repeat the same Ed25519 verification.
+    """
     if peer_id_from_public_key(env.author_key) != env.author:
         raise WireError(RejectReason.KEY_MISMATCH, f"author {env.author!r} does not own the key")
+    if signed_by_author:
+        return
     if not verify_signature(env.author_key, env.signature, signed_payload(env)):
         raise WireError(RejectReason.BAD_SIGNATURE, f"bad {env.kind} signature from {env.author}")
 

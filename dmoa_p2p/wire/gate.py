@@ -65,20 +65,25 @@ class MessageGate:
     def replay_cache_size(self) -> int:
         return len(self._seen)
 
-    def admit(self, data: bytes) -> Envelope:
-        """The envelope in `data` if it passes every check; raises WireError otherwise."""
+    def admit(self, data: bytes, publisher: str | None = None) -> Envelope:
+        """The envelope in `data` if it passes every check; raises WireError otherwise.
+
+        `publisher`: the peer whose GossipSub strict signature over `data` the overlay has
+        verified. When it is the envelope's author, the application signature is not
+        verified a second time (it is checked for every relayed or direct message).
+        """
         try:
-            env = self._check(data)
+            env = self._check(data, publisher)
         except WireError as exc:
             self.rejections[exc.reason] += 1
             raise
         self.accepted += 1
         return env
 
-    def _check(self, data: bytes) -> Envelope:
+    def _check(self, data: bytes, publisher: str | None) -> Envelope:
         env = decode_envelope(data)
         # Authenticate before anything is remembered, so forgeries cannot fill the replay cache.
-        verify_envelope(env)
+        verify_envelope(env, signed_by_author=publisher == env.author)
         check_consistency(env)
         now = self._clock()
         if env.timestamp < now - self.freshness_s:

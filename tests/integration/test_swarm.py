@@ -66,7 +66,9 @@ async def test_forged_messages_from_a_raw_peer_are_rejected_and_not_forwarded(
             await trio.sleep(0.5)  # the raw peer joins the topic mesh
             now = honest.wall_clock()
             valid = seal(presence_of(raw_identity), raw_identity, now)
-            fields = msgpack.unpackb(valid)
+            # someone else's genuine message, its body changed on the way
+            victim = NodeIdentity.generate()
+            fields = msgpack.unpackb(seal(presence_of(victim), victim, now))
             fields[6]["queue_capacity"] = 99  # the body changed, the signature kept
             tampered = msgpack.packb(fields)
             impostor = seal(presence_of(honest.identity), raw_identity, now)  # claims honest's id

@@ -212,3 +212,20 @@ def test_stale_entries_are_forgotten_and_stay_rejected() -> None:
 def test_bad_settings_are_refused(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         MessageGate(**kwargs)
+
+
+def test_signature_is_trusted_only_when_the_transport_verified_the_author() -> None:
+    tampered = tamper_body(sealed())
+    # no transport signature, or one by somebody else: our own check runs and rejects
+    for publisher in (None, BOB.peer_id):
+        gate = MessageGate(clock=lambda: NOW)
+        with pytest.raises(WireError) as info:
+            gate.admit(tampered, publisher)
+        assert info.value.reason is RejectReason.BAD_SIGNATURE
+    # GossipSub strict signing by the author covered these exact bytes already
+    gate = MessageGate(clock=lambda: NOW)
+    assert gate.admit(tampered, ALICE.peer_id).author == ALICE.peer_id
+    # the key must still belong to the claimed author
+    with pytest.raises(WireError) as info:
+        gate.admit(claiming_bob(sealed()), BOB.peer_id)
+    assert info.value.reason is RejectReason.KEY_MISMATCH
