@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
@@ -43,7 +44,17 @@ def _group(kind: str) -> str:
 
 
 def _entry_points(kind: str) -> dict[str, EntryPoint]:
-    return {ep.name: ep for ep in entry_points(group=_group(kind))}
+    return _installed(_group(kind))
+
+
+@functools.cache  # scanning installed distributions costs milliseconds; once per process
+def _installed(group: str) -> dict[str, EntryPoint]:
+    return {ep.name: ep for ep in entry_points(group=group)}
+
+
+@functools.cache  # every query asks for its strategy and aggregator
+def _load(ep: EntryPoint) -> Any:
+    return ep.load()
 
 
 def list_plugins(kind: str | None = None) -> list[PluginInfo]:
@@ -70,7 +81,7 @@ def load_plugin(kind: str, name: str) -> Any:
         available = ", ".join(plugin_names(kind)) or "none installed"
         raise PluginError(f"no {kind} plugin named {name!r}; available: {available}")
     try:
-        return ep.load()
+        return _load(ep)
     except Exception as exc:  # a broken third-party plugin must not look like our bug
         raise PluginError(f"{kind} plugin {name!r} ({ep.value}) failed to load: {exc}") from exc
 
