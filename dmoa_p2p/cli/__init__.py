@@ -9,9 +9,10 @@ from dmoa_p2p.cli._bench import bench
 from dmoa_p2p.cli._bench_moa import moa
 from dmoa_p2p.cli._common import cli
 from dmoa_p2p.cli._node import keygen, node, peers
+from dmoa_p2p.cli._stability import stability
 from dmoa_p2p.cli._swarm import swarm
 
-for command in (keygen, node, peers, swarm, ask, plugins, bench):
+for command in (keygen, node, peers, swarm, ask, plugins, bench, stability):
     cli.add_command(command)
 
 
