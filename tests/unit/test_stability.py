@@ -65,3 +65,23 @@ def test_queue_predictions_and_their_limits() -> None:
     assert st.mm1(1.0, 1e-9).mean_in_system == pytest.approx(0.0, abs=1e-6)
     assert math.isinf(st.mm1(1.0, 1.0).mean_in_system)
     assert st.query_latency_estimate(2.0, 2) == pytest.approx(6.0)
+
+
+def test_stability_command_reports_thresholds_as_json() -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from dmoa_p2p.cli import cli
+
+    args = ["stability", "--alpha-per-node", "1,1,1,1,4,4,4,4", "-M", "2", "-k", "2", "--json"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["inferences_per_prompt"] == 7
+    assert report["remark1_max_rate"] == pytest.approx(1 / 28)
+    assert report["capacity_gain"] > 1.5
+    assert all(d["uniform"]["rho"] < 1 for d in report["devices"])  # 0.8 × the threshold
+    bad = CliRunner().invoke(cli, ["stability", "--n", "2", "-M", "1", "-k", "2"])
+    assert bad.exit_code == 2
+    assert "need at least 3 devices" in bad.output
