@@ -48,6 +48,7 @@ class PeerLoad:
     mean_service_s: float | None = None
     queue_length: int = 0
     queue_capacity: int = 1
+    arrival_rate: float | None = None  # its users' prompts per second
 
 
 @attrs.frozen

@@ -140,8 +140,11 @@ class MoaEngine:
 
     # ---- asking ----------------------------------------------------------------------
 
-    async def ask(self, request: QueryRequest) -> Answer:
-        """Answer `request` with a distributed Mixture-of-Agents; never fails for a peer's sake."""
+    async def ask(self, request: QueryRequest, notes: Sequence[str] = ()) -> Answer:
+        """Answer `request` with a distributed Mixture-of-Agents; never fails for a peer's sake.
+
+        `notes` (e.g. what admission control changed) lead the trace's notes.
+        """
         strategy: Strategy = load_plugin("strategy", request.strategy)()
         aggregator: Aggregator = load_plugin("aggregator", request.aggregator)()
         started = trio.current_time()
@@ -156,7 +159,7 @@ class MoaEngine:
             aggregator=request.aggregator,
             layers_requested=request.layers,
             proposers_requested=request.proposers,
-            notes=plan.notes + tuple(query.notes),
+            notes=(*notes, *plan.notes, *query.notes),
             layers=tuple(query.layer_records),
             calls=tuple(query.calls),
             final_truncated=query.final_truncated,

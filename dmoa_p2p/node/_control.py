@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from dmoa_p2p.admission import AdmissionRefused
 from dmoa_p2p.moa import QueryRequest
 from dmoa_p2p.registry import PluginError
 
@@ -87,6 +88,8 @@ async def _dispatch(node: Node, request: dict[str, Any]) -> dict[str, Any]:
             answer = await node.ask(QueryRequest.from_json(request["request"]))
         except (PluginError, ValueError) as exc:
             return {"error": str(exc)}
+        except AdmissionRefused as exc:
+            return {"error": f"refused: {exc}", "retry_after_s": exc.retry_after_s}
         return answer.to_json()
     return {"error": f"unknown control operation {op!r}; try one of: status, ask"}
 

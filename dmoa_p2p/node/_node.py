@@ -10,10 +10,17 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
+import cattrs
 import trio
 
+from dmoa_p2p.admission import (
+    AdmissionContext,
+    AdmissionPolicy,
+    AdmissionRefused,
+    OperatingPoint,
+)
 from dmoa_p2p.backends import Backend
-from dmoa_p2p.config import NodeConfig
+from dmoa_p2p.config import ConfigError, NodeConfig
 from dmoa_p2p.gossip import GossipPolicy
 from dmoa_p2p.identity import NodeIdentity, load_or_create_identity
 from dmoa_p2p.moa import Answer, MoaEngine, PeerLoad, QueryRequest
@@ -38,6 +45,20 @@ _MAX_BACKOFF_S = 30.0
 log = logging.getLogger(__name__)
 
 OverlayOpener = Callable[[NodeIdentity, Sequence[str]], AbstractAsyncContextManager[Overlay]]
+
+
+def load_admission(name: str, options: dict[str, str]) -> AdmissionPolicy:
+    """An admission plugin: an attrs class whose fields are its options."""
+    cls = load_plugin("admission", name)
+    try:
+        policy: AdmissionPolicy = _options.structure(options, cls)
+    except cattrs.BaseValidationError as exc:
+        problems = "; ".join(cattrs.transform_error(exc, path=f"admission {name}"))
+        raise ConfigError(f"bad admission options: {problems}") from exc
+    return policy
+
+
+_options = cattrs.Converter(forbid_extra_keys=True)
 
 
 def peer_id_of_multiaddr(addr: str) -> str:
@@ -68,6 +89,8 @@ class Node:
         self.peer_view = PeerView(identity.peer_id, config.missed_presence_limit)
         self.queue = InferenceQueue(backend, config.queue_capacity)
         self.gossip: GossipPolicy = load_plugin("gossip", config.gossip)()
+        self.admission = load_admission(config.admission, config.admission_options)
+        self.outcomes: Counter[str] = Counter()
         self.engine = MoaEngine(
             identity.peer_id,
             self.queue,
@@ -129,6 +152,22 @@ class Node:
                 "rejected": {str(reason): n for reason, n in sorted(self.gate.rejections.items())},
             },
             "events": dict(sorted(self.events.items())),
+            "queue": {
+                "length": self.queue.length,
+                "capacity": self.queue.capacity,
+                "mean_service_s": self.queue.load.mean_service_s,
+                "service_var_s2": self.queue.load.service_var_s2,
+                "arrival_rate": self.queue.load.arrival_rate,
+                "served": self.queue.served,
+                "failed": self.queue.failed,
+            },
+            "prompts": dict(sorted(self.outcomes.items())),
+            "plugins": {
+                "backend": self.config.backend,
+                "model": self.backend.model_name,
+                "gossip": self.config.gossip,
+                "admission": self.config.admission,
+            },
         }
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -147,8 +186,43 @@ class Node:
             task_status.started()
 
     async def ask(self, request: QueryRequest) -> Answer:
-        """Answer a user's prompt with a distributed Mixture-of-Agents over the peer view."""
-        return await self.engine.ask(request)
+        """Answer a user's prompt with a distributed Mixture-of-Agents over the peer view.
+
+        Admission control decides first: the prompt runs as asked, runs with a smaller (M, k)
+        (said in the trace), or is refused with AdmissionRefused. Every prompt is counted in
+        `outcomes` once as admitted or refused, and once more as answered or failed.
+        """
+        context = AdmissionContext(
+            request, self.operating_point(), self.queue.length, self.queue.capacity
+        )
+        decision = self.admission.decide(context)
+        if decision.action == "refuse":
+            self.outcomes["refused"] += 1
+            raise AdmissionRefused(decision.reason, decision.retry_after_s)
+        self.outcomes["degraded" if decision.action == "degrade" else "accepted"] += 1
+        notes = (decision.reason,) if decision.reason else ()
+        try:
+            answer = await self.engine.ask(decision.request, notes)
+        except BaseException:
+            self.outcomes["failed"] += 1
+            raise
+        self.outcomes["answered"] += 1
+        return answer
+
+    def own_load(self) -> PeerLoad:
+        return PeerLoad(
+            self.peer_id,
+            self.queue.load.mean_service_s,
+            self.queue.length,
+            self.queue.capacity,
+            self.queue.load.arrival_rate,
+        )
+
+    def operating_point(self) -> OperatingPoint:
+        """This node and its live peers: service times, rates and queues, as last heard."""
+        return OperatingPoint(
+            (self.own_load(), *self._peer_loads()), self.queue.load.mean_service_s
+        )
 
     def _peer_loads(self) -> list[PeerLoad]:
         return [
@@ -157,6 +231,7 @@ class Node:
                 rec.presence.mean_service_s,
                 rec.presence.queue_length,
                 rec.presence.queue_capacity,
+                rec.presence.arrival_rate,
             )
             for rec in self.peer_view.live(trio.current_time())
         ]

@@ -1,0 +1,31 @@
+"""Admission control: the plugin kind and the built-in policies (none, threshold, degrade, cap)."""
+
+from dmoa_p2p.admission._protocol import (
+    AdmissionContext,
+    AdmissionPolicy,
+    AdmissionRefused,
+    Decision,
+    OperatingPoint,
+    candidate_configurations,
+)
+from dmoa_p2p.admission.policies import (
+    CapAdmission,
+    DegradeAdmission,
+    NoAdmission,
+    ThresholdAdmission,
+    projected_rho,
+)
+
+__all__ = [
+    "AdmissionContext",
+    "AdmissionPolicy",
+    "AdmissionRefused",
+    "CapAdmission",
+    "Decision",
+    "DegradeAdmission",
+    "NoAdmission",
+    "OperatingPoint",
+    "ThresholdAdmission",
+    "candidate_configurations",
+    "projected_rho",
+]

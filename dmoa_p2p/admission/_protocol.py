@@ -1,0 +1,79 @@
+"""The admission plugin kind: accept, degrade or refuse a user's prompt before it costs anything."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal, Protocol
+
+import attrs
+
+from dmoa_p2p.moa import PeerLoad, QueryRequest
+
+Action = Literal["accept", "degrade", "refuse"]
+
+
+class AdmissionRefused(Exception):
+    """The node refuses this prompt now; `retry_after_s` says when trying again makes sense."""
+
+    def __init__(self, reason: str, retry_after_s: float) -> None:
+        super().__init__(f"{reason}; retry in {retry_after_s:.1f} s")
+        self.reason = reason
+        self.retry_after_s = retry_after_s
+
+
+@attrs.frozen
+class OperatingPoint:
+    """The swarm as this node sees it: itself first, then its live peers."""
+
+    loads: tuple[PeerLoad, ...]  # loads[0] is this node
+    default_alpha_s: float | None  # for devices that have not measured yet: this node's α
+
+    @property
+    def n(self) -> int:
+        return len(self.loads)
+
+    def alphas(self) -> list[float] | None:
+        """Mean service times, unknown ones filled with this node's; None if none is known."""
+        fill = self.default_alpha_s
+        known = [p.mean_service_s for p in self.loads if p.mean_service_s]
+        if fill is None and not known:
+            return None
+        fallback = fill if fill is not None else sum(known) / len(known)
+        return [p.mean_service_s or fallback for p in self.loads]
+
+    def rates(self) -> list[float]:
+        return [p.arrival_rate or 0.0 for p in self.loads]
+
+
+@attrs.frozen
+class AdmissionContext:
+    request: QueryRequest
+    point: OperatingPoint
+    queue_length: int
+    queue_capacity: int
+
+
+@attrs.frozen
+class Decision:
+    action: Action
+    request: QueryRequest  # what to run: the original, or a smaller (M, k) when degraded
+    reason: str = ""
+    retry_after_s: float = 0.0
+    projected_rho: float | None = None  # the busiest device's utilisation, if it was computed
+
+
+class AdmissionPolicy(Protocol):
+    """Decides, for each new user prompt, whether the swarm can take it on."""
+
+    def decide(self, context: AdmissionContext) -> Decision: ...
+
+
+def candidate_configurations(layers: int, proposers: int) -> Sequence[tuple[int, int]]:
+    """Every (M', k') no larger than (M, k), most inferences first (ties: more layers first).
+
+    Layers without peers (k' = 0, M' > 0) only repeat the local model, so they are skipped.
+    """
+    options = [
+        (m, k) for m in range(layers + 1) for k in range(proposers + 1) if (m == 0) == (k == 0)
+    ]
+    return sorted(options, key=lambda mk: ((mk[1] + 1) * mk[0] + 1, mk[0]), reverse=True)
