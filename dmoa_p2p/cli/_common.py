@@ -75,11 +75,12 @@ def backend_options(func: F) -> F:
 
 
 def parse_backend_options(pairs: tuple[str, ...]) -> dict[str, str]:
+    """KEY=VALUE pairs (plugin options) as a dict."""
     options = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--backend-option")
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE")
         options[key.strip()] = value.strip()
     return options
 

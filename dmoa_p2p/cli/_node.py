@@ -63,6 +63,15 @@ def keygen(data_dir: Path, force: bool) -> None:
 @backend_options
 @click.option("--gossip", help="How tasks travel: direct (streams) or pubsub. [default: direct]")
 @click.option("--queue-capacity", type=click.IntRange(1), help="Prompts the queue holds.")
+@click.option(
+    "--admission", help="Admission policy: none, threshold, degrade, cap. [default: none]"
+)
+@click.option(
+    "--admission-option",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A policy setting, e.g. rho_max=0.9 or cap=32 (repeatable).",
+)
 @json_option
 def node(
     data_dir: Path,
@@ -74,6 +83,8 @@ def node(
     backend_option: tuple[str, ...],
     gossip: str | None,
     queue_capacity: int | None,
+    admission: str | None,
+    admission_option: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Run a node until Ctrl-C: join the overlay and serve this user and its peers."""
@@ -86,6 +97,8 @@ def node(
         "backend_options": parse_backend_options(backend_option) or None,
         "gossip": gossip,
         "queue_capacity": queue_capacity,
+        "admission": admission,
+        "admission_options": parse_backend_options(admission_option) or None,
     }
     with user_errors():
         if config_file is not None:
