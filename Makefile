@@ -6,12 +6,15 @@ BIN := $(VENV)/bin
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml scripts/setup.sh plugins/*/pyproject.toml examples/*/pyproject.toml
+$(VENV)/.installed: pyproject.toml scripts/setup.sh plugins/*/pyproject.toml \
+		examples/*/pyproject.toml
 	VENV=$(VENV) bash scripts/setup.sh
 	touch $@
 
+# three nodes on 127.0.0.1, each with llama.cpp and the embedded SmolLM2 model, answer together
 demo: setup
-	$(BIN)/dmoa-p2p swarm --nodes 3 --duration 10
+	$(BIN)/dmoa-p2p swarm --nodes 3 --ask "Why is the sky blue?" --layers 1 --proposers 2 \
+		--max-tokens 128 --trace
 
 lint: setup
 	$(BIN)/ruff check .

@@ -51,7 +51,8 @@ class NodeConfig:
     missed_presence_limit: float = attrs.field(default=3.0, validator=_positive)
     # dial peers learnt from presence until this many connections are open
     max_dialed_peers: int = attrs.field(default=16, validator=attrs.validators.ge(0))
-    backend: str = "fake"
+    # llama.cpp with the embedded SmolLM2 model (plugins/dmoa-p2p-llama-cpp)
+    backend: str = "llama-cpp"
     # plugin-specific settings, e.g. {"model": "/path/to/model.gguf", "n_threads": "1"}
     backend_options: dict[str, str] = attrs.field(factory=dict)
     gossip: str = "direct"

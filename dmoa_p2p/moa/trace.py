@@ -36,6 +36,7 @@ class LayerRecord:
     asked: tuple[str, ...]
     answered: tuple[str, ...]  # the origin first, then peers in arrival order
     missing: tuple[MissingProposer, ...]
+    replacements: tuple[str, ...]  # peers asked instead of ones that refused or were unreachable
     prompt_bytes: int  # size of the task each proposer got
     truncated: tuple[int, ...]  # proposals of the previous layer trimmed to fit the prompt
     elapsed_s: float

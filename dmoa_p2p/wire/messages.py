@@ -82,6 +82,8 @@ class Task:
     messages: tuple[ChatTurn, ...] = attrs.field(validator=tuple_of(ChatTurn, 64))
     max_tokens: int = attrs.field(validator=non_negative_int)
     temperature: float = attrs.field(converter=as_float, validator=non_negative_float)
+    # differs per proposer, so that identical models still propose different answers
+    seed: int = attrs.field(validator=non_negative_int)
     # a duration, not a time: the two nodes' clocks need not agree
     deadline_s: float = attrs.field(converter=as_float, validator=positive_float)
 

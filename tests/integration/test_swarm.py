@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import msgpack
 import pytest
@@ -20,6 +21,9 @@ from dmoa_p2p.wire import Presence, seal
 
 pytestmark = pytest.mark.integration
 LOCALHOST = "/ip4/127.0.0.1/tcp/0"
+# these tests are about the overlay: the fake backend keeps model loading out of them
+FAKE: dict[str, Any] = {"backend": "fake", "presence_interval_s": 0.5}
+FAKE_ARGS = ["--backend", "fake"]
 
 
 async def wait_for(condition: Callable[[], bool], timeout_s: float = 15.0) -> None:
@@ -36,7 +40,7 @@ def presence_of(identity: NodeIdentity) -> Presence:
 
 
 async def test_five_nodes_converge_and_a_message_reaches_all(tmp_path: Path) -> None:
-    async with open_inprocess_swarm(5, tmp_path, presence_interval_s=0.5) as swarm:
+    async with open_inprocess_swarm(5, tmp_path, **FAKE) as swarm:
         took = await swarm.wait_converged(timeout_s=20)
         assert took < 20
         inboxes = [await n.overlay.subscribe("test/v1", n._validate) for n in swarm.nodes]
@@ -54,7 +58,7 @@ async def test_five_nodes_converge_and_a_message_reaches_all(tmp_path: Path) -> 
 async def test_forged_messages_from_a_raw_peer_are_rejected_and_not_forwarded(
     tmp_path: Path,
 ) -> None:
-    async with open_inprocess_swarm(2, tmp_path, presence_interval_s=0.5) as swarm:
+    async with open_inprocess_swarm(2, tmp_path, **FAKE) as swarm:
         await swarm.wait_converged(timeout_s=20)
         honest, behind = swarm.nodes
         raw_identity = NodeIdentity.generate()
@@ -88,7 +92,7 @@ async def test_forged_messages_from_a_raw_peer_are_rejected_and_not_forwarded(
 
 
 async def test_a_stopped_node_leaves_every_peer_view(tmp_path: Path) -> None:
-    async with open_inprocess_swarm(3, tmp_path, presence_interval_s=0.5) as swarm:
+    async with open_inprocess_swarm(3, tmp_path, **FAKE) as swarm:
         await swarm.wait_converged(timeout_s=20)
         leaver = swarm.nodes[2]
         await swarm.stop(2)
@@ -103,7 +107,7 @@ async def test_a_stopped_node_leaves_every_peer_view(tmp_path: Path) -> None:
 async def test_repeated_start_and_stop_is_clean(tmp_path: Path) -> None:
     peer_ids = set()
     for round_ in range(3):
-        async with open_inprocess_swarm(2, tmp_path / "swarm", presence_interval_s=0.5) as swarm:
+        async with open_inprocess_swarm(2, tmp_path / "swarm", **FAKE) as swarm:
             await swarm.wait_converged(timeout_s=20)
             peer_ids.add(tuple(n.peer_id for n in swarm.nodes))
         assert round_ >= 0
@@ -112,7 +116,7 @@ async def test_repeated_start_and_stop_is_clean(tmp_path: Path) -> None:
 
 
 async def test_node_processes_and_the_peers_command(tmp_path: Path) -> None:
-    async with open_process_swarm(3, tmp_path) as swarm:
+    async with open_process_swarm(3, tmp_path, node_args=FAKE_ARGS) as swarm:
         await swarm.wait_converged(timeout_s=60)
         result = await trio.run_process(
             [sys.executable, "-m", "dmoa_p2p", "peers", "--json",
@@ -126,7 +130,7 @@ async def test_node_processes_and_the_peers_command(tmp_path: Path) -> None:
 
 def test_swarm_command_converges_and_exits_zero(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "dmoa_p2p", "swarm", "--nodes", "3", "--duration", "1",
+        [sys.executable, "-m", "dmoa_p2p", "swarm", "--nodes", "3", "--duration", "1", *FAKE_ARGS,
          "--json", "--base-dir", str(tmp_path)],
         capture_output=True, text=True, timeout=120, check=False,
     )

@@ -1,0 +1,143 @@
+"""One layer of a query at its origin: tasks out, proposals in, re-routing, who was missing."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import attrs
+import trio
+
+from dmoa_p2p.backends import ChatMessage
+from dmoa_p2p.moa._types import LayerPlan
+from dmoa_p2p.moa.trace import CallRecord, LayerRecord, MissingProposer
+from dmoa_p2p.overlay import OverlayError
+from dmoa_p2p.wire import ChatTurn, Proposal, Refusal, Task
+
+if TYPE_CHECKING:
+    from dmoa_p2p.moa.engine import _Query
+
+_LIVENESS_CHECK_S = 1.0  # how often a layer checks that the peers it waits for are still there
+
+
+@attrs.frozen
+class Reply:
+    peer_id: str
+    message: Proposal | Refusal | None  # None: the task never reached the peer
+    failure: str = ""
+
+
+class LayerRun:
+    """Sends the layer's tasks and collects replies until every proposer is accounted for.
+
+    A proposer that refuses or cannot be reached is replaced by a live peer not yet asked in
+    this layer (and not yet refused in this query), at most k times per layer; one that
+    leaves mid-layer is given up on; one that stays silent is reported when the layer's
+    deadline cancels the collection.
+    """
+
+    def __init__(
+        self, query: _Query, index: int, layer: LayerPlan, messages: list[ChatMessage]
+    ) -> None:
+        self.query = query
+        self.index = index
+        self.layer = layer
+        self.messages = messages
+        self.asked: list[str] = list(layer.proposers)
+        self.pending = set(layer.proposers)
+        self.missing: list[MissingProposer] = []
+        self.replacements: list[str] = []
+        self.proposals: dict[str, str] = {}
+        self.started = trio.current_time()
+        # replies from peers not asked are dropped when full: a flooder cannot block anyone
+        self.replies, self._inbox = trio.open_memory_channel[Reply](4 * len(self.asked) + 8)
+        self._task = Task(
+            query_id=query.query_id,
+            layer=index,
+            origin=query.engine.peer_id,
+            recipient=query.engine.peer_id,  # a template: each copy names its proposer
+            messages=tuple(ChatTurn(role=m.role, content=m.content) for m in messages),
+            max_tokens=query.request.params.max_tokens,
+            temperature=query.request.params.temperature,
+            seed=0,
+            deadline_s=query.request.layer_timeout_s,
+        )
+
+    async def collect(self, nursery: trio.Nursery) -> None:
+        for peer in self.asked:
+            nursery.start_soon(self._dispatch, peer)
+        while self.pending:
+            reply = None
+            with trio.move_on_after(_LIVENESS_CHECK_S):
+                reply = await self._inbox.receive()
+            if reply is None:
+                self._give_up_on_departed()
+            elif reply.peer_id in self.pending:  # else: not asked, or answered already
+                self.pending.discard(reply.peer_id)
+                self._handle(reply, nursery)
+
+    def record(self, own_answered: bool, truncated: tuple[int, ...]) -> LayerRecord:
+        timed_out = [MissingProposer(p, "timed out") for p in sorted(self.pending)]
+        origin = (self.query.engine.peer_id,) if own_answered else ()
+        return LayerRecord(
+            layer=self.index,
+            mode=self.layer.mode,
+            asked=tuple(self.asked),
+            answered=origin + tuple(self.proposals),
+            missing=tuple(self.missing + timed_out),
+            replacements=tuple(self.replacements),
+            prompt_bytes=sum(len(m.content.encode()) for m in self.messages),
+            truncated=truncated,
+            elapsed_s=trio.current_time() - self.started,
+        )
+
+    def _handle(self, reply: Reply, nursery: trio.Nursery) -> None:
+        message = reply.message
+        if message is None or isinstance(message, Refusal):
+            reason = reply.failure if message is None else f"refused: {message.reason}"
+            self.missing.append(MissingProposer(reply.peer_id, reason))
+            self.query.avoid.add(reply.peer_id)
+            self._reroute(nursery)
+            return
+        self.proposals[reply.peer_id] = message.text
+        self.query.calls.append(
+            CallRecord(
+                node=reply.peer_id,
+                layer=self.index,
+                role="proposer",
+                queue_wait_s=message.queue_wait_s,
+                service_s=message.service_s,
+                prompt_tokens=message.prompt_tokens,
+                completion_tokens=message.completion_tokens,
+            )
+        )
+
+    def _reroute(self, nursery: trio.Nursery) -> None:
+        if len(self.replacements) >= len(self.layer.proposers):
+            return
+        engine = self.query.engine
+        spare = [
+            load.peer_id
+            for load in engine._peers()
+            if load.peer_id not in self.asked and load.peer_id not in self.query.avoid
+        ]
+        if not spare:
+            return
+        peer = engine._rng.choice(spare)
+        self.asked.append(peer)
+        self.replacements.append(peer)
+        self.pending.add(peer)
+        nursery.start_soon(self._dispatch, peer)
+
+    async def _dispatch(self, peer: str) -> None:
+        try:
+            task = attrs.evolve(self._task, recipient=peer, seed=self.query.seed_for(peer))
+            await self.query.engine._send(peer, task)
+        except OverlayError as exc:
+            await self.replies.send(Reply(peer, None, f"unreachable: {exc}"))
+
+    def _give_up_on_departed(self) -> None:
+        # a proposer that left mid-layer will never answer: stop waiting for it
+        for peer_id in sorted(self.pending):
+            if not self.query.engine._reachable(peer_id):
+                self.pending.discard(peer_id)
+                self.missing.append(MissingProposer(peer_id, "left during the layer"))
