@@ -124,6 +124,9 @@ def trace_tree(trace: dict[str, Any]) -> Tree:
             branch.add(_call_line(call))
         for missing in layer["missing"]:
             branch.add(f"[red]…{_short(missing['node'])} missing:[/] {missing['reason']}")
+        if layer["replacements"]:
+            others = ", ".join(f"…{_short(p)}" for p in layer["replacements"])
+            branch.add(f"[yellow]asked instead:[/] {others}")
     for call in (c for c in calls if c["role"] == "aggregator"):
         trimmed = f", trimmed {trace['final_truncated']}" if trace["final_truncated"] else ""
         tree.add("aggregation" + trimmed).add(_call_line(call))

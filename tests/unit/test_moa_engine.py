@@ -156,3 +156,35 @@ async def test_installed_non_llm_aggregators_answer_without_a_final_call(
         assert len(answer.trace.calls) == 3  # proposals only
         assert all(c.role == "proposer" for c in answer.trace.calls)
         assert answer.text.startswith("[fake")
+
+
+async def test_a_refusing_proposer_is_replaced_by_another_peer(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    backends = fakes(4, mean_s=5.0)
+    backends[1].mean_s = 10_000.0  # the busy node's own prompt holds its only slot
+    async with (
+        memory_swarm(tmp_path, backends, queue_capacity=1) as nodes,
+        trio.open_nursery() as nursery,
+    ):
+        origin, busy = nodes[0], nodes[1]
+        nursery.start_soon(busy.ask, QueryRequest("mine", 0, 0))
+        await trio.sleep(0.5)
+        # k = 3 with 3 peers: the busy one is asked, refuses, and there is no spare peer
+        answer = await origin.ask(QueryRequest("yours", 1, 3))
+        (layer,) = answer.trace.layers
+        assert [m.node for m in layer.missing] == [busy.peer_id]
+        assert layer.missing[0].reason.startswith("refused: ")
+        assert layer.replacements == ()
+        # k = 1: when the busy node is drawn, its refusal is re-routed to a peer not yet asked
+        for _ in range(30):
+            answer = await origin.ask(QueryRequest("again", 1, 1))
+            (layer,) = answer.trace.layers
+            if layer.missing:
+                assert layer.asked[0] == busy.peer_id
+                assert len(layer.replacements) == 1
+                assert layer.answered == (origin.peer_id, layer.replacements[0])
+                break
+        else:
+            pytest.fail("the busy node was never drawn in 30 tries")
+        nursery.cancel_scope.cancel()
