@@ -41,7 +41,7 @@ class GossipPolicy(Protocol):
 
 
 class DirectGossip:
-    """`direct` (default): one libp2p stream per message, straight to the peer.
+    """`direct` (default): straight to the peer on libp2p streams (kept open and reused).
 
     Tasks and proposals concern two nodes only, and augmented prompts grow about (k+1)x per
     layer; flooding them through pubsub would cost every node CPU and bandwidth for other

@@ -61,9 +61,11 @@ class Libp2pOverlay:
         # messages lost because a receiver did not keep up, per topic
         self.dropped: collections.Counter[str] = collections.Counter()
         self._direct = DirectStreams(host, nursery)
-        # direct messages handed to a handler / refused as too large, per protocol
+        # direct messages handed to a handler / refused as too large, and outbound
+        # direct streams opened, per protocol
         self.received = self._direct.received
         self.refused = self._direct.refused
+        self.streams_opened = self._direct.streams_opened
 
     @property
     def peer_id(self) -> str:
