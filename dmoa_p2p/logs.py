@@ -7,10 +7,11 @@ import logging
 from rich.console import Console
 from rich.logging import RichHandler
 
-# (dmoa_p2p level, libp2p level) per -v count; libp2p is very chatty at INFO and below
+# (dmoa_p2p level, libp2p level) per -v count. libp2p logs ordinary events (a peer hanging
+# up mid-handshake, streams reset at shutdown) as ERROR, so it stays silent by default.
 _LEVELS = [
-    (logging.WARNING, logging.ERROR),
-    (logging.INFO, logging.WARNING),
+    (logging.WARNING, logging.CRITICAL),
+    (logging.INFO, logging.ERROR),
     (logging.DEBUG, logging.INFO),
     (logging.DEBUG, logging.DEBUG),
 ]

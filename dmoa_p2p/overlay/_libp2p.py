@@ -86,6 +86,10 @@ class Libp2pOverlay:
             raise OverlayError(f"cannot connect to {multiaddr_!r}: bad multiaddr: {exc}") from exc
         if info.peer_id == self._host.get_id():
             raise OverlayError(f"cannot connect to {multiaddr_!r}: that is this node's own id")
+        if info.peer_id not in self._host.get_network().connections:
+            # py-libp2p dials only the first address it stored for a peer: a peer that came
+            # back on another port would never be reached at the address asked for now
+            self._host.get_peerstore().clear_addrs(info.peer_id)
         try:
             with trio.fail_after(CONNECT_TIMEOUT_S):
                 await self._host.connect(info)
