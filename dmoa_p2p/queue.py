@@ -8,7 +8,14 @@ from collections.abc import Callable, Sequence
 import attrs
 import trio
 
-from dmoa_p2p.backends import Backend, ChatMessage, Generation, GenerationParams
+from dmoa_p2p.backends import (
+    Backend,
+    ChatMessage,
+    Generation,
+    GenerationParams,
+    StreamingBackend,
+    TextCallback,
+)
 
 
 class QueueFull(Exception):
@@ -34,6 +41,7 @@ class _Job:
     messages: Sequence[ChatMessage]
     params: GenerationParams
     enqueued_at: float
+    on_text: TextCallback | None = None
     done: trio.Event = attrs.field(factory=trio.Event)
     result: Served | None = None
     error: BaseException | None = None
@@ -103,11 +111,21 @@ class InferenceQueue:
         mean = self.load.mean_service_s or 1.0
         return max(0.1, mean * self.length)
 
-    async def submit(self, messages: Sequence[ChatMessage], params: GenerationParams) -> Served:
-        """Queue a prompt and wait for its answer; raise QueueFull at capacity."""
+    async def submit(
+        self,
+        messages: Sequence[ChatMessage],
+        params: GenerationParams,
+        on_text: TextCallback | None = None,
+    ) -> Served:
+        """Queue a prompt and wait for its answer; raise QueueFull at capacity.
+
+        With `on_text`, the answer's text is also passed to it piece by piece while the model
+        produces it (in one piece at the end for backends that cannot stream). Calls may go
+        on after the asker gave up mid-answer, so `on_text` must tolerate that.
+        """
         if self.length >= self.capacity:
             raise QueueFull(self.capacity, self.retry_after_s())
-        job = _Job(messages, params, trio.current_time())
+        job = _Job(messages, params, trio.current_time(), on_text)
         self._waiting.append(job)
         self._wakeup.set()
         try:
@@ -139,7 +157,7 @@ class InferenceQueue:
     async def _serve(self, job: _Job) -> None:
         started = trio.current_time()
         try:
-            generation = await self.backend.generate(job.messages, job.params)
+            generation = await self._generate(job)
         except Exception as exc:  # the asker gets the error; the queue keeps serving
             self.failed += 1
             job.error = exc
@@ -149,3 +167,12 @@ class InferenceQueue:
             self.served += 1
             job.result = Served(generation, started - job.enqueued_at, service_s)
         job.done.set()
+
+    async def _generate(self, job: _Job) -> Generation:
+        if job.on_text is None:
+            return await self.backend.generate(job.messages, job.params)
+        if isinstance(self.backend, StreamingBackend):
+            return await self.backend.generate_stream(job.messages, job.params, job.on_text)
+        generation = await self.backend.generate(job.messages, job.params)
+        job.on_text(generation.text)
+        return generation

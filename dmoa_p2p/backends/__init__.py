@@ -1,4 +1,4 @@
-"""LLM backends: the plugin interface and the built-in `fake` test backend."""
+"""LLM backends: the plugin interface, optional streaming, and the built-in `fake` test backend."""
 
 from dmoa_p2p.backends._protocol import (
     Backend,
@@ -9,6 +9,8 @@ from dmoa_p2p.backends._protocol import (
     Generation,
     GenerationParams,
     Role,
+    StreamingBackend,
+    TextCallback,
 )
 
 __all__ = [
@@ -20,4 +22,6 @@ __all__ = [
     "Generation",
     "GenerationParams",
     "Role",
+    "StreamingBackend",
+    "TextCallback",
 ]

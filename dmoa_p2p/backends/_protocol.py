@@ -1,9 +1,9 @@
-"""The LLM backend plugin kind: chat messages in, one generation out."""
+"""The LLM backend plugin kind: chat messages in, one generation out (optionally streamed)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Literal, Protocol
+from collections.abc import Callable, Mapping, Sequence
+from typing import Literal, Protocol, runtime_checkable
 
 import attrs
 
@@ -63,6 +63,23 @@ class Backend(Protocol):
     ) -> Generation: ...
 
     async def aclose(self) -> None: ...
+
+
+# receives the answer's text piece by piece; called on the trio thread, must not block
+TextCallback = Callable[[str], None]
+
+
+@runtime_checkable
+class StreamingBackend(Backend, Protocol):
+    """A backend that can hand out its answer as the model produces it.
+
+    Optional: the queue checks for it with isinstance and otherwise sends the whole text as
+    one piece at the end. The pieces passed to `on_text` add up to the returned text.
+    """
+
+    async def generate_stream(
+        self, messages: Sequence[ChatMessage], params: GenerationParams, on_text: TextCallback
+    ) -> Generation: ...
 
 
 class BackendFactory(Protocol):

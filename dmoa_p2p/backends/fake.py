@@ -13,6 +13,7 @@ from dmoa_p2p.backends._protocol import (
     ChatMessage,
     Generation,
     GenerationParams,
+    TextCallback,
 )
 
 DISTRIBUTIONS = ("fixed", "exponential")
@@ -69,6 +70,22 @@ class FakeBackend:
     ) -> Generation:
         self.prompts.append(list(messages))
         await trio.sleep(self.service_time())
+        return self._answer(messages, params)
+
+    async def generate_stream(
+        self, messages: Sequence[ChatMessage], params: GenerationParams, on_text: TextCallback
+    ) -> Generation:
+        """The same answer, word by word, spread evenly over the same service time."""
+        self.prompts.append(list(messages))
+        total_s = self.service_time()
+        generation = self._answer(messages, params)
+        words = generation.text.split(" ")
+        for i, word in enumerate(words):
+            await trio.sleep(total_s / len(words))
+            on_text(word if i == 0 else " " + word)
+        return generation
+
+    def _answer(self, messages: Sequence[ChatMessage], params: GenerationParams) -> Generation:
         prompt = "\n".join(f"{m.role}: {m.content}" for m in messages)
         digest = hashlib.sha256(prompt.encode()).hexdigest()[:12]
         last_user = next((m.content for m in reversed(messages) if m.role == "user"), "")

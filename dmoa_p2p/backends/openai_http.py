@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -18,6 +19,7 @@ from dmoa_p2p.backends._protocol import (
     ChatMessage,
     Generation,
     GenerationParams,
+    TextCallback,
 )
 
 log = logging.getLogger(__name__)
@@ -105,6 +107,22 @@ class OpenAIHttpBackend:
         body = self._body(await self.resolve_model(), messages, params, stream=False)
         response = await self._send("POST", "/chat/completions", body)
         return self._generation(response, messages)
+
+    async def generate_stream(
+        self, messages: Sequence[ChatMessage], params: GenerationParams, on_text: TextCallback
+    ) -> Generation:
+        """`generate`, with each piece of the answer passed to `on_text` as the server sends it.
+
+        Streamed answers carry no usage counts, so tokens are estimated like `count_tokens`.
+        """
+        pieces: list[str] = []
+        async with contextlib.aclosing(self.stream(messages, params)) as deltas:
+            async for delta in deltas:
+                pieces.append(delta)
+                on_text(delta)
+        text = "".join(pieces)
+        prompt_estimate = sum(self.count_tokens(m.content) for m in messages)
+        return Generation(text, prompt_estimate, self.count_tokens(text))
 
     async def stream(
         self, messages: Sequence[ChatMessage], params: GenerationParams

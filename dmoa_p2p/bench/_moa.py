@@ -3,19 +3,34 @@
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import attrs
 import trio
 
+from dmoa_p2p.backends import GenerationParams
 from dmoa_p2p.bench._results import percentile
-from dmoa_p2p.moa import QueryRequest
+from dmoa_p2p.moa import CallRecord, QueryRequest, Trace
 from dmoa_p2p.swarm import open_inprocess_swarm
 
 TARGET_OVERHEAD_FRACTION = 0.05
 TARGET_OVERHEAD_PER_LAYER_S = 0.030
+PROMPT = "Explain how a first-come, first-served queue works, with an example."
+DEFAULT_MAX_TOKENS = 64
+
+CRITICAL_PATH_MEANS = (
+    "LLM time on the critical path: for each layer (the final aggregation is layer M+1) the "
+    "longest service time among that layer's calls, summed; other = end-to-end latency "
+    "minus that: queueing, planning, signing, streams, validation, prompt composition; "
+    "medians are taken per column, so they need not add up"
+)
+SHARED_CPU_NOTE = (
+    "all nodes run in one process on this machine: a layer's parallel calls share its "
+    "cores (llama.cpp runs in worker threads without the GIL), so with more busy threads "
+    "than cores each call's service time is inflated against one node per machine"
+)
 
 
 @attrs.frozen
@@ -69,6 +84,90 @@ class MoaBenchResult:
         }
 
 
+def critical_calls(trace: Trace) -> list[CallRecord]:
+    """Per layer (the final aggregation is layer M+1), the call with the longest service."""
+    slowest: dict[int, CallRecord] = {}
+    for call in trace.calls:
+        if call.layer not in slowest or call.service_s > slowest[call.layer].service_s:
+            slowest[call.layer] = call
+    return [slowest[layer] for layer in sorted(slowest)]
+
+
+@attrs.frozen
+class QuerySplit:
+    """One query's latency: LLM time on the critical path, and everything else."""
+
+    total_s: float  # at the origin, around Node.ask
+    layer_llm_s: tuple[float, ...]  # the longest service time of each layer, M+1 of them
+    queue_wait_s: float  # the longest queue wait of each layer, summed: a part of `other`
+    calls: int
+    completion_tokens: int  # all calls of the query together
+
+    @property
+    def llm_s(self) -> float:
+        return sum(self.layer_llm_s)
+
+    @property
+    def other_s(self) -> float:
+        return self.total_s - self.llm_s
+
+    @classmethod
+    def of(cls, total_s: float, trace: Trace) -> QuerySplit:
+        waits: dict[int, float] = {}
+        for call in trace.calls:
+            waits[call.layer] = max(waits.get(call.layer, 0.0), call.queue_wait_s)
+        return cls(
+            total_s=total_s,
+            layer_llm_s=tuple(call.service_s for call in critical_calls(trace)),
+            queue_wait_s=sum(waits.values()),
+            calls=len(trace.calls),
+            completion_tokens=sum(call.completion_tokens for call in trace.calls),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "total_s": round(self.total_s, 4),
+            "llm_s": round(self.llm_s, 4),
+            "layer_llm_s": [round(seconds, 4) for seconds in self.layer_llm_s],
+            "other_s": round(self.other_s, 4),
+            "queue_wait_s": round(self.queue_wait_s, 4),
+            "calls": self.calls,
+            "completion_tokens": self.completion_tokens,
+        }
+
+
+@attrs.frozen
+class ModelMoaBenchResult:
+    """Sequential queries on a swarm of real models, each split at its LLM critical path."""
+
+    nodes: int
+    layers: int
+    proposers: int
+    backend: str
+    backend_options: tuple[tuple[str, str], ...]
+    max_tokens: int
+    queries: tuple[QuerySplit, ...]
+
+    def median(self, field: str) -> float:
+        return float(statistics.median(getattr(query, field) for query in self.queries))
+
+    def to_json(self) -> dict[str, Any]:
+        fields = ("total_s", "llm_s", "other_s", "queue_wait_s", "calls", "completion_tokens")
+        return {
+            "nodes": self.nodes,
+            "layers": self.layers,
+            "proposers": self.proposers,
+            "backend": self.backend,
+            "backend_options": dict(self.backend_options),
+            "max_tokens": self.max_tokens,
+            "queries": len(self.queries),
+            "median": {field: round(self.median(field), 4) for field in fields},
+            "per_query": [query.to_json() for query in self.queries],
+            "critical_path_means": CRITICAL_PATH_MEANS,
+            "note": SHARED_CPU_NOTE,
+        }
+
+
 async def run_moa_bench(
     nodes: int,
     layers: int,
@@ -77,6 +176,7 @@ async def run_moa_bench(
     queries: int,
     base_dir: Path | None = None,
     progress: Callable[[int], None] = lambda _done: None,
+    max_tokens: int = DEFAULT_MAX_TOKENS,
 ) -> MoaBenchResult:
     """Run `queries` queries one after another from rotating origins on a fake-backend swarm.
 
@@ -87,21 +187,64 @@ async def run_moa_bench(
     config: dict[str, Any] = {
         "backend": "fake",
         "backend_options": {"service_time": str(service_time_s), "distribution": "fixed"},
-        "presence_interval_s": 1.0,
     }
-    latencies = []
-    async with open_inprocess_swarm(nodes, base_dir, **config) as swarm:
+    request = QueryRequest(PROMPT, layers, proposers, params=GenerationParams(max_tokens))
+    timed = await _timed_queries(nodes, request, queries, config, base_dir, progress)
+    critical = (layers + 1) * service_time_s
+    allowed = max(TARGET_OVERHEAD_FRACTION * critical, TARGET_OVERHEAD_PER_LAYER_S * layers)
+    latencies = tuple(latency for latency, _trace in timed)
+    return MoaBenchResult(
+        nodes, layers, proposers, service_time_s, queries, critical, latencies, allowed
+    )
+
+
+async def run_model_moa_bench(
+    nodes: int,
+    layers: int,
+    proposers: int,
+    backend: str,
+    backend_options: Mapping[str, str],
+    queries: int,
+    max_tokens: int = DEFAULT_MAX_TOKENS,
+    base_dir: Path | None = None,
+    progress: Callable[[int], None] = lambda _done: None,
+) -> ModelMoaBenchResult:
+    """Run `queries` queries one after another on a swarm where every node runs `backend`.
+
+    Service times are whatever the models take, so each query is split using its trace:
+    LLM time on the critical path (see CRITICAL_PATH_MEANS) and everything else.
+    """
+    config: dict[str, Any] = {"backend": backend, "backend_options": dict(backend_options)}
+    request = QueryRequest(PROMPT, layers, proposers, params=GenerationParams(max_tokens))
+    timed = await _timed_queries(nodes, request, queries, config, base_dir, progress)
+    return ModelMoaBenchResult(
+        nodes,
+        layers,
+        proposers,
+        backend,
+        tuple(sorted(backend_options.items())),
+        max_tokens,
+        tuple(QuerySplit.of(latency, trace) for latency, trace in timed),
+    )
+
+
+async def _timed_queries(
+    nodes: int,
+    request: QueryRequest,
+    queries: int,
+    config: dict[str, Any],
+    base_dir: Path | None,
+    progress: Callable[[int], None],
+) -> list[tuple[float, Trace]]:
+    """Start an in-process swarm, warm it up, then time `queries` queries one at a time."""
+    timed = []
+    async with open_inprocess_swarm(nodes, base_dir, presence_interval_s=1.0, **config) as swarm:
         await swarm.wait_converged(timeout_s=60)
-        request = QueryRequest("Benchmark prompt: explain queues.", layers, proposers)
-        await swarm.nodes[0].ask(request)  # warm-up: streams, caches, code paths
+        await swarm.nodes[0].ask(request)  # warm-up: streams, caches, code paths, model pages
         for i in range(queries):
             origin = swarm.nodes[i % nodes]
             start = trio.current_time()
-            await origin.ask(request)
-            latencies.append(trio.current_time() - start)
+            answer = await origin.ask(request)
+            timed.append((trio.current_time() - start, answer.trace))
             progress(i + 1)
-    critical = (layers + 1) * service_time_s
-    allowed = max(TARGET_OVERHEAD_FRACTION * critical, TARGET_OVERHEAD_PER_LAYER_S * layers)
-    return MoaBenchResult(
-        nodes, layers, proposers, service_time_s, queries, critical, tuple(latencies), allowed
-    )
+    return timed

@@ -6,6 +6,7 @@ import click
 
 from dmoa_p2p.cli._ask import ask, plugins
 from dmoa_p2p.cli._bench import bench
+from dmoa_p2p.cli._bench_backend import backend_bench
 from dmoa_p2p.cli._bench_moa import moa
 from dmoa_p2p.cli._common import cli
 from dmoa_p2p.cli._node import keygen, node, peers
@@ -20,4 +21,4 @@ def main() -> None:
     cli(prog_name="dmoa-p2p", auto_envvar_prefix="DMOA_P2P")
 
 
-__all__ = ["cli", "click", "main", "moa"]
+__all__ = ["backend_bench", "cli", "click", "main", "moa"]

@@ -2,27 +2,100 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator
+
 import click
 import trio
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from dmoa_p2p.bench._moa import MoaBenchResult, run_moa_bench
+from dmoa_p2p.bench import BenchError
+from dmoa_p2p.bench._moa import (
+    DEFAULT_MAX_TOKENS,
+    SHARED_CPU_NOTE,
+    MoaBenchResult,
+    ModelMoaBenchResult,
+    run_moa_bench,
+    run_model_moa_bench,
+)
 from dmoa_p2p.cli._bench import bench
-from dmoa_p2p.cli._common import console, json_option, print_json, run_until_signalled
+from dmoa_p2p.cli._common import (
+    USER_ERRORS,
+    backend_options,
+    console,
+    json_option,
+    parse_backend_options,
+    print_json,
+    run_until_signalled,
+)
+
+FAKE = "fake"
+DEFAULT_SERVICE_TIME_S = 0.2
+
+
+def run_bench(main: Callable[[trio.Nursery], Awaitable[None]]) -> None:
+    """`run_until_signalled`, with a user error from inside trio's nurseries as one line."""
+    try:
+        run_until_signalled(main)
+    except BaseExceptionGroup as group:
+        error = _only_user_error(group)
+        if error is None:
+            raise
+        raise click.ClickException(str(error)) from error
+    except BenchError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _only_user_error(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The error in `group` if it is a single one a user can act on (a bad option, say)."""
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        exc = pending.pop()
+        if isinstance(exc, BaseExceptionGroup):
+            pending.extend(exc.exceptions)
+        else:
+            leaves.append(exc)
+    if len(leaves) == 1 and isinstance(leaves[0], (*USER_ERRORS, BenchError)):
+        return leaves[0]
+    return None
+
+
+@contextlib.contextmanager
+def query_bar(queries: int, enabled: bool) -> Iterator[Callable[[int], None]]:
+    """A progress bar on stderr, fed with the number of queries done."""
+    bar = Progress(
+        TextColumn("queries"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=Console(stderr=True),
+        transient=True,
+        disable=not enabled,
+    )
+    with bar:
+        task = bar.add_task("queries", total=queries)
+        yield lambda done: bar.update(task, completed=done)
 
 
 @bench.command()
 @click.option("--nodes", type=click.IntRange(2, 32), default=5, show_default=True)
 @click.option("--layers", "-M", type=click.IntRange(1, 8), default=2, show_default=True)
 @click.option("--proposers", "-k", type=click.IntRange(1, 16), default=2, show_default=True)
+@backend_options
 @click.option(
     "--service-time",
     type=click.FloatRange(min=0.001),
-    default=0.2,
+    default=None,
+    help=f"Fixed service time of the fake backend, seconds. [default: {DEFAULT_SERVICE_TIME_S}]",
+)
+@click.option(
+    "--max-tokens",
+    type=click.IntRange(1),
+    default=DEFAULT_MAX_TOKENS,
     show_default=True,
-    help="Fixed service time of the fake backend, seconds.",
+    help="Longest answer of every LLM call.",
 )
 @click.option(
     "--queries",
@@ -33,49 +106,68 @@ from dmoa_p2p.cli._common import console, json_option, print_json, run_until_sig
 )
 @json_option
 def moa(
-    nodes: int, layers: int, proposers: int, service_time: float, queries: int, as_json: bool
+    nodes: int,
+    layers: int,
+    proposers: int,
+    backend: str | None,
+    backend_option: tuple[str, ...],
+    service_time: float | None,
+    max_tokens: int,
+    queries: int,
+    as_json: bool,
 ) -> None:
-    """End-to-end query latency against (M+1) service times (empty queues, fake backend).
+    """End-to-end query latency against the LLM time on its critical path (empty queues).
 
-    All nodes run in this process on 127.0.0.1 with real py-libp2p; the difference between
-    the latency and the LLM critical path is what dmoa-p2p itself costs.
+    All nodes run in this process on 127.0.0.1 with real py-libp2p. With the fake backend
+    (the default) the critical path is (M+1) fixed service times; with a real one (e.g.
+    --backend llama-cpp -o n_threads=1) it is read from each query's trace: per layer the
+    longest service time, plus the final aggregation's.
     """
     if proposers > nodes - 1:
         raise click.BadParameter(f"{proposers} proposers need {proposers + 1} nodes")
+    name = backend or FAKE
+    options = parse_backend_options(backend_option)
+    if name == FAKE:
+        if options:
+            raise click.BadParameter("the fake backend is set with --service-time", param_hint="-o")
+        seconds = service_time if service_time is not None else DEFAULT_SERVICE_TIME_S
+        _fake_moa(nodes, layers, proposers, seconds, max_tokens, queries, as_json)
+        return
+    if service_time is not None:
+        hint = "--service-time"
+        raise click.BadParameter(f"it is for the fake backend, not {name}", param_hint=hint)
+    _model_moa(nodes, layers, proposers, name, options, max_tokens, queries, as_json)
+
+
+def _fake_moa(
+    nodes: int, layers: int, proposers: int, service_time: float, max_tokens: int,
+    queries: int, as_json: bool,
+) -> None:
     results: list[MoaBenchResult] = []
 
     async def main(nursery: trio.Nursery) -> None:
-        bar = Progress(
-            TextColumn("queries"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            console=Console(stderr=True),
-            transient=True,
-            disable=as_json,
-        )
-        with bar:
-            task = bar.add_task("queries", total=queries)
+        with query_bar(queries, enabled=not as_json) as progress:
             results.append(
                 await run_moa_bench(
-                    nodes,
-                    layers,
-                    proposers,
-                    service_time,
-                    queries,
-                    progress=lambda done: bar.update(task, completed=done),
+                    nodes, layers, proposers, service_time, queries,
+                    progress=progress, max_tokens=max_tokens,
                 )
             )
 
-    run_until_signalled(main)
+    run_bench(main)
     if not results:
         raise click.ClickException("interrupted")
-    result = results[0].to_json()
     if as_json:
-        print_json(result)
-        return
+        print_json(results[0].to_json())
+    else:
+        _print_fake(results[0])
+
+
+def _print_fake(moa_result: MoaBenchResult) -> None:
+    result = moa_result.to_json()
     table = Table(
-        title=f"MoA: {nodes} nodes, M={layers}, k={proposers}, "
-        f"service {service_time * 1000:.0f} ms, {queries} queries"
+        title=f"MoA: {moa_result.nodes} nodes, M={moa_result.layers}, k={moa_result.proposers}, "
+        f"service {moa_result.service_time_s * 1000:.0f} ms, {moa_result.queries} queries"
     )
     table.add_column("")
     table.add_column("seconds", justify="right")
@@ -91,3 +183,55 @@ def moa(
         f"({100 * result['overhead_fraction']:.1f}% of the critical path); "
         f"target {result['target']}: {verdict}"
     )
+
+
+def _model_moa(
+    nodes: int, layers: int, proposers: int, backend: str, options: dict[str, str],
+    max_tokens: int, queries: int, as_json: bool,
+) -> None:
+    results: list[ModelMoaBenchResult] = []
+
+    async def main(nursery: trio.Nursery) -> None:
+        with query_bar(queries, enabled=not as_json) as progress:
+            results.append(
+                await run_model_moa_bench(
+                    nodes, layers, proposers, backend, options, queries,
+                    max_tokens=max_tokens, progress=progress,
+                )
+            )
+
+    run_bench(main)
+    if not results:
+        raise click.ClickException("interrupted")
+    if as_json:
+        print_json(results[0].to_json())
+    else:
+        _print_model(results[0])
+
+
+def _print_model(result: ModelMoaBenchResult) -> None:
+    settings = ", ".join(f"{k}={v}" for k, v in result.backend_options)
+    table = Table(
+        title=f"MoA: {result.nodes} nodes, M={result.layers}, k={result.proposers}, "
+        f"{result.backend}{f' ({settings})' if settings else ''}, "
+        f"max {result.max_tokens} tokens, {len(result.queries)} queries",
+        caption="seconds; LLM = per layer the longest service time, summed (incl. aggregation)",
+    )
+    for column in ("query", "end-to-end", "LLM", "other", "of which queue wait", "calls",
+                   "tokens"):
+        table.add_column(column, justify="right")
+    for i, query in enumerate(result.queries, start=1):
+        table.add_row(
+            str(i), f"{query.total_s:.3f}", f"{query.llm_s:.3f}", f"{query.other_s:.3f}",
+            f"{query.queue_wait_s:.3f}", str(query.calls), str(query.completion_tokens),
+        )
+    median = result.median
+    table.add_row(
+        "median", f"{median('total_s'):.3f}", f"{median('llm_s'):.3f}",
+        f"{median('other_s'):.3f}", f"{median('queue_wait_s'):.3f}", f"{median('calls'):g}",
+        f"{median('completion_tokens'):g}", style="bold",
+    )
+    console.print(table)
+    share = 100 * median("other_s") / median("total_s")
+    console.print(f"other: median {median('other_s'):.3f} s, {share:.1f}% of the median latency")
+    console.print(SHARED_CPU_NOTE, style="dim")

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import attrs
 import trio
 
-from dmoa_p2p.backends import ChatMessage, GenerationParams
+from dmoa_p2p.backends import ChatMessage, GenerationParams, TextCallback
 from dmoa_p2p.moa._layer import LayerRun, Reply
 from dmoa_p2p.moa._types import (
     Aggregator,
@@ -132,17 +132,21 @@ class MoaEngine:
 
     # ---- asking ----------------------------------------------------------------------
 
-    async def ask(self, request: QueryRequest, notes: Sequence[str] = ()) -> Answer:
+    async def ask(
+        self, request: QueryRequest, notes: Sequence[str] = (), on_text: TextCallback | None = None
+    ) -> Answer:
         """Answer `request` with a distributed Mixture-of-Agents; never fails for a peer's sake.
 
-        `notes` (e.g. what admission control changed) lead the trace's notes.
+        `notes` (e.g. what admission control changed) lead the trace's notes. `on_text` gets
+        the answer's text as the final aggregation produces it (the single call when M = 0;
+        an aggregator's direct answer in one piece): the pieces add up to the answer.
         """
         strategy: Strategy = load_plugin("strategy", request.strategy)()
         aggregator: Aggregator = load_plugin("aggregator", request.aggregator)()
         started = trio.current_time()
         self.queue.load.observe_arrival()
         plan = strategy.plan(request, list(self._peers()), self._rng)
-        query = _Query(self, request, aggregator, plan, uuid.uuid4().hex)
+        query = _Query(self, request, aggregator, plan, uuid.uuid4().hex, on_text)
         text = await query.run()
         trace = Trace(
             query_id=query.query_id,
@@ -176,8 +180,11 @@ class _Query:
         aggregator: Aggregator,
         plan: Plan,
         query_id: str,
+        on_text: TextCallback | None = None,
     ) -> None:
         self.engine = engine
+        self.on_text = on_text
+        self.streamed = 0  # characters of the answer already passed to `on_text`
         self.request = request
         self.aggregator = aggregator
         self.plan = plan
@@ -205,24 +212,42 @@ class _Query:
             previous = await self._layer(index, layer, messages, truncated)
             everything += previous
         if not self.plan.layers:
-            return await self._own_call(raw, 1, "aggregator") or ""
+            return await self._final_call(raw) or ""
         proposals = everything if self.plan.aggregate_all_layers else previous
         direct = self.aggregator.direct_answer(self.request.prompt, proposals)
         if direct is not None:
+            self._emit(direct)
             return direct
         composed = self.aggregator.compose(self.request.prompt, proposals, self.budget)
         self.final_truncated = composed.truncated
-        final_layer = len(self.plan.layers) + 1
-        answer = await self._own_call(list(composed.messages), final_layer, "aggregator")
+        answer = await self._final_call(list(composed.messages))
         if answer is None:  # the local model failed: the best proposal is better than nothing
             self.notes.append("final aggregation failed; answering with the longest proposal")
-            return max(proposals, key=len, default="")
+            fallback = max(proposals, key=len, default="")
+            if not self.streamed:  # else the asker has part of an answer and keeps it
+                self._emit(fallback)
+            return fallback
         return answer
 
-    async def _own_call(self, messages: list[ChatMessage], layer: int, role: str) -> str | None:
+    async def _final_call(self, messages: list[ChatMessage]) -> str | None:
+        on_text = None if self.on_text is None else self._emit
+        return await self._own_call(messages, len(self.plan.layers) + 1, "aggregator", on_text)
+
+    def _emit(self, text: str) -> None:
+        if self.on_text is not None and text:
+            self.streamed += len(text)
+            self.on_text(text)
+
+    async def _own_call(
+        self,
+        messages: list[ChatMessage],
+        layer: int,
+        role: str,
+        on_text: TextCallback | None = None,
+    ) -> str | None:
         params = attrs.evolve(self.request.params, seed=self.seed_for(self.engine.peer_id))
         try:
-            served = await self.engine.queue.submit(messages, params)
+            served = await self.engine.queue.submit(messages, params, on_text)
         except QueueFull as exc:
             self.notes.append(f"layer {layer}: own model refused: {exc}")
             return None

@@ -11,9 +11,15 @@ import llama_cpp
 import trio
 from llama_cpp import Llama
 
-from dmoa_p2p.backends import BackendError, ChatMessage, Generation, GenerationParams
+from dmoa_p2p.backends import (
+    BackendError,
+    ChatMessage,
+    Generation,
+    GenerationParams,
+    TextCallback,
+)
 from dmoa_p2p_llama_cpp._chat import ChatFormat, choose_chat_format
-from dmoa_p2p_llama_cpp._generation import Stopped, TokenJob, Vocab, run_tokens
+from dmoa_p2p_llama_cpp._generation import Stopped, TextSink, TokenJob, Vocab, run_tokens
 from dmoa_p2p_llama_cpp._loading import load_llama
 from dmoa_p2p_llama_cpp._options import MAX_SEED, LlamaOptions, parse_options
 
@@ -73,10 +79,25 @@ class LlamaCppBackend:
     async def generate(
         self, messages: Sequence[ChatMessage], params: GenerationParams
     ) -> Generation:
+        return await self._generate(messages, params, None)
+
+    async def generate_stream(
+        self, messages: Sequence[ChatMessage], params: GenerationParams, on_text: TextCallback
+    ) -> Generation:
+        """`generate`, with the answer passed to `on_text` piece by piece as tokens come."""
+        return await self._generate(messages, params, on_text)
+
+    async def _generate(
+        self,
+        messages: Sequence[ChatMessage],
+        params: GenerationParams,
+        on_text: TextCallback | None,
+    ) -> Generation:
         if self._closing.is_set():
             raise BackendError("the llama-cpp backend is closed")
         cancelled = threading.Event()
-        work = functools.partial(self._generate_in_thread, list(messages), params, cancelled)
+        sink = None if on_text is None else _trio_sink(on_text, cancelled)
+        work = functools.partial(self._generate_in_thread, list(messages), params, cancelled, sink)
         try:
             # abandon_on_cancel: trio returns at once; the thread notices `cancelled` at its
             # next token, stops, and releases the lock for the next call
@@ -86,7 +107,11 @@ class LlamaCppBackend:
             raise
 
     def _generate_in_thread(
-        self, messages: list[ChatMessage], params: GenerationParams, cancelled: threading.Event
+        self,
+        messages: list[ChatMessage],
+        params: GenerationParams,
+        cancelled: threading.Event,
+        sink: TextSink | None,
     ) -> Generation:
         def should_stop() -> bool:
             return cancelled.is_set() or self._closing.is_set()
@@ -96,7 +121,7 @@ class LlamaCppBackend:
                 if should_stop():
                     raise Stopped
                 job = self._token_job(messages, params)
-                return run_tokens(self._llama, self._vocab, job, should_stop)
+                return run_tokens(self._llama, self._vocab, job, should_stop, sink)
             except Stopped:
                 if cancelled.is_set():
                     return ABANDONED  # trio has moved on: nobody reads this
@@ -134,6 +159,23 @@ class LlamaCppBackend:
             if not self._closed:
                 self._closed = self._vocab.closed = True
                 self._llama.close()
+
+
+def _trio_sink(on_text: TextCallback, cancelled: threading.Event) -> TextSink:
+    """A sink for the worker thread that hands each piece to `on_text` on the trio thread."""
+
+    def deliver(piece: str) -> None:
+        if not cancelled.is_set():  # read on the trio thread, where it is set
+            on_text(piece)
+
+    def sink(piece: str) -> None:
+        try:
+            # blocks the worker for one trip through trio's loop: pieces stay in order
+            trio.from_thread.run_sync(deliver, piece)
+        except trio.RunFinishedError:
+            raise Stopped from None
+
+    return sink
 
 
 def _token_text(llama: Llama, token: int) -> str:

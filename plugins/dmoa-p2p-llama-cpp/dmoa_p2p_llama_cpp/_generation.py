@@ -21,6 +21,10 @@ MIN_P = 0.05
 REPEAT_PENALTY = 1.0
 
 
+# where the answer's text goes while it is generated, in pieces that add up to the answer
+TextSink = Callable[[str], None]
+
+
 class Stopped(Exception):
     """The caller gave up on this generation; nobody will read its result."""
 
@@ -81,6 +85,43 @@ def _first_stop(text: bytes, stops: Sequence[bytes], new: int) -> int | None:
     return min(hits) if hits else None
 
 
+def _stop_prefix_length(text: bytes, stops: Sequence[bytes]) -> int:
+    """The longest tail of `text` that a stop string could still grow out of."""
+    longest = 0
+    for stop in stops:
+        for size in range(min(len(stop) - 1, len(text)), longest, -1):
+            if text.endswith(stop[:size]):
+                longest = size
+                break
+    return longest
+
+
+class TextStream:
+    """Turns the growing answer into text pieces that add up to the final, stripped answer.
+
+    It holds back whatever may still change: an incomplete UTF-8 character, a tail that may
+    turn out to start a stop string (cut from the answer), and whitespace at either end
+    (stripped from the answer).
+    """
+
+    def __init__(self, stops: Sequence[bytes], sink: TextSink) -> None:
+        self._stops = stops
+        self._sink = sink
+        self.sent = ""
+
+    def update(self, text: bytes) -> None:
+        settled = text[: len(text) - _stop_prefix_length(text, self._stops)]
+        self._send(settled.decode("utf-8", errors="ignore").strip())
+
+    def finish(self, answer: str) -> None:
+        self._send(answer)
+
+    def _send(self, visible: str) -> None:
+        if len(visible) > len(self.sent) and visible.startswith(self.sent):
+            piece, self.sent = visible[len(self.sent) :], visible
+            self._sink(piece)
+
+
 def _result(job: TokenJob, text: bytes, completion: int, finish_reason: str) -> Generation:
     answer = text.decode("utf-8", errors="ignore").strip()  # a cut may split a character
     return Generation(answer, len(job.prompt), completion, finish_reason)
@@ -91,6 +132,7 @@ def _sample(
     vocab: Vocab,
     job: TokenJob,
     should_stop: Callable[[], bool],
+    stream: TextStream | None,
 ) -> Generation:
     stops = [s.encode("utf-8") for s in job.stop_strings if s]
     text = b""
@@ -106,15 +148,23 @@ def _sample(
         cut = _first_stop(text, stops, len(piece))
         if cut is not None:
             return _result(job, text[:cut], completion, "stop")
+        if stream is not None:
+            stream.update(text)
         if completion >= job.max_tokens:
             break
     return _result(job, text, completion, "length")
 
 
 def run_tokens(
-    llama: Llama, vocab: Vocab, job: TokenJob, should_stop: Callable[[], bool]
+    llama: Llama,
+    vocab: Vocab,
+    job: TokenJob,
+    should_stop: Callable[[], bool],
+    sink: TextSink | None = None,
 ) -> Generation:
     """Generate for `job`; raise Stopped soon after `should_stop()` turns true.
+
+    With `sink`, the answer also goes to it in pieces as the tokens come (see TextStream).
 
     The caller holds the model's lock. The KV cache is cleared first: llama-cpp-python
     otherwise reuses the longest matching prefix of the previous call, and a prompt decoded
@@ -132,7 +182,11 @@ def run_tokens(
         job.prompt, top_k=TOP_K, top_p=TOP_P, min_p=MIN_P, temp=job.temperature,
         repeat_penalty=REPEAT_PENALTY, reset=True,
     )
+    stream = None if sink is None else TextStream([s.encode() for s in job.stop_strings if s], sink)
     try:
-        return _sample(tokens, vocab, job, should_stop)
+        generation = _sample(tokens, vocab, job, should_stop, stream)
     finally:
         tokens.close()
+    if stream is not None:
+        stream.finish(generation.text)
+    return generation
