@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import tomllib
 from collections.abc import Iterable
 from pathlib import Path
@@ -37,6 +38,33 @@ def _strings(value: Iterable[str]) -> tuple[str, ...]:
     return tuple(value)
 
 
+DEFAULT_HTTP_HOST = "127.0.0.1"
+
+
+def parse_http_bind(bind: str) -> tuple[str, int]:
+    """HOST:PORT (IPv6 as [HOST]:PORT), or PORT alone on 127.0.0.1; ConfigError if neither."""
+    host, sep, port = bind.rpartition(":")
+    if not sep:
+        host, sep = DEFAULT_HTTP_HOST, ":"
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(
+            f"http: {bind!r} is not HOST:PORT (e.g. 127.0.0.1:8080; port 0 picks a free one)"
+        )
+    return host, int(port)
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
 @attrs.frozen
 class NodeConfig:
     """Everything a node needs to start; the CLI and tests build one of these."""
@@ -63,6 +91,20 @@ class NodeConfig:
     control_socket: Path | None = attrs.field(
         default=None, converter=attrs.converters.optional(Path)
     )
+    # the OpenAI-compatible HTTP API, "HOST:PORT" or "PORT" (on 127.0.0.1); None: off
+    http: str | None = None
+    # Bearer key the HTTP API requires; mandatory when it binds beyond the loopback interface
+    http_api_key: str | None = attrs.field(default=None, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        if self.http is None:
+            return
+        host, _port = parse_http_bind(self.http)
+        if not is_loopback(host) and not self.http_api_key:
+            raise ConfigError(
+                f"http: binding to {host} exposes the API beyond this machine; set an API key "
+                "(--api-key or DMOA_P2P_API_KEY) or bind to 127.0.0.1"
+            )
 
     @property
     def control_path(self) -> Path:
@@ -95,7 +137,7 @@ def _explain(exc: BaseException) -> str:
 
 def _describe(exc: BaseException, type_: type | None) -> str:
     # attrs validators carry the useful sentence; cattrs' default hides it
-    if type(exc) is ValueError:
+    if type(exc) in (ValueError, ConfigError):
         return str(exc)
     return cattrs.v.format_exception(exc, type_)
 

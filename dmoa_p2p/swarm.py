@@ -32,6 +32,7 @@ class SwarmMember:
     peer_id: str
     listen_addrs: tuple[str, ...]
     data_dir: Path
+    http_urls: tuple[str, ...] = ()  # its HTTP API, when on
 
     @property
     def control_path(self) -> Path:
@@ -46,6 +47,11 @@ def member_config(data_dir: Path, bootstrap: tuple[str, ...], **overrides: Any) 
     return NodeConfig(
         data_dir=data_dir, listen_addrs=(LOCALHOST_LISTEN,), bootstrap=bootstrap, **overrides
     )
+
+
+def member_http(index: int, http_base_port: int | None) -> str | None:
+    """Member `index`'s HTTP API address: 127.0.0.1, port `http_base_port + index`."""
+    return None if http_base_port is None else f"127.0.0.1:{http_base_port + index}"
 
 
 def converged(statuses: list[dict[str, Any]]) -> bool:
@@ -79,7 +85,7 @@ class InProcessSwarm:
     @property
     def members(self) -> list[SwarmMember]:
         return [
-            SwarmMember(i, n.peer_id, n.listen_addrs, n.config.data_dir)
+            SwarmMember(i, n.peer_id, n.listen_addrs, n.config.data_dir, n.http_urls)
             for i, n in enumerate(self.nodes)
         ]
 
@@ -121,14 +127,25 @@ class InProcessSwarm:
 async def open_inprocess_swarm(
     n: int, base_dir: Path | None = None, **config: Any
 ) -> AsyncIterator[InProcessSwarm]:
-    """Start `n` nodes, the first as everyone's bootstrap; stop them all on exit."""
+    """Start `n` nodes, the first as everyone's bootstrap; stop them all on exit.
+
+    `config` holds NodeConfig fields for every node, and optionally `http_base_port`: node
+    i then serves its HTTP API on 127.0.0.1:`http_base_port + i`.
+    """
+    http_base_port: int | None = config.pop("http_base_port", None)
     with _base_dir(base_dir) as base:
         async with trio.open_nursery() as nursery:
             swarm = InProcessSwarm(nursery)
-            first = await swarm.add(member_config(base / "node0", (), **config))
+
+            def settings(i: int, bootstrap: tuple[str, ...]) -> NodeConfig:
+                if http_base_port is not None:
+                    config["http"] = member_http(i, http_base_port)
+                return member_config(base / f"node{i}", bootstrap, **config)
+
+            first = await swarm.add(settings(0, ()))
             bootstrap = (SwarmMember(0, first.peer_id, first.listen_addrs, base).dial_addr,)
             for i in range(1, n):
-                await swarm.add(member_config(base / f"node{i}", bootstrap, **config))
+                await swarm.add(settings(i, bootstrap))
             try:
                 yield swarm
             finally:
@@ -181,7 +198,11 @@ class ProcessSwarm:
         status = await _await_control(data_dir / "control.sock", process)
         self.members.append(
             SwarmMember(
-                len(self.members), status["peer_id"], tuple(status["listen_addrs"]), data_dir
+                len(self.members),
+                status["peer_id"],
+                tuple(status["listen_addrs"]),
+                data_dir,
+                tuple(status.get("http", ())),
             )
         )
 
@@ -213,21 +234,31 @@ async def _await_control(
 
 @contextlib.asynccontextmanager
 async def open_process_swarm(
-    n: int, base_dir: Path | None = None, verbosity: int = 0, node_args: Sequence[str] = ()
+    n: int,
+    base_dir: Path | None = None,
+    verbosity: int = 0,
+    node_args: Sequence[str] = (),
+    http_base_port: int | None = None,
 ) -> AsyncIterator[ProcessSwarm]:
     """Start `n` node processes (the first is the bootstrap); interrupt and reap them on exit.
 
-    `node_args` are extra `dmoa-p2p node` options for every member (e.g. the backend).
+    `node_args` are extra `dmoa-p2p node` options for every member (e.g. the backend); with
+    `http_base_port`, node i serves its HTTP API on 127.0.0.1:`http_base_port + i`.
     """
+
+    def args(i: int) -> list[str]:
+        http = member_http(i, http_base_port)
+        return [*node_args, *(["--http", http] if http else [])]
+
     with _base_dir(base_dir) as base:
         swarm = ProcessSwarm()
         try:
-            await swarm.start_member(base / "node0", (), verbosity, node_args)
+            await swarm.start_member(base / "node0", (), verbosity, args(0))
             bootstrap = (swarm.members[0].dial_addr,)
             async with trio.open_nursery() as nursery:
                 for i in range(1, n):
                     nursery.start_soon(
-                        swarm.start_member, base / f"node{i}", bootstrap, verbosity, node_args
+                        swarm.start_member, base / f"node{i}", bootstrap, verbosity, args(i)
                     )
             yield swarm
         finally:

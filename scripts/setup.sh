@@ -3,8 +3,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# libgmp-dev: py-libp2p's fastecdsa compiles against GMP; cmake and g++ build llama.cpp
-apt_packages=(libgmp-dev cmake g++)
+# libgmp-dev: py-libp2p's fastecdsa compiles against GMP; cmake and g++ build llama.cpp;
+# chromium renders the nodes' status page in a test
+apt_packages=(libgmp-dev cmake g++ chromium)
 missing=()
 for pkg in "${apt_packages[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

@@ -80,9 +80,11 @@ class FakeBackend:
         total_s = self.service_time()
         generation = self._answer(messages, params)
         words = generation.text.split(" ")
-        for i, word in enumerate(words):
-            await trio.sleep(total_s / len(words))
-            on_text(word if i == 0 else " " + word)
+        start = trio.current_time()
+        for i, word in enumerate(words, start=1):
+            # deadlines from the start: the pieces' timer overshoots do not add up
+            await trio.sleep_until(start + total_s * i / len(words))
+            on_text(word if i == 1 else " " + word)
         return generation
 
     def _answer(self, messages: Sequence[ChatMessage], params: GenerationParams) -> Generation:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import click
@@ -19,8 +20,9 @@ from dmoa_p2p.cli._common import (
     user_errors,
 )
 from dmoa_p2p.config import DEFAULT_LISTEN, NodeConfig
+from dmoa_p2p.http import bind_http_socket
 from dmoa_p2p.identity import KEY_FILE_NAME, NodeIdentity, load_or_create_identity, save_identity
-from dmoa_p2p.node import call_control, serve_node
+from dmoa_p2p.node import Node, call_control, serve_node
 
 
 @click.command()
@@ -72,6 +74,18 @@ def keygen(data_dir: Path, force: bool) -> None:
     metavar="KEY=VALUE",
     help="A policy setting, e.g. rho_max=0.9 or cap=32 (repeatable).",
 )
+@click.option(
+    "--http",
+    "http_bind",
+    metavar="[HOST:]PORT",
+    help="Serve the OpenAI-compatible API, /metrics and /status here (host: 127.0.0.1).",
+)
+@click.option(
+    "--api-key",
+    envvar="DMOA_P2P_API_KEY",
+    show_envvar=True,
+    help="Bearer key the HTTP API requires; needed to bind beyond 127.0.0.1.",
+)
 @json_option
 def node(
     data_dir: Path,
@@ -85,6 +99,8 @@ def node(
     queue_capacity: int | None,
     admission: str | None,
     admission_option: tuple[str, ...],
+    http_bind: str | None,
+    api_key: str | None,
     as_json: bool,
 ) -> None:
     """Run a node until Ctrl-C: join the overlay and serve this user and its peers."""
@@ -99,25 +115,41 @@ def node(
         "queue_capacity": queue_capacity,
         "admission": admission,
         "admission_options": parse_backend_options(admission_option) or None,
+        "http": http_bind,
+        "http_api_key": api_key or None,
     }
     with user_errors():
         if config_file is not None:
             config = NodeConfig.from_toml(config_file, **overrides)
         else:
             config = NodeConfig.from_mapping({k: v for k, v in overrides.items() if v is not None})
+        # bound now so that a taken port is a one-line error, not a failure deep in startup
+        http_socket = bind_http_socket(config.http) if config.http else None
 
     async def main(nursery: trio.Nursery) -> None:
-        running = await nursery.start(serve_node, config)
-        if as_json:
-            print_json({"peer_id": running.peer_id, "listen_addrs": list(running.listen_addrs)})
-        else:
-            console.print(f"node [bold]{running.peer_id}[/] listening on:")
-            for addr in running.listen_addrs:
-                console.print(f"  {addr}", soft_wrap=True)
-            console.print("Ctrl-C stops it.", style="dim")
+        running = await nursery.start(functools.partial(serve_node, config, http_socket))
+        _announce(running, as_json)
         await trio.sleep_forever()
 
     run_until_signalled(main)
+
+
+def _announce(running: Node, as_json: bool) -> None:
+    if as_json:
+        print_json(
+            {
+                "peer_id": running.peer_id,
+                "listen_addrs": list(running.listen_addrs),
+                "http": list(running.http_urls),
+            }
+        )
+        return
+    console.print(f"node [bold]{running.peer_id}[/] listening on:")
+    for addr in running.listen_addrs:
+        console.print(f"  {addr}", soft_wrap=True)
+    for url in running.http_urls:
+        console.print(f"OpenAI API: {url}/v1  status: {url}/status", soft_wrap=True)
+    console.print("Ctrl-C stops it.", style="dim")
 
 
 @click.command()

@@ -55,6 +55,11 @@ progress = Console(stderr=True)
 )
 @backend_options
 @click.option(
+    "--http-base-port",
+    type=click.IntRange(1, 65535),
+    help="Serve each node's HTTP API: node i on 127.0.0.1:PORT+i.",
+)
+@click.option(
     "--ask",
     "prompt",
     metavar="PROMPT",
@@ -73,19 +78,22 @@ def swarm(
     base_dir: Path | None,
     backend: str | None,
     backend_option: tuple[str, ...],
+    http_base_port: int | None,
     prompt: str | None,
     show_trace: bool,
     as_json: bool,
     **query: Any,
 ) -> None:
     """Start N nodes on 127.0.0.1, all bootstrapping from the first; wait until all see all."""
+    if http_base_port is not None and http_base_port + n > 65536:
+        raise click.BadParameter(f"{n} ports from {http_base_port} go past 65535")
     verbosity = ctx.find_root().params.get("verbose", 0)
     options = parse_backend_options(backend_option)
     request = QueryRequest.from_json(query_request(query, prompt)) if prompt else None
     node_args = ["--backend", backend] if backend else []
     for key, value in options.items():
         node_args += ["-o", f"{key}={value}"]
-    config: dict[str, Any] = {"backend_options": options}
+    config: dict[str, Any] = {"backend_options": options, "http_base_port": http_base_port}
     if backend:
         config["backend"] = backend
 
@@ -94,7 +102,7 @@ def swarm(
             if in_process:
                 cm: Any = open_inprocess_swarm(n, base_dir, **config)
             else:
-                cm = open_process_swarm(n, base_dir, verbosity, node_args)
+                cm = open_process_swarm(n, base_dir, verbosity, node_args, http_base_port)
             async with cm as local:
                 status.update("waiting until every node sees every other…")
                 converged_s = await local.wait_converged(timeout)
@@ -130,6 +138,7 @@ def report(members: list[SwarmMember], converged_s: float, as_json: bool) -> Non
                         "peer_id": m.peer_id,
                         "multiaddr": m.dial_addr,
                         "data_dir": str(m.data_dir),
+                        "http": list(m.http_urls),
                     }
                     for m in members
                 ],
@@ -141,4 +150,6 @@ def report(members: list[SwarmMember], converged_s: float, as_json: bool) -> Non
     )
     for m in members:
         progress.print(f"  node {m.index}  {m.dial_addr}", soft_wrap=True)
+        for url in m.http_urls:
+            progress.print(f"          API {url}/v1  status {url}/status", soft_wrap=True)
     progress.print(f"every node sees every other node (converged in {converged_s:.1f} s)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -17,9 +18,10 @@ from dmoa_p2p.admission import (
     AdmissionContext,
     AdmissionPolicy,
     AdmissionRefused,
+    Decision,
     OperatingPoint,
 )
-from dmoa_p2p.backends import Backend
+from dmoa_p2p.backends import Backend, TextCallback
 from dmoa_p2p.config import ConfigError, NodeConfig
 from dmoa_p2p.gossip import GossipPolicy
 from dmoa_p2p.identity import NodeIdentity, load_or_create_identity
@@ -69,6 +71,10 @@ def peer_id_of_multiaddr(addr: str) -> str:
     return peer_id
 
 
+def _load_of(p: Presence) -> PeerLoad:
+    return PeerLoad(p.peer_id, p.mean_service_s, p.queue_length, p.queue_capacity, p.arrival_rate)
+
+
 class Node:
     """One participant of the overlay. Build it with `open_node` or run it with `serve_node`."""
 
@@ -91,6 +97,9 @@ class Node:
         self.gossip: GossipPolicy = load_plugin("gossip", config.gossip)()
         self.admission = load_admission(config.admission, config.admission_options)
         self.outcomes: Counter[str] = Counter()
+        # called with every answer to this node's users (e.g. to observe latencies)
+        self.answer_listeners: list[Callable[[Answer], None]] = []
+        self.http_urls: tuple[str, ...] = ()  # the OpenAI-compatible API, when it is on
         self.engine = MoaEngine(
             identity.peer_id,
             self.queue,
@@ -162,6 +171,7 @@ class Node:
                 "failed": self.queue.failed,
             },
             "prompts": dict(sorted(self.outcomes.items())),
+            "http": list(self.http_urls),
             "plugins": {
                 "backend": self.config.backend,
                 "model": self.backend.model_name,
@@ -185,13 +195,19 @@ class Node:
             nursery.start_soon(self._expire_peers)
             task_status.started()
 
-    async def ask(self, request: QueryRequest) -> Answer:
+    async def ask(self, request: QueryRequest, on_text: TextCallback | None = None) -> Answer:
         """Answer a user's prompt with a distributed Mixture-of-Agents over the peer view.
 
         Admission control decides first: the prompt runs as asked, runs with a smaller (M, k)
         (said in the trace), or is refused with AdmissionRefused. Every prompt is counted in
         `outcomes` once as admitted or refused, and once more as answered or failed.
+        `on_text` gets the answer's text as the final aggregation produces it.
         """
+        return await self.answer(self.admit(request), on_text)
+
+    def admit(self, request: QueryRequest) -> Decision:
+        """`ask`'s admission step alone, for callers that must know before they start answering
+        (a streamed HTTP response cannot become a refusal once begun); then call `answer`."""
         context = AdmissionContext(
             request, self.operating_point(), self.queue.length, self.queue.capacity
         )
@@ -200,22 +216,26 @@ class Node:
             self.outcomes["refused"] += 1
             raise AdmissionRefused(decision.reason, decision.retry_after_s)
         self.outcomes["degraded" if decision.action == "degrade" else "accepted"] += 1
+        return decision
+
+    async def answer(self, decision: Decision, on_text: TextCallback | None = None) -> Answer:
+        """Run an admitted prompt (see `admit`); counted as answered or failed."""
         notes = (decision.reason,) if decision.reason else ()
         try:
-            answer = await self.engine.ask(decision.request, notes)
+            answer = await self.engine.ask(decision.request, notes, on_text)
         except BaseException:
             self.outcomes["failed"] += 1
             raise
         self.outcomes["answered"] += 1
+        for listener in self.answer_listeners:
+            listener(answer)
         return answer
 
     def own_load(self) -> PeerLoad:
+        load = self.queue.load
         return PeerLoad(
-            self.peer_id,
-            self.queue.load.mean_service_s,
-            self.queue.length,
-            self.queue.capacity,
-            self.queue.load.arrival_rate,
+            self.peer_id, load.mean_service_s, self.queue.length, self.queue.capacity,
+            load.arrival_rate,
         )
 
     def operating_point(self) -> OperatingPoint:
@@ -225,16 +245,7 @@ class Node:
         )
 
     def _peer_loads(self) -> list[PeerLoad]:
-        return [
-            PeerLoad(
-                rec.peer_id,
-                rec.presence.mean_service_s,
-                rec.presence.queue_length,
-                rec.presence.queue_capacity,
-                rec.presence.arrival_rate,
-            )
-            for rec in self.peer_view.live(trio.current_time())
-        ]
+        return [_load_of(rec.presence) for rec in self.peer_view.live(trio.current_time())]
 
     async def _send_moa(self, peer_id: str, message: Message) -> None:
         data = seal(message, self.identity, now=self.wall_clock())
@@ -342,35 +353,50 @@ async def open_node(
     backend: Backend | None = None,
     control: bool = True,
     wall_clock: Callable[[], float] = time.time,
+    http_socket: socket.socket | None = None,
 ) -> AsyncIterator[Node]:
-    """Start a node, yield it once it is listening and subscribed, stop it on exit."""
+    """Start a node, yield it once it is listening and subscribed, stop it on exit.
+
+    With `config.http` it also serves its HTTP API (`dmoa_p2p.http`), on `http_socket` if
+    the caller bound it already.
+    """
+    from dmoa_p2p.http import bind_http_socket, serve_http  # the HTTP layer sits above
     from dmoa_p2p.node._control import serve_control
 
     for addr in config.bootstrap:
         peer_id_of_multiaddr(addr)  # fail fast on a bad bootstrap address
-    identity = identity or load_or_create_identity(config.data_dir)
-    opener = overlay_opener or open_libp2p_overlay
-    backend = backend or load_plugin("backend", config.backend)(config.backend_options)
-    try:
-        async with opener(identity, config.listen_addrs) as overlay:
-            node = Node(config, identity, overlay, backend, wall_clock)
-            async with trio.open_nursery() as nursery:
-                await nursery.start(node.run)
-                if control:
-                    await nursery.start(serve_control, node, config.control_path)
-                try:
-                    yield node
-                finally:
-                    nursery.cancel_scope.cancel()
-    finally:
-        with trio.CancelScope(shield=True):
-            await backend.aclose()
+    if config.http is not None and http_socket is None:
+        http_socket = bind_http_socket(config.http)  # fail fast on a taken port
+    # hypercorn takes the socket over once serving; closed here if it never got that far
+    with contextlib.closing(http_socket) if http_socket else contextlib.nullcontext():
+        identity = identity or load_or_create_identity(config.data_dir)
+        opener = overlay_opener or open_libp2p_overlay
+        backend = backend or load_plugin("backend", config.backend)(config.backend_options)
+        try:
+            async with opener(identity, config.listen_addrs) as overlay:
+                node = Node(config, identity, overlay, backend, wall_clock)
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(node.run)
+                    if control:
+                        await nursery.start(serve_control, node, config.control_path)
+                    if http_socket is not None:
+                        await nursery.start(serve_http, node, http_socket, config.http_api_key)
+                    try:
+                        yield node
+                    finally:
+                        nursery.cancel_scope.cancel()
+        finally:
+            with trio.CancelScope(shield=True):
+                await backend.aclose()
 
 
 async def serve_node(
-    config: NodeConfig, *, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED
+    config: NodeConfig,
+    http_socket: socket.socket | None = None,
+    *,
+    task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run a node until cancelled (trio service style)."""
-    async with open_node(config) as node:
+    """Run a node until cancelled (trio service style); `http_socket` as in `open_node`."""
+    async with open_node(config, http_socket=http_socket) as node:
         task_status.started(node)
         await trio.sleep_forever()

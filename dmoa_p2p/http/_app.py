@@ -1,0 +1,192 @@
+"""The node's ASGI app: chat completions, models, metrics and status, behind an optional key."""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import json
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from dmoa_p2p.http._chat import StreamedAnswer, admit, answer_whole
+from dmoa_p2p.http._errors import ApiError, bad_request
+from dmoa_p2p.http._metrics import CONTENT_TYPE, NodeMetrics
+from dmoa_p2p.http._request import DEFAULT_MODEL, LOCAL, MoaSettings, parse_chat_request
+from dmoa_p2p.http._status import status_html, status_json
+from dmoa_p2p.registry import plugin_names
+
+if TYPE_CHECKING:
+    from dmoa_p2p.node import Node
+
+log = logging.getLogger(__name__)
+MAX_BODY_BYTES = 4 << 20
+ROUTES = ("/v1/chat/completions", "/v1/models", "/metrics", "/status", "/")
+
+
+class BearerAuth:
+    """Every request needs `Authorization: Bearer <key>` (compared in constant time)."""
+
+    def __init__(self, app: ASGIApp, key: str) -> None:
+        self.app = app
+        self.expected = f"Bearer {key}".encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            given = dict(scope["headers"]).get(b"authorization", b"")
+            if not hmac.compare_digest(given, self.expected):
+                error = ApiError(
+                    401,
+                    "missing or wrong API key: send Authorization: Bearer <key>",
+                    kind="invalid_request_error",
+                    code="invalid_api_key",
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+                await error.response()(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+class CountRequests:
+    """Counts requests by route and status in the node's metrics."""
+
+    def __init__(self, app: ASGIApp, metrics: NodeMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        route = scope["path"] if scope["path"] in ROUTES else "other"
+
+        async def counting_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                self.metrics.http_requests.labels(route, str(message["status"])).inc()
+            await send(message)
+
+        await self.app(scope, receive, counting_send)
+
+
+def _node(request: Request) -> Node:
+    node: Node = request.app.state.node
+    return node
+
+
+async def _json_body(request: Request) -> Any:
+    too_large = ApiError(413, f"the request body is larger than {MAX_BODY_BYTES} bytes")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise too_large
+    data = bytearray()
+    async with contextlib.aclosing(request.stream()) as chunks:
+        async for chunk in chunks:
+            data += chunk
+            if len(data) > MAX_BODY_BYTES:
+                raise too_large
+    try:
+        return json.loads(data)
+    except ValueError as exc:
+        raise bad_request(f"the request body is not valid JSON: {exc}") from exc
+
+
+async def chat_completions(request: Request) -> Response:
+    node = _node(request)
+    chat = parse_chat_request(await _json_body(request), node.backend.model_name)
+    decision = admit(node, chat.query)
+    if chat.stream:
+        return StreamedAnswer(node, decision, chat)
+    try:
+        return await answer_whole(node, decision, chat, request.receive)
+    except ApiError:
+        raise
+    except Exception as exc:  # a bug or a broken plugin: the client gets the OpenAI shape
+        log.exception("a query failed")
+        raise ApiError(500, f"the query failed: {exc}", kind="server_error") from exc
+
+
+def model_entries(node: Node, created: int) -> list[dict[str, Any]]:
+    """`dmoa`, a deeper one, one per installed strategy and aggregator, and the local model."""
+    configurations = {
+        DEFAULT_MODEL: MoaSettings(),
+        f"{DEFAULT_MODEL}:layers=2,proposers=2": MoaSettings(2, 2),
+    }
+    for name in plugin_names("strategy"):
+        if name not in (MoaSettings().strategy, LOCAL.strategy):
+            configurations[f"{DEFAULT_MODEL}:strategy={name}"] = MoaSettings(strategy=name)
+    for name in plugin_names("aggregator"):
+        if name != MoaSettings().aggregator:
+            configurations[f"{DEFAULT_MODEL}:aggregator={name}"] = MoaSettings(aggregator=name)
+    configurations[node.backend.model_name] = LOCAL
+    return [
+        {
+            "id": name,
+            "object": "model",
+            "created": created,
+            "owned_by": node.peer_id if settings == LOCAL else "dmoa-p2p",
+            "dmoa": settings.to_json(),
+        }
+        for name, settings in configurations.items()
+    ]
+
+
+async def list_models(request: Request) -> Response:
+    entries = model_entries(_node(request), request.app.state.started)
+    return JSONResponse({"object": "list", "data": entries})
+
+
+async def metrics_page(request: Request) -> Response:
+    registry: NodeMetrics = request.app.state.metrics
+    return Response(registry.render(), media_type=CONTENT_TYPE)
+
+
+async def status_page(request: Request) -> Response:
+    data = status_json(_node(request))
+    wanted = request.query_params.get("format")
+    if wanted is None:  # browsers ask for HTML, scripts and curl for anything
+        wanted = "html" if "text/html" in request.headers.get("accept", "") else "json"
+    if wanted == "html":
+        return HTMLResponse(status_html(data))
+    if wanted == "json":
+        return JSONResponse(data)
+    raise bad_request(f"format must be html or json, got {wanted!r}", "format")
+
+
+async def _api_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return exc.response()
+
+
+async def _http_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+    return ApiError(exc.status_code, str(exc.detail), kind=kind).response()
+
+
+def build_app(node: Node, metrics: NodeMetrics, api_key: str | None = None) -> Starlette:
+    middleware = [Middleware(CountRequests, metrics=metrics)]
+    if api_key:
+        middleware.append(Middleware(BearerAuth, key=api_key))
+    app = Starlette(
+        routes=[
+            Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+            Route("/v1/models", list_models, methods=["GET"]),
+            Route("/metrics", metrics_page, methods=["GET"]),
+            Route("/status", status_page, methods=["GET"]),
+            Route("/", status_page, methods=["GET"]),
+        ],
+        middleware=middleware,
+        exception_handlers={ApiError: _api_error, HTTPException: _http_error},
+    )
+    app.state.node = node
+    app.state.metrics = metrics
+    app.state.started = int(time.time())
+    return app

@@ -1,0 +1,156 @@
+"""Prometheus metrics of one node: its state read at scrape time, and latency histograms."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from dmoa_p2p.http._load import swarm_load
+from dmoa_p2p.moa import Answer
+from dmoa_p2p.wire import RejectReason
+
+if TYPE_CHECKING:
+    from dmoa_p2p.node import Node
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+OUTCOMES = ("accepted", "degraded", "refused", "answered", "failed")
+# LLM calls take from milliseconds (fake backend) to minutes (large models on a CPU)
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 300, 600)
+FINAL_LAYER = "final"
+
+
+def _maybe(value: float | None) -> float:
+    return math.nan if value is None else value
+
+
+class NodeCollector(Collector):
+    """Reads the node's queue, estimates, outcomes, rejections and peers at each scrape."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    def collect(self) -> Iterator[Metric]:
+        node = self.node
+        queue = node.queue
+        yield GaugeMetricFamily(
+            "dmoa_queue_length", "Prompts waiting or in service", value=queue.length
+        )
+        yield GaugeMetricFamily(
+            "dmoa_queue_capacity", "Prompts the queue holds at most", value=queue.capacity
+        )
+        yield GaugeMetricFamily(
+            "dmoa_arrival_rate_per_second",
+            "Estimated λ: this node's user prompts per second (sliding window)",
+            value=_maybe(queue.load.arrival_rate),
+        )
+        yield GaugeMetricFamily(
+            "dmoa_service_time_seconds",
+            "Estimated α: mean service time of the local model (EWMA)",
+            value=_maybe(queue.load.mean_service_s),
+        )
+        yield from self._load()
+        prompts = CounterMetricFamily(
+            "dmoa_prompts", "User prompts by outcome (admitted, refused, then answered or failed)",
+            labels=["outcome"],
+        )
+        for outcome in OUTCOMES:
+            prompts.add_metric([outcome], node.outcomes.get(outcome, 0))
+        yield prompts
+        inferences = CounterMetricFamily(
+            "dmoa_inferences", "LLM calls served by this node's queue", labels=["result"]
+        )
+        inferences.add_metric(["served"], queue.served)
+        inferences.add_metric(["failed"], queue.failed)
+        yield inferences
+        yield from self._messages()
+        yield from self._peers()
+
+    def _load(self) -> Iterator[Metric]:
+        load = swarm_load(self.node)
+        yield GaugeMetricFamily(
+            "dmoa_rho",
+            "Projected utilisation of the busiest device for model 'dmoa' (M=1, k=2)",
+            value=_maybe(load.rho),
+        )
+        yield GaugeMetricFamily(
+            "dmoa_rho_threshold",
+            "ρ at which admission refuses (ρ_max), else the stability bound 1",
+            value=load.rho_threshold,
+        )
+        yield GaugeMetricFamily(
+            "dmoa_max_stable_rate_per_second",
+            "Per-user λ at which the slowest device reaches ρ = 1 for model 'dmoa'",
+            value=_maybe(load.max_stable_rate),
+        )
+
+    def _messages(self) -> Iterator[Metric]:
+        gate = self.node.gate
+        yield CounterMetricFamily(
+            "dmoa_messages_accepted", "Signed messages that passed every check", value=gate.accepted
+        )
+        rejected = CounterMetricFamily(
+            "dmoa_messages_rejected", "Messages dropped by the receive gate", labels=["reason"]
+        )
+        for reason in RejectReason:
+            rejected.add_metric([str(reason)], gate.rejections.get(reason, 0))
+        yield rejected
+
+    def _peers(self) -> Iterator[Metric]:
+        node = self.node
+        yield GaugeMetricFamily(
+            "dmoa_peers", "Peers in this node's view (seen within the expiry window)",
+            value=len(node.live_peer_ids()),
+        )
+        yield GaugeMetricFamily(
+            "dmoa_peers_connected", "Peers with an open libp2p connection",
+            value=len(node.overlay.connected_peers()),
+        )
+        events = CounterMetricFamily(
+            "dmoa_peer_events", "Peers that joined or expired from the view", labels=["event"]
+        )
+        events.add_metric(["joined"], node.events.get("peer_joined", 0))
+        events.add_metric(["expired"], node.events.get("peer_expired", 0))
+        yield events
+
+
+class NodeMetrics:
+    """One node's registry: several nodes can share a process without sharing metrics."""
+
+    def __init__(self, node: Node) -> None:
+        self.registry = CollectorRegistry()
+        self.registry.register(NodeCollector(node))
+        self.layer_latency = Histogram(
+            "dmoa_layer_latency_seconds",
+            "Latency of each layer of this node's queries; 'final' is the aggregation",
+            ["layer"],
+            registry=self.registry,
+            buckets=LATENCY_BUCKETS,
+        )
+        self.query_latency = Histogram(
+            "dmoa_query_latency_seconds",
+            "End-to-end latency of this node's queries",
+            registry=self.registry,
+            buckets=LATENCY_BUCKETS,
+        )
+        self.http_requests = Counter(
+            "dmoa_http_requests", "HTTP API requests by route and status", ["route", "status"],
+            registry=self.registry,
+        )
+
+    def observe(self, answer: Answer) -> None:
+        """Record a finished query's latencies (a Node answer listener)."""
+        trace = answer.trace
+        for layer in trace.layers:
+            self.layer_latency.labels(str(layer.layer)).observe(layer.elapsed_s)
+        for call in trace.calls:
+            if call.role == "aggregator":
+                self.layer_latency.labels(FINAL_LAYER).observe(call.queue_wait_s + call.service_s)
+        self.query_latency.observe(trace.total_s)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,245 @@
+"""A chat completion request: the model name or `dmoa` body field as a MoA query, checked."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from dmoa_p2p.backends import GenerationParams
+from dmoa_p2p.http._errors import ApiError, bad_request
+from dmoa_p2p.moa import QueryRequest
+from dmoa_p2p.registry import PluginError, load_plugin
+
+DEFAULT_MODEL = "dmoa"
+MAX_LAYERS = 16
+MAX_PROPOSERS = 64
+# model-name keys and their short forms, as in the CLI's -M and -k
+_KEYS = {
+    "layers": "layers",
+    "m": "layers",
+    "proposers": "proposers",
+    "k": "proposers",
+    "strategy": "strategy",
+    "aggregator": "aggregator",
+}
+_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+
+
+@attrs.frozen
+class MoaSettings:
+    """The MoA configuration a model name stands for."""
+
+    layers: int = 1
+    proposers: int = 2
+    strategy: str = "augmented"
+    aggregator: str = "moa"
+
+    def to_json(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+
+LOCAL = MoaSettings(0, 0, "local", "moa")
+
+
+@attrs.frozen
+class ChatRequest:
+    model: str  # as the client named it, echoed in the answer
+    query: QueryRequest
+    stream: bool = False
+    include_usage: bool = False  # stream_options.include_usage: a last chunk with the usage
+    include_trace: bool = False
+
+
+def parse_model(name: str, local_model: str) -> MoaSettings:
+    """`dmoa`, `dmoa:layers=2,proposers=2,strategy=raw,aggregator=moa`, or the local model."""
+    if name == local_model:
+        return LOCAL
+    if name == DEFAULT_MODEL:
+        return MoaSettings()
+    head, sep, spec = name.partition(":")
+    if head != DEFAULT_MODEL or not sep:
+        raise ApiError(
+            404,
+            f"The model {name!r} does not exist; use {DEFAULT_MODEL!r}, "
+            f"'{DEFAULT_MODEL}:layers=M,proposers=K,strategy=NAME,aggregator=NAME' or "
+            f"{local_model!r} (see GET /v1/models)",
+            param="model",
+            code="model_not_found",
+        )
+    values: dict[str, str] = {}
+    for pair in filter(None, (p.strip() for p in spec.split(","))):
+        key, eq, value = pair.partition("=")
+        field = _KEYS.get(key.strip().lower())
+        if not eq or field is None:
+            raise bad_request(
+                f"model {name!r}: {pair!r} is not KEY=VALUE with KEY one of "
+                "layers (M), proposers (k), strategy, aggregator",
+                "model",
+            )
+        values[field] = value.strip()
+    return _settings(MoaSettings(), values, "model")
+
+
+def _settings(base: MoaSettings, values: Mapping[str, Any], param: str) -> MoaSettings:
+    changes: dict[str, Any] = {}
+    for field, limit in (("layers", MAX_LAYERS), ("proposers", MAX_PROPOSERS)):
+        if field in values:
+            changes[field] = _bounded_int(values[field], f"{param}.{field}", 0, limit)
+    for field, kind in (("strategy", "strategy"), ("aggregator", "aggregator")):
+        if field in values:
+            changes[field] = _plugin_name(kind, values[field], f"{param}.{field}")
+    return attrs.evolve(base, **changes)
+
+
+def _bounded_int(value: Any, param: str, low: int, high: int | None = None) -> int:
+    try:
+        number = int(value) if isinstance(value, str) else value
+    except ValueError:
+        number = None
+    if not isinstance(number, int) or isinstance(number, bool):
+        raise bad_request(f"{param} must be an integer, got {value!r}", param)
+    if number < low or (high is not None and number > high):
+        bounds = f"from {low} to {high}" if high is not None else f">= {low}"
+        raise bad_request(f"{param} must be {bounds}, got {number}", param)
+    return number
+
+
+def _plugin_name(kind: str, name: Any, param: str) -> str:
+    if not isinstance(name, str) or not name:
+        raise bad_request(f"{param} must be a plugin name, got {name!r}", param)
+    try:
+        load_plugin(kind, name)
+    except PluginError as exc:
+        raise bad_request(str(exc), param) from exc
+    return name
+
+
+def flatten_messages(messages: Any) -> str:
+    """The conversation as the one prompt a MoA query answers.
+
+    A lone user message is the prompt itself. Otherwise system messages come first, then
+    the earlier turns as `User:` and `Assistant:` paragraphs, then the last user message.
+    """
+    if not isinstance(messages, list) or not messages:
+        raise bad_request("messages must be a non-empty list of chat messages", "messages")
+    turns = [_turn(m, i) for i, m in enumerate(messages)]
+    role, last = turns[-1]
+    if role != "user":
+        raise bad_request("the last message must come from the user", "messages")
+    if not last.strip():
+        raise bad_request("the last user message is empty", f"messages[{len(turns) - 1}]")
+    if len(turns) == 1:
+        return last
+    system = [text for r, text in turns[:-1] if r == "system"]
+    earlier = [f"{r.capitalize()}: {text}" for r, text in turns[:-1] if r != "system"]
+    parts = [*system]
+    if earlier:
+        parts.append("Conversation so far:\n\n" + "\n\n".join(earlier))
+    parts.append(f"User: {last}" if earlier else last)
+    return "\n\n".join(parts)
+
+
+def _turn(message: Any, index: int) -> tuple[str, str]:
+    param = f"messages[{index}]"
+    if not isinstance(message, dict):
+        raise bad_request(f"{param} must be an object with role and content", param)
+    role = _ROLES.get(message.get("role"))  # type: ignore[arg-type]
+    if role is None:
+        raise bad_request(
+            f"{param}.role must be one of {', '.join(_ROLES)}, got {message.get('role')!r}",
+            f"{param}.role",
+        )
+    return role, _text(message.get("content"), f"{param}.content")
+
+
+def _text(content: Any, param: str) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # content parts: text only
+        texts = []
+        for part in content:
+            if not isinstance(part, dict) or part.get("type") != "text":
+                raise bad_request(f"{param}: only text content parts are supported", param)
+            if not isinstance(part.get("text"), str):
+                raise bad_request(f"{param}: a text part needs a string 'text'", param)
+            texts.append(part["text"])
+        return "\n".join(texts)
+    raise bad_request(f"{param} must be a string or a list of text parts", param)
+
+
+def parse_chat_request(body: Any, local_model: str) -> ChatRequest:
+    """A `POST /v1/chat/completions` body as a MoA query; ApiError (400/404) says what is wrong."""
+    if not isinstance(body, dict):
+        raise bad_request("the request body must be a JSON object")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise bad_request("you must provide a model parameter (e.g. 'dmoa')", "model")
+    settings = parse_model(model, local_model)
+    extra = body.get("dmoa")
+    if extra is not None:
+        if not isinstance(extra, dict):
+            raise bad_request("dmoa must be an object", "dmoa")
+        settings = _settings(settings, extra, "dmoa")
+    if body.get("n") not in (None, 1):
+        raise bad_request("only n=1 is supported", "n")
+    stream = _flag(body, "stream")
+    options = body.get("stream_options") or {}
+    if not isinstance(options, dict):
+        raise bad_request("stream_options must be an object", "stream_options")
+    query = QueryRequest(
+        flatten_messages(body.get("messages")),
+        settings.layers,
+        settings.proposers,
+        settings.strategy,
+        settings.aggregator,
+        _params(body),
+        **_layer_timeout(extra),
+    )
+    include_usage = stream and _flag(options, "include_usage")
+    return ChatRequest(model, query, stream, include_usage, _flag(body, "include_trace"))
+
+
+def _flag(body: Mapping[str, Any], name: str) -> bool:
+    value = body.get(name, False)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise bad_request(f"{name} must be true or false, got {value!r}", name)
+    return value
+
+
+def _params(body: Mapping[str, Any]) -> GenerationParams:
+    defaults = GenerationParams()
+    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+    temperature = body.get("temperature")
+    seed = body.get("seed")
+    return GenerationParams(
+        max_tokens=defaults.max_tokens
+        if max_tokens is None
+        else _bounded_int(max_tokens, "max_tokens", 1),
+        temperature=defaults.temperature
+        if temperature is None
+        else _number(temperature, "temperature", 0.0, 2.0),
+        seed=None if seed is None else _bounded_int(seed, "seed", -(2**63), 2**63 - 1),
+    )
+
+
+def _number(value: Any, param: str, low: float, high: float | None = None) -> float:
+    """A JSON number from `low` to `high`, or above `low` when there is no `high`."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if ok and high is not None:
+        ok = low <= value <= high
+    elif ok:
+        ok = value > low
+    if not ok:
+        bounds = f"from {low:g} to {high:g}" if high is not None else f"> {low:g}"
+        raise bad_request(f"{param} must be a number {bounds}, got {value!r}", param)
+    return float(value)
+
+
+def _layer_timeout(extra: Mapping[str, Any] | None) -> dict[str, float]:
+    if not extra or extra.get("layer_timeout_s") is None:
+        return {}
+    return {"layer_timeout_s": _number(extra["layer_timeout_s"], "dmoa.layer_timeout_s", 0.0)}
