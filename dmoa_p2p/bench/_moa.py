@@ -99,6 +99,7 @@ class QuerySplit:
 
     total_s: float  # at the origin, around Node.ask
     layer_llm_s: tuple[float, ...]  # the longest service time of each layer, M+1 of them
+    layer_prompt_tokens: tuple[int, ...]  # the prompt of each of those calls
     queue_wait_s: float  # the longest queue wait of each layer, summed: a part of `other`
     calls: int
     completion_tokens: int  # all calls of the query together
@@ -116,9 +117,11 @@ class QuerySplit:
         waits: dict[int, float] = {}
         for call in trace.calls:
             waits[call.layer] = max(waits.get(call.layer, 0.0), call.queue_wait_s)
+        critical = critical_calls(trace)
         return cls(
             total_s=total_s,
-            layer_llm_s=tuple(call.service_s for call in critical_calls(trace)),
+            layer_llm_s=tuple(call.service_s for call in critical),
+            layer_prompt_tokens=tuple(call.prompt_tokens for call in critical),
             queue_wait_s=sum(waits.values()),
             calls=len(trace.calls),
             completion_tokens=sum(call.completion_tokens for call in trace.calls),
@@ -129,6 +132,7 @@ class QuerySplit:
             "total_s": round(self.total_s, 4),
             "llm_s": round(self.llm_s, 4),
             "layer_llm_s": [round(seconds, 4) for seconds in self.layer_llm_s],
+            "layer_prompt_tokens": list(self.layer_prompt_tokens),
             "other_s": round(self.other_s, 4),
             "queue_wait_s": round(self.queue_wait_s, 4),
             "calls": self.calls,
