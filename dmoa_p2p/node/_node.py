@@ -26,6 +26,7 @@ from dmoa_p2p.config import ConfigError, NodeConfig
 from dmoa_p2p.gossip import GossipPolicy
 from dmoa_p2p.identity import NodeIdentity, load_or_create_identity
 from dmoa_p2p.moa import Answer, MoaEngine, PeerLoad, QueryRequest
+from dmoa_p2p.node._dialer import PeerDialer, peer_id_of_multiaddr
 from dmoa_p2p.node._peer_view import PeerView
 from dmoa_p2p.overlay import Overlay, OverlayError, open_libp2p_overlay
 from dmoa_p2p.queue import InferenceQueue
@@ -42,7 +43,6 @@ from dmoa_p2p.wire import (
 )
 
 PRESENCE_TOPIC = f"dmoa-p2p/v{PROTOCOL_VERSION}/presence"
-_MAX_BACKOFF_S = 30.0
 
 log = logging.getLogger(__name__)
 
@@ -61,14 +61,6 @@ def load_admission(name: str, options: dict[str, str]) -> AdmissionPolicy:
 
 
 _options = cattrs.Converter(forbid_extra_keys=True)
-
-
-def peer_id_of_multiaddr(addr: str) -> str:
-    """The peer id at the end of a full multiaddr (…/p2p/<id>)."""
-    head, sep, peer_id = addr.rpartition("/p2p/")
-    if not sep or not head or not peer_id or "/" in peer_id:
-        raise ValueError(f"{addr!r} does not end with /p2p/<peer id>")
-    return peer_id
 
 
 def _load_of(p: Presence) -> PeerLoad:
@@ -108,8 +100,7 @@ class Node:
             lambda peer_id: self.gossip.can_reach(self.overlay, peer_id),
         )
         self.events: Counter[str] = Counter()
-        self._dialing: set[str] = set()
-        self._nursery: trio.Nursery | None = None
+        self._dialer: PeerDialer | None = None
 
     @property
     def peer_id(self) -> str:
@@ -184,13 +175,18 @@ class Node:
         """Subscribe, bootstrap and keep presence flowing until cancelled."""
         presence_in = await self.overlay.subscribe(PRESENCE_TOPIC, self._validate)
         async with trio.open_nursery() as nursery:
-            self._nursery = nursery
+            self._dialer = PeerDialer(
+                self.overlay,
+                nursery,
+                self.config.presence_interval_s,
+                self.config.max_dialed_peers,
+            )
             await nursery.start(self.queue.run)
             await nursery.start(self.engine.run)
             await self.gossip.start(self.overlay, self._admit, self._deliver, nursery)
             nursery.start_soon(self._receive_presence, presence_in)
             for addr in self.config.bootstrap:
-                nursery.start_soon(self._keep_connected, addr)
+                nursery.start_soon(self._dialer.keep_connected, addr)
             nursery.start_soon(self._publish_presence)
             nursery.start_soon(self._expire_peers)
             task_status.started()
@@ -234,7 +230,10 @@ class Node:
     def own_load(self) -> PeerLoad:
         load = self.queue.load
         return PeerLoad(
-            self.peer_id, load.mean_service_s, self.queue.length, self.queue.capacity,
+            self.peer_id,
+            load.mean_service_s,
+            self.queue.length,
+            self.queue.capacity,
             load.arrival_rate,
         )
 
@@ -276,7 +275,8 @@ class Node:
             if self.peer_view.observe(envelope.body, trio.current_time()):
                 log.info("peer %s joined", envelope.body.peer_id)
                 self.events["peer_joined"] += 1
-                self._dial_if_useful(envelope.body)
+                if self._dialer is not None:
+                    self._dialer.dial_if_useful(envelope.body)
 
     async def _publish_presence(self) -> None:
         while True:
@@ -298,50 +298,6 @@ class Node:
                     self.config.missed_presence_limit,
                 )
                 self.events["peer_expired"] += 1
-
-    async def _keep_connected(self, addr: str) -> None:
-        """Dial a bootstrap peer, retrying with exponential backoff, and redial if it drops."""
-        target = peer_id_of_multiaddr(addr)
-        backoff = 0.5
-        while True:
-            if target in self.overlay.connected_peers():
-                backoff = 0.5
-                await trio.sleep(self.config.presence_interval_s)
-                continue
-            try:
-                await self.overlay.connect(addr)
-                log.info("connected to bootstrap peer %s", addr)
-                continue
-            except OverlayError as exc:
-                log.info("bootstrap %s failed (%s); retrying in %.1f s", addr, exc, backoff)
-            await trio.sleep(backoff)
-            backoff = min(backoff * 2, _MAX_BACKOFF_S)
-
-    def _dial_if_useful(self, presence: Presence) -> None:
-        # a direct link to every peer (up to a limit) keeps the swarm up when the bootstrap leaves
-        peer_id = presence.peer_id
-        connected = self.overlay.connected_peers()
-        if (
-            self._nursery is None
-            or peer_id in connected
-            or peer_id in self._dialing
-            or len(connected) >= self.config.max_dialed_peers
-        ):
-            return
-        self._dialing.add(peer_id)
-        self._nursery.start_soon(self._dial_peer, presence)
-
-    async def _dial_peer(self, presence: Presence) -> None:
-        try:
-            for addr in presence.listen_addrs:
-                if "/ip4/0.0.0.0/" in addr or "/ip6/::/" in addr:
-                    continue
-                with contextlib.suppress(OverlayError):
-                    await self.overlay.connect(addr)
-                    return
-            log.debug("could not dial %s at any of %s", presence.peer_id, presence.listen_addrs)
-        finally:
-            self._dialing.discard(presence.peer_id)
 
 
 @contextlib.asynccontextmanager
