@@ -1,0 +1,253 @@
+"""`dmoa-p2p simulate`: λ sweeps of the real node code under Poisson load; the stability knee."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+from rich import box
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from dmoa_p2p.cli._common import (
+    console,
+    json_option,
+    parse_backend_options,
+    print_json,
+    user_errors,
+)
+from dmoa_p2p.simulate import RunConfig
+from dmoa_p2p.simulate._model import STRATEGIES, UNBOUNDED_QUEUE
+from dmoa_p2p.simulate._sweep import DEFAULT_MULTIPLIERS, KNEE_MEANS, Sweep, run_sweep
+
+REAL_MULTIPLIERS = (0.5, 0.8, 0.9, 1.1, 1.2, 1.5)
+REAL_ALPHA_S = 0.05
+
+
+def _numbers(_ctx: click.Context, _param: click.Parameter, value: str | None) -> list[float] | None:
+    if value is None:
+        return None
+    try:
+        numbers = [float(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of numbers") from None
+    if not numbers or any(x <= 0 for x in numbers):
+        raise click.BadParameter("every value must be > 0")
+    return numbers
+
+
+@click.command()
+@click.option("--n", "n", type=click.IntRange(2), default=4, show_default=True, help="Devices.")
+@click.option("--layers", "-M", type=click.IntRange(0), default=2, show_default=True)
+@click.option("--proposers", "-k", type=click.IntRange(0), default=2, show_default=True)
+@click.option(
+    "--alpha",
+    type=click.FloatRange(min=0, min_open=True),
+    help=f"Mean (exponential) service time of each device, s. [default: 1; --real: {REAL_ALPHA_S}]",
+)
+@click.option(
+    "--alpha-per-node",
+    callback=_numbers,
+    metavar="A1,A2,...",
+    help="Unequal mean service times, one per device (overrides --n and --alpha).",
+)
+@click.option("--strategy", type=click.Choice(STRATEGIES), default="augmented", show_default=True)
+@click.option(
+    "--admission",
+    default="none",
+    show_default=True,
+    help="Admission plugin: none, threshold, degrade, cap (or an installed one).",
+)
+@click.option(
+    "--admission-option",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="An admission setting, e.g. rho_max=0.9 (repeatable).",
+)
+@click.option(
+    "--multipliers",
+    callback=_numbers,
+    metavar="X1,X2,...",
+    help="λ as multiples of the predicted threshold. [default: 0.2 … 2.0; --real: 0.5 … 1.5]",
+)
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Measured seconds per point. [default: 1000; --real: 60]",
+)
+@click.option(
+    "--warmup",
+    type=click.FloatRange(min=0),
+    help="Unmeasured seconds first. [default: 50·α_max; 70 s or more with admission]",
+)
+@click.option(
+    "--queue-capacity",
+    type=click.IntRange(1),
+    default=UNBOUNDED_QUEUE,
+    show_default=True,
+    help="Each node's queue capacity; large so that overload shows as growth.",
+)
+@click.option(
+    "--presence-interval",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Seconds between presence messages.",
+)
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the sweep plot (PNG) here.",
+)
+@click.option("--real", is_flag=True, help="Real py-libp2p nodes on 127.0.0.1, in real time.")
+@json_option
+def simulate(**options: Any) -> None:
+    """Sweep λ around the stability threshold on real node code with fake exponential models.
+
+    Each point runs n nodes (queue, MoA engine, strategy, admission) whose users send
+    prompts as Poisson processes of rate λ each. Without --real: the in-memory overlay
+    under trio's MockClock (virtual time, no waiting). With --real: py-libp2p on 127.0.0.1.
+    The table shows queue lengths (waiting plus in service), latency, and every prompt's
+    fate: answered, refused by admission, failed, or unfinished when the run ended.
+
+    \b
+    Knee: each point's drift is the least-squares slope of the mean queue against
+    time; drift = s·max(0, λ − knee) is fitted over all points. Predictions: M/M/1 per
+    device with ρ from the per-device condition of the strategy (approximate).
+    """
+    base, multipliers = _base_config(options)
+    sweep = _run(base, multipliers, options["real"], options["as_json"])
+    plot: Path | None = options["plot"]
+    if plot is not None:
+        from dmoa_p2p.simulate._plot import plot_sweep
+
+        plot_sweep(sweep, plot)
+    if options["as_json"]:
+        print_json({**sweep.to_json(), "plot": str(plot) if plot else None})
+        return
+    _print(sweep)
+    if plot is not None:
+        console.print(f"plot written to {plot}")
+
+
+def _base_config(options: dict[str, Any]) -> tuple[RunConfig, list[float]]:
+    real: bool = options["real"]
+    alpha = options["alpha"] or (REAL_ALPHA_S if real else 1.0)
+    alphas: list[float] = options["alpha_per_node"] or [alpha] * options["n"]
+    if options["layers"] > 0 and options["proposers"] > len(alphas) - 1:
+        raise click.BadParameter(
+            f"k = {options['proposers']} proposers need at least {options['proposers'] + 1} devices"
+        )
+    admission: str = options["admission"]
+    warmup: float | None = options["warmup"]
+    if warmup is None:
+        warmup = 50 * max(alphas)
+        if admission != "none":  # the node measures arrival rates over 60 s
+            warmup = max(warmup, 70.0)
+    base = RunConfig(
+        alphas=tuple(alphas),
+        layers=options["layers"],
+        proposers=options["proposers"],
+        rate=1.0,  # replaced per point
+        duration_s=options["duration"] or (60.0 if real else 1000.0),
+        seed=options["seed"],
+        strategy=options["strategy"],
+        admission=admission,
+        admission_options=parse_backend_options(options["admission_option"]),
+        warmup_s=warmup,
+        queue_capacity=options["queue_capacity"],
+        presence_interval_s=options["presence_interval"],
+    )
+    multipliers = options["multipliers"] or list(REAL_MULTIPLIERS if real else DEFAULT_MULTIPLIERS)
+    return base, multipliers
+
+
+def _run(base: RunConfig, multipliers: list[float], real: bool, quiet: bool) -> Sweep:
+    bar = Progress(
+        TextColumn("λ sweep"),
+        BarColumn(),
+        TextColumn("{task.completed:.1f}/{task.total:.0f} points"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+        disable=quiet,
+    )
+    with bar, user_errors():
+        task = bar.add_task("sweep", total=len(multipliers))
+        return run_sweep(
+            base, multipliers, real=real, progress=lambda done: bar.update(task, completed=done)
+        )
+
+
+def _print(sweep: Sweep) -> None:
+    data = sweep.to_json()
+    console.print(
+        f"n={data['n']} M={data['layers']} k={data['proposers']} α={data['alphas_s']} "
+        f"strategy {data['strategy']}, admission {data['admission']} ({data['mode']})"
+    )
+    console.print(
+        f"predicted threshold λ* = {data['threshold_rate']:.4g} /s per user "
+        f"(Theorem 1 with mean α: {data['theorem1_rate']:.4g})"
+    )
+    table = Table(
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        caption="q: queue per node (waiting + in service); lat: query latency (s); "
+        "ans/ref/deg/unf: answered, refused, degraded (of answered), unfinished at the end",
+    )
+    for col in (
+        "×λ*", "λ /s", "ρ", "q mean", "q p99", "q M/M/1", "growth", "lat mean/p99",
+        "ans/ref/deg/unf", "goodput",
+    ):  # fmt: skip
+        table.add_column(col, justify="right", no_wrap=True)
+    for p in data["points"]:
+        table.add_row(*_row(p))
+    # piped output is 80 columns by default: too narrow for the table, so widen it there
+    (console if console.is_terminal else Console(width=130)).print(table)
+    knee = data["knee_rate"]
+    if knee is None:
+        console.print("knee: no point had growing queues (all stable)")
+    else:
+        console.print(
+            f"knee λ = {knee:.4g} /s = {data['knee_over_threshold']:.3f} × threshold; "
+            f"busy-fraction cross-check {_ratio(data['busy_knee_over_threshold'])}"
+        )
+        if not data["knee_well_placed"]:
+            below, above = data["knee_points_below_above"]
+            console.print(
+                f"[yellow]the knee rests on {below} point(s) below and {above} above it; "
+                "add multipliers on both sides for a firm figure[/]"
+            )
+    console.print(f"note: {KNEE_MEANS}", style="dim")
+    console.print(f"note: {data['prediction_means']}", style="dim")
+    if not all(p["books_balance"] for p in data["points"]):
+        console.print("[red]books do not balance: some prompt is unaccounted for[/]")
+
+
+def _row(p: dict[str, Any]) -> list[str]:
+    q, lat, books = p["queue"], p["latency_s"], p["books"]
+    rho = f"{p['rho']:.2f}" if p["rho"] < 1 else f"[red]{p['rho']:.2f}[/]"
+    fates = (books["answered"], books["refused"], books["degraded"], books["unfinished"])
+    return [
+        f"{p['multiplier']:.2f}",
+        f"{p['realised_rate']:.3g}",
+        rho,
+        f"{q['mean']:.2f}",
+        f"{q['p99']:.0f}",
+        "∞" if p["predicted_mean_queue"] is None else f"{p['predicted_mean_queue']:.2f}",
+        f"{q['growth']:+.1f}",
+        f"{_opt(lat['mean'])}/{_opt(lat['p99'])}",
+        "/".join(str(x) for x in fates),
+        f"{100 * p['goodput_fraction']:.0f}%",
+    ]
+
+
+def _opt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def _ratio(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f} × threshold"

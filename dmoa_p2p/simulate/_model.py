@@ -1,0 +1,128 @@
+"""What one simulated run is (the swarm, the users, the policy) and what theory predicts for it."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+from collections.abc import Mapping
+
+import attrs
+
+from dmoa_p2p import stability as st
+
+# a queue large enough never to fill: instability shows as growth, not as refused tasks
+UNBOUNDED_QUEUE = 1_000_000
+STRATEGIES = ("augmented", "capacity")
+
+
+def _alphas(value: tuple[float, ...] | list[float]) -> tuple[float, ...]:
+    return tuple(float(a) for a in value)
+
+
+def _options(value: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(dict(value).items()))
+
+
+@attrs.frozen
+class RunConfig:
+    """One run: n devices with mean service times `alphas`, every user at rate λ = `rate`.
+
+    Times are seconds (virtual under MockClock). Arrivals run for `warmup_s` unmeasured,
+    then `duration_s` measured; afterwards in-flight prompts get up to `drain_s` to finish.
+    """
+
+    alphas: tuple[float, ...] = attrs.field(converter=_alphas)
+    layers: int
+    proposers: int
+    rate: float
+    duration_s: float
+    seed: int = 1
+    strategy: str = "augmented"
+    admission: str = "none"
+    admission_options: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=_options)
+    warmup_s: float | None = None  # None: `default_warmup_s`
+    drain_s: float | None = None  # None: a quarter of the duration
+    sample_interval_s: float | None = None  # None: half the smallest α
+    queue_capacity: int = UNBOUNDED_QUEUE
+    latency_s: float = 0.001  # one-way message latency of the in-memory overlay
+    presence_interval_s: float = 1.0
+
+    @property
+    def n(self) -> int:
+        return len(self.alphas)
+
+    @property
+    def warmup(self) -> float:
+        return default_warmup_s(self.alphas) if self.warmup_s is None else self.warmup_s
+
+    @property
+    def drain(self) -> float:
+        return self.duration_s / 4 if self.drain_s is None else self.drain_s
+
+    @property
+    def sample_interval(self) -> float:
+        if self.sample_interval_s is not None:
+            return self.sample_interval_s
+        return min(self.alphas) / 2
+
+    def with_rate(self, rate: float) -> RunConfig:
+        return attrs.evolve(self, rate=rate)
+
+    def rng(self, purpose: str, index: int = 0) -> random.Random:
+        """An independent generator per purpose and node, fixed by the run's seed."""
+        return random.Random(f"dmoa-sim/{self.seed}/{purpose}/{index}")
+
+    def identity_seed(self, index: int) -> bytes:
+        return hashlib.sha256(f"dmoa-sim/{self.seed}/identity/{index}".encode()).digest()
+
+
+def default_warmup_s(alphas: tuple[float, ...]) -> float:
+    """Long enough for a full arrival-rate window (60 s) and many services on every device."""
+    return max(70.0, 50.0 * max(alphas))
+
+
+def theorem1_rate(config: RunConfig) -> float:
+    """Theorem 1's threshold λ* = 1/(ᾱ·((k+1)M+1)), with the mean α when they differ."""
+    return st.max_stable_rate(sum(config.alphas) / config.n, config.layers, config.proposers)
+
+
+def _weights(config: RunConfig) -> list[float] | None:
+    # capacity-weighted choice on idle devices; queue-fill weighting is ignored (approximate)
+    return st.capacity_weights(list(config.alphas)) if config.strategy == "capacity" else None
+
+
+def predicted_threshold(config: RunConfig) -> float:
+    """The strategy's maximum stable per-user λ: per-device condition, uniform or weighted.
+
+    Equal α's and uniform choice: Theorem 1. Unequal α's, uniform: Remark 1 (α_max).
+    `capacity`: proposers drawn in proportion to 1/α (see `stability.selection_probabilities`).
+    """
+    ones = [1.0] * config.n
+    return st.max_stable_scale(
+        ones, list(config.alphas), config.layers, config.proposers, _weights(config)
+    )
+
+
+def device_utilisations(config: RunConfig, rate: float | None = None) -> list[float]:
+    """Predicted ρ_i of every device at per-user rate `rate` (default: the config's)."""
+    lam = config.rate if rate is None else rate
+    rates = [lam] * config.n
+    weights = _weights(config)
+    if weights is None or config.layers == 0 or config.n == 1:
+        arrivals = st.uniform_arrival_rates(rates, config.layers, config.proposers)
+    else:
+        arrivals = st.weighted_arrival_rates(rates, weights, config.layers, config.proposers)
+    return st.device_utilisations(arrivals, list(config.alphas))
+
+
+def predicted_mean_queue(config: RunConfig, rate: float | None = None) -> float:
+    """Mean over devices of the M/M/1 E[N] = ρ_i/(1−ρ_i); infinite once any ρ_i ≥ 1.
+
+    Approximate: a device's arrivals are not Poisson (an origin's own tasks of one prompt
+    come one after another, never together). Exponential service makes M/G/1 equal M/M/1.
+    """
+    rhos = device_utilisations(config, rate)
+    if max(rhos) >= 1.0 - 1e-9:  # at the threshold itself rounding can leave ρ a hair below 1
+        return math.inf
+    return sum(rho / (1.0 - rho) for rho in rhos) / len(rhos)

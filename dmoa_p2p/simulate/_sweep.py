@@ -1,0 +1,178 @@
+"""λ sweeps around the predicted threshold, and the measured stability knee."""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import attrs
+
+from dmoa_p2p.simulate._metrics import RunResult
+from dmoa_p2p.simulate._model import (
+    RunConfig,
+    predicted_mean_queue,
+    predicted_threshold,
+    theorem1_rate,
+)
+from dmoa_p2p.simulate._run import Progress, simulate, simulate_real
+
+DEFAULT_MULTIPLIERS = (0.2, 0.4, 0.6, 0.8, 0.9, 0.95, 1.0, 1.05, 1.1, 1.2, 1.5, 2.0)
+# a device busy this much or more is saturated: its busy fraction no longer grows with λ
+SATURATED_BUSY = 0.95
+
+KNEE_MEANS = (
+    "knee: the per-user λ where queues start to grow. Each run's drift is the least-squares "
+    "slope of the mean queue (over nodes) against time in the measured window; a hinge "
+    "drift = s·max(0, λ − knee) is fitted to (realised λ, drift) over all points by least "
+    "squares. Cross-check (busy_knee): λ at which the busiest device's busy fraction, "
+    "fitted as b·λ through the origin over unsaturated points, would reach 1."
+)
+
+
+def point_config(base: RunConfig, multiplier: float, index: int) -> RunConfig:
+    """The run at `multiplier` × the predicted threshold, with its own seed.
+
+    Independent seeds per point: one seed's arrival pattern must not bias every point alike.
+    """
+    seed = base.rng("sweep-point", index).getrandbits(31)
+    return attrs.evolve(base, rate=multiplier * predicted_threshold(base), seed=seed)
+
+
+@attrs.frozen
+class Knee:
+    rate: float | None  # hinge fit; None: no point had growing queues
+    drift_slope: float  # drift per unit λ above the knee
+    busy_rate: float | None  # busy-fraction cross-check
+    threshold: float  # the prediction it is compared with
+    below: int = 0  # sweep points below the knee (realised λ)
+    above: int = 0
+
+    @property
+    def well_placed(self) -> bool:
+        """At least two points on each side: otherwise the corner is barely pinned down."""
+        return self.rate is not None and self.below >= 2 and self.above >= 2
+
+    @property
+    def ratio(self) -> float | None:
+        return None if self.rate is None else self.rate / self.threshold
+
+    @property
+    def busy_ratio(self) -> float | None:
+        return None if self.busy_rate is None else self.busy_rate / self.threshold
+
+
+def hinge_fit(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float] | None:
+    """(c, s) minimising Σ (y − s·max(0, x − c))² with s ≥ 0; None if no y is positive."""
+    if not xs or max(ys) <= 0:
+        return None
+    low, high = min(xs), max(xs)
+    best: tuple[float, float, float] | None = None
+    steps = 4000
+    for i in range(steps):
+        c = low - (high - low) * 0.5 + (high - low) * 1.5 * i / steps
+        h = [max(0.0, x - c) for x in xs]
+        hh = sum(v * v for v in h)
+        if hh == 0:
+            continue
+        s = max(0.0, sum(v * y for v, y in zip(h, ys, strict=True)) / hh)
+        err = sum((y - s * v) ** 2 for v, y in zip(h, ys, strict=True))
+        if best is None or err < best[0]:
+            best = (err, c, s)
+    return None if best is None else (best[1], best[2])
+
+
+def busy_knee(results: Sequence[RunResult]) -> float | None:
+    """1 / max_i b_i, where busy_i = b_i·λ is fitted through the origin per device."""
+    points = [r for r in results if max(r.busy) < SATURATED_BUSY and r.realised_rate > 0]
+    if not points:
+        return None
+    n = len(points[0].busy)
+    slopes = []
+    for i in range(n):
+        sxy = sum(r.realised_rate * r.busy[i] for r in points)
+        sxx = sum(r.realised_rate**2 for r in points)
+        slopes.append(sxy / sxx)
+    return 1.0 / max(slopes) if max(slopes) > 0 else None
+
+
+@attrs.frozen
+class Sweep:
+    base: RunConfig
+    multipliers: tuple[float, ...]
+    results: tuple[RunResult, ...]
+    real: bool
+
+    @property
+    def threshold(self) -> float:
+        return predicted_threshold(self.base)
+
+    def knee(self) -> Knee:
+        rates = [r.realised_rate for r in self.results]
+        fit = hinge_fit(rates, [r.queue.drift_per_s for r in self.results])
+        if fit is None:
+            return Knee(None, math.nan, busy_knee(self.results), self.threshold)
+        above = sum(x > fit[0] for x in rates)
+        return Knee(
+            fit[0], fit[1], busy_knee(self.results), self.threshold, len(rates) - above, above
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        knee = self.knee()
+        alphas = list(self.base.alphas)
+        return {
+            "mode": "real" if self.real else "memory",
+            "n": self.base.n,
+            "alphas_s": alphas,
+            "layers": self.base.layers,
+            "proposers": self.base.proposers,
+            "strategy": self.base.strategy,
+            "admission": self.base.admission,
+            "threshold_rate": self.threshold,
+            "theorem1_rate": theorem1_rate(self.base),
+            "knee_rate": knee.rate,
+            "knee_over_threshold": knee.ratio,
+            "knee_points_below_above": [knee.below, knee.above],
+            "knee_well_placed": knee.well_placed,
+            "busy_knee_rate": knee.busy_rate,
+            "busy_knee_over_threshold": knee.busy_ratio,
+            "knee_means": KNEE_MEANS,
+            "prediction_means": (
+                "predicted_mean_queue: mean over devices of M/M/1 E[N] = ρ_i/(1−ρ_i) with ρ_i "
+                "from the per-device condition of the strategy; approximate (arrivals at a "
+                "device are not Poisson)"
+            ),
+            "points": [r.to_json() for r in self.results],
+        }
+
+
+def run_sweep(
+    base: RunConfig,
+    multipliers: Sequence[float],
+    *,
+    real: bool = False,
+    progress: Callable[[float], None] | None = None,
+) -> Sweep:
+    """One run per multiplier of the predicted threshold; `progress` gets points done (float)."""
+    results = []
+    run = simulate_real if real else simulate
+    for index, multiplier in enumerate(multipliers):
+        step: Progress | None = None
+        if progress is not None:
+            step = functools.partial(_offset, progress, index)
+        results.append(run(point_config(base, multiplier, index), step))
+        if progress is not None:
+            progress(index + 1)
+    return Sweep(base, tuple(multipliers), tuple(results), real)
+
+
+def _offset(progress: Callable[[float], None], done: int, fraction: float) -> None:
+    progress(done + fraction)
+
+
+def prediction_curve(base: RunConfig, points: int = 200) -> list[tuple[float, float]]:
+    """(λ, predicted mean queue) up to just below the predicted threshold."""
+    top = predicted_threshold(base)
+    rates = [top * (i + 1) / (points + 1) for i in range(points)]
+    return [(lam, predicted_mean_queue(base, lam)) for lam in rates]

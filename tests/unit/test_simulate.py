@@ -1,0 +1,160 @@
+"""The simulator: real nodes under Poisson load in virtual time, its figures and the knee fit."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+from click.testing import CliRunner
+
+from dmoa_p2p.cli import cli
+from dmoa_p2p.simulate import RunConfig, RunResult, predicted_mean_queue, predicted_threshold
+from dmoa_p2p.simulate import simulate as run
+from dmoa_p2p.simulate._metrics import books_balance, percentile, slope
+from dmoa_p2p.simulate._sweep import hinge_fit, point_config
+
+# n=3, M=1, k=1: 3 inferences per prompt, α = 1 s, so λ* = 1/3 per user; cheap to simulate
+BASE = RunConfig(alphas=(1.0, 1.0, 1.0), layers=1, proposers=1, rate=1.0, duration_s=200)
+THRESHOLD = 1.0 / 3.0
+
+
+def at(multiplier: float, **changes: Any) -> RunConfig:
+    return attrs.evolve(BASE, rate=multiplier * THRESHOLD, **changes)
+
+
+def assert_books(result: RunResult) -> None:
+    data = result.to_json()
+    b = data["books"]
+    assert b["arrivals"] == b["answered"] + b["refused"] + b["failed"] + b["unfinished"]
+    assert data["books_balance"], data
+    assert books_balance(result.raw)
+
+
+def test_same_seed_same_run_other_seed_other_run() -> None:
+    config = at(0.8, duration_s=150, warmup_s=20, strategy="capacity")
+    first, second = run(config), run(config)
+    assert first.raw.samples == second.raw.samples
+    assert [(a.at, a.ended, a.outcome) for a in first.raw.arrivals] == [
+        (a.at, a.ended, a.outcome) for a in second.raw.arrivals
+    ]
+    assert first.raw.busy_s == second.raw.busy_s
+    other = run(attrs.evolve(config, seed=2))
+    assert [a.at for a in other.raw.arrivals] != [a.at for a in first.raw.arrivals]
+    assert_books(first)
+
+
+def test_below_threshold_the_mean_queue_is_near_mm1() -> None:
+    # M/M/1 at ρ = 0.8 predicts E[N] = 4 per device. The time average over 800 service
+    # times has a relative standard deviation of about 35% per device (asymptotic variance
+    # 2ρ(1+ρ)/(1−ρ)⁴ per unit time), about 20% over three devices, and arrivals at a device
+    # are not Poisson: a band of ±50% is wide enough to be robust and narrow enough to catch
+    # a queue that is off by a factor (e.g. inferences lost or counted twice).
+    result = run(at(0.8, duration_s=800, warmup_s=50))
+    predicted = predicted_mean_queue(result.config)
+    assert predicted == pytest.approx(4.0)
+    assert 0.5 * predicted < result.queue.mean < 1.5 * predicted
+    assert result.to_json()["books"]["unfinished"] == 0
+    assert max(result.busy) < 0.95
+    assert_books(result)
+
+
+def test_above_threshold_without_admission_the_queue_grows_with_run_length() -> None:
+    short = run(at(1.2, duration_s=150, warmup_s=30))
+    long = run(at(1.2, duration_s=450, warmup_s=30))
+    assert short.queue.growth > 5
+    assert long.queue.growth > 2 * short.queue.growth
+    assert long.queue.mean > 2 * short.queue.mean
+    assert long.queue.drift_per_s > 0.05  # prompts per second per node, steadily
+    assert_books(short)
+    assert_books(long)
+
+
+@pytest.mark.parametrize("policy", ["threshold", "degrade"])
+def test_above_threshold_admission_keeps_the_queue_bounded(policy: str) -> None:
+    # 70 s warm-up: the node measures arrival rates over 60 s before admission can judge
+    results = [run(at(1.2, duration_s=d, warmup_s=70, admission=policy)) for d in (200, 600)]
+    for result in results:
+        assert abs(result.queue.growth) < 2.0
+        assert result.queue.mean < 8.0
+        assert_books(result)
+    short, long = results
+    assert long.queue.mean < 2 * short.queue.mean + 1
+    data = long.to_json()
+    if policy == "threshold":
+        assert data["books"]["refused"] > 0  # refused, counted and reported
+        assert data["measured_refused"] > 0
+    else:
+        assert data["books"]["degraded"] > 0
+        assert data["books"]["answered"] > 0.9 * data["books"]["arrivals"]
+
+
+def test_refused_prompts_are_reported_not_dropped() -> None:
+    result = run(
+        at(1.5, duration_s=150, warmup_s=70, admission="cap", admission_options={"cap": "1"})
+    )
+    data = result.to_json()
+    assert data["books"]["refused"] > 0
+    assert data["books"]["refused"] == result.raw.node_outcomes["refused"]
+    assert_books(result)
+
+
+def test_predicted_threshold_follows_the_strategy() -> None:
+    assert predicted_threshold(BASE) == pytest.approx(THRESHOLD)
+    slow = RunConfig((1, 1, 1, 1, 4, 4, 4, 4), 2, 2, 0.01, 10)
+    assert predicted_threshold(slow) == pytest.approx(1 / (4 * 7))  # Remark 1
+    ratio = predicted_threshold(attrs.evolve(slow, strategy="capacity")) / (1 / 28)
+    assert ratio == pytest.approx(1.51, abs=0.01)
+    assert math.isinf(predicted_mean_queue(at(1.0)))
+
+
+def test_sweep_points_have_their_own_seeds_and_rates() -> None:
+    a, b = point_config(BASE, 0.5, 0), point_config(BASE, 0.5, 1)
+    assert a.seed != b.seed
+    assert a.rate == pytest.approx(0.5 * THRESHOLD)
+    assert point_config(BASE, 0.5, 0) == a
+
+
+def test_hinge_fit_finds_the_corner() -> None:
+    xs = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
+    ys = [0.0, 0.0, 0.0, 0.05, 0.15, 0.25]
+    fit = hinge_fit(xs, ys)
+    assert fit is not None
+    knee, s = fit
+    assert knee == pytest.approx(0.35, abs=0.01)
+    assert s == pytest.approx(1.0, rel=0.05)
+    assert hinge_fit(xs, [0.0] * 6) is None
+
+
+def test_percentile_and_slope() -> None:
+    assert percentile([3, 1, 2, 4], 0.5) == 2
+    assert percentile(list(range(1, 101)), 0.99) == 99
+    assert math.isnan(percentile([], 0.5))
+    assert slope([0, 1, 2], [1, 3, 5]) == pytest.approx(2.0)
+    assert slope([1], [1]) == 0.0
+
+
+def test_cli_prints_json_and_writes_the_plot(tmp_path: Path) -> None:
+    plot = tmp_path / "sweep.png"
+    args = ["simulate", "--n", "3", "-M", "1", "-k", "1", "--duration", "60", "--warmup", "10"]
+    args += ["--multipliers", "0.5,1.5", "--plot", str(plot), "--json"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)  # stderr may carry log lines
+    assert [round(p["multiplier"], 2) for p in data["points"]] == [0.5, 1.5]
+    assert all(p["books_balance"] for p in data["points"])
+    assert data["threshold_rate"] == pytest.approx(THRESHOLD)
+    assert plot.stat().st_size > 10_000
+
+
+def test_cli_table_and_bad_k() -> None:
+    args = ["simulate", "--n", "3", "-M", "1", "-k", "1", "--duration", "30", "--warmup", "5"]
+    result = CliRunner().invoke(cli, [*args, "--multipliers", "0.5"])
+    assert result.exit_code == 0, result.output
+    assert "threshold" in result.output and "ans/ref/deg/unf" in result.output
+    bad = CliRunner().invoke(cli, ["simulate", "--n", "2", "-k", "2"])
+    assert bad.exit_code != 0
+    assert "proposers need" in bad.output
