@@ -85,6 +85,21 @@ def parse_backend_options(pairs: tuple[str, ...]) -> dict[str, str]:
     return options
 
 
+def positive_numbers(
+    _ctx: click.Context, _param: click.Parameter, value: str | None
+) -> list[float] | None:
+    """A click callback: "1,1,4,4" -> [1.0, 1.0, 4.0, 4.0], every value > 0."""
+    if value is None:
+        return None
+    try:
+        numbers = [float(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of numbers") from None
+    if not numbers or any(x <= 0 for x in numbers):
+        raise click.BadParameter("every value must be > 0")
+    return numbers
+
+
 def json_option(func: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(func)
 

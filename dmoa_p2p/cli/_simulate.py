@@ -15,6 +15,7 @@ from dmoa_p2p.cli._common import (
     console,
     json_option,
     parse_backend_options,
+    positive_numbers,
     print_json,
     user_errors,
 )
@@ -24,18 +25,6 @@ from dmoa_p2p.simulate._sweep import DEFAULT_MULTIPLIERS, KNEE_MEANS, Sweep, run
 
 REAL_MULTIPLIERS = (0.5, 0.8, 0.9, 1.1, 1.2, 1.5)
 REAL_ALPHA_S = 0.05
-
-
-def _numbers(_ctx: click.Context, _param: click.Parameter, value: str | None) -> list[float] | None:
-    if value is None:
-        return None
-    try:
-        numbers = [float(part) for part in value.split(",") if part.strip()]
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a comma-separated list of numbers") from None
-    if not numbers or any(x <= 0 for x in numbers):
-        raise click.BadParameter("every value must be > 0")
-    return numbers
 
 
 @click.command()
@@ -49,7 +38,7 @@ def _numbers(_ctx: click.Context, _param: click.Parameter, value: str | None) ->
 )
 @click.option(
     "--alpha-per-node",
-    callback=_numbers,
+    callback=positive_numbers,
     metavar="A1,A2,...",
     help="Unequal mean service times, one per device (overrides --n and --alpha).",
 )
@@ -68,7 +57,7 @@ def _numbers(_ctx: click.Context, _param: click.Parameter, value: str | None) ->
 )
 @click.option(
     "--multipliers",
-    callback=_numbers,
+    callback=positive_numbers,
     metavar="X1,X2,...",
     help="λ as multiples of the predicted threshold. [default: 0.2 … 2.0; --real: 0.5 … 1.5]",
 )

@@ -8,19 +8,7 @@ import click
 from rich.table import Table
 
 from dmoa_p2p import stability as st
-from dmoa_p2p.cli._common import console, json_option, print_json
-
-
-def _floats(_ctx: click.Context, _param: click.Parameter, value: str | None) -> list[float] | None:
-    if value is None:
-        return None
-    try:
-        numbers = [float(part) for part in value.split(",") if part.strip()]
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a comma-separated list of numbers") from None
-    if not numbers or any(x <= 0 for x in numbers):
-        raise click.BadParameter("every value must be > 0")
-    return numbers
+from dmoa_p2p.cli._common import console, json_option, positive_numbers, print_json
 
 
 @click.command()
@@ -43,7 +31,7 @@ def _floats(_ctx: click.Context, _param: click.Parameter, value: str | None) -> 
 )
 @click.option(
     "--alpha-per-node",
-    callback=_floats,
+    callback=positive_numbers,
     metavar="A1,A2,...",
     help="Unequal inference times, one per device (overrides --n and --alpha).",
 )
