@@ -94,18 +94,28 @@ REAL_ALPHA_S = 0.05
 @click.option("--real", is_flag=True, help="Real py-libp2p nodes on 127.0.0.1, in real time.")
 @json_option
 def simulate(**options: Any) -> None:
-    """Sweep λ around the stability threshold on real node code with fake exponential models.
+    """Sweep λ around the stability threshold: the real node code, fake exponential models.
 
-    Each point runs n nodes (queue, MoA engine, strategy, admission) whose users send
-    prompts as Poisson processes of rate λ each. Without --real: the in-memory overlay
-    under trio's MockClock (virtual time, no waiting). With --real: py-libp2p on 127.0.0.1.
-    The table shows queue lengths (waiting plus in service), latency, and every prompt's
-    fate: answered, refused by admission, failed, or unfinished when the run ended.
+    Each point runs n nodes (queue, MoA engine, strategy, admission) whose users each send
+    prompts as a Poisson process of rate λ. Without --real: the in-memory overlay under
+    trio's MockClock (virtual time: thousands of prompts in seconds). With --real: py-libp2p
+    on 127.0.0.1 in real time (hence a small α). λ is given in multiples of the predicted
+    threshold: Theorem 1 for equal α's, Remark 1 (α_max) for unequal ones under uniform
+    choice, the capacity-weighted bound for --strategy capacity.
+
+    \b
+    Per point: q = queue per node (waiting + in service), sampled every α_min/2;
+    growth = mean queue in the last third of the run minus that in the first third;
+    goodput = prompts answered per second per user, as a share of the threshold;
+    ans/ref/deg/unf = answered, refused by admission, degraded, unfinished at the end.
+    Every prompt ends as exactly one of answered, refused, failed or unfinished.
 
     \b
     Knee: each point's drift is the least-squares slope of the mean queue against
-    time; drift = s·max(0, λ − knee) is fitted over all points. Predictions: M/M/1 per
-    device with ρ from the per-device condition of the strategy (approximate).
+    time; drift = s·max(0, λ − knee) is fitted over all points (realised λ).
+    Cross-check: the λ at which the busiest device's busy fraction, fitted as b·λ
+    over unsaturated points, would reach 1. Predicted queue: M/M/1 per device with
+    ρ from the per-device condition of the strategy (an approximation).
     """
     base, multipliers = _base_config(options)
     sweep = _run(base, multipliers, options["real"], options["as_json"])

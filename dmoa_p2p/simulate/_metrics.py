@@ -30,6 +30,7 @@ class Arrival:
     outcome: Outcome = "in_flight"
     ended: float | None = None
     degraded: bool = False  # admission ran it with a smaller (M, k)
+    ran: tuple[int, int] | None = None  # the (M, k) it was answered with
     incomplete: bool = False  # answered, but some proposal or the aggregation was missing
     error: str = ""
 
@@ -161,6 +162,11 @@ class RunResult:
         done = [a for a in self.measured() if a.outcome == "answered"]
         return [a.ended - a.at for a in done if a.ended is not None]
 
+    def answered_as(self) -> dict[str, int]:
+        """How many prompts were answered with each (M, k), as "M,k"."""
+        counts = Counter(f"{a.ran[0]},{a.ran[1]}" for a in self.raw.arrivals if a.ran is not None)
+        return dict(sorted(counts.items()))
+
     @property
     def realised_rate(self) -> float:
         """Prompts per second per user that actually arrived in the window."""
@@ -194,15 +200,7 @@ class RunResult:
         measured = self.measured()
         return {
             "mode": "real" if self.real else "memory",
-            "n": c.n,
-            "alphas_s": list(c.alphas),
-            "layers": c.layers,
-            "proposers": c.proposers,
-            "strategy": c.strategy,
-            "admission": c.admission,
-            "admission_options": dict(c.admission_options),
-            "seed": c.seed,
-            "rate": c.rate,
+            **_config_json(c),
             "realised_rate": self.realised_rate,
             "multiplier": self.multiplier,
             "threshold_rate": self.threshold,
@@ -234,9 +232,24 @@ class RunResult:
             else None,
             "busy_knee_rate": _finite(self.busy_knee),
             "books": books(self.raw),
+            "answered_as": self.answered_as(),
             "books_balance": books_balance(self.raw),
             "wall_s": self.raw.wall_s,
         }
+
+
+def _config_json(c: RunConfig) -> dict[str, Any]:
+    return {
+        "n": c.n,
+        "alphas_s": list(c.alphas),
+        "layers": c.layers,
+        "proposers": c.proposers,
+        "strategy": c.strategy,
+        "admission": c.admission,
+        "admission_options": dict(c.admission_options),
+        "seed": c.seed,
+        "rate": c.rate,
+    }
 
 
 def _finite(value: float) -> float | None:

@@ -137,10 +137,8 @@ async def _ask(node: Node, request: QueryRequest, record: Arrival) -> None:
         record.error = f"{type(exc).__name__}: {exc}"
     else:
         record.outcome = "answered"
-        record.degraded = (answer.trace.layers_requested, answer.trace.proposers_requested) != (
-            request.layers,
-            request.proposers,
-        )
+        record.ran = (answer.trace.layers_requested, answer.trace.proposers_requested)
+        record.degraded = record.ran != (request.layers, request.proposers)
         record.incomplete = _incomplete(answer)
     record.ended = trio.current_time()
 

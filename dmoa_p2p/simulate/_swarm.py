@@ -77,7 +77,9 @@ async def open_swarm(
     """n nodes bootstrapped from the first; yields once every peer view is complete.
 
     real=False: the in-memory overlay (`latency_s` each way) and a virtual wall clock, for
-    trio's MockClock. real=True: py-libp2p on 127.0.0.1 and the real clocks.
+    trio's MockClock. real=True: py-libp2p on 127.0.0.1 and the real clocks. Both go through
+    `open_node` like `swarm.open_inprocess_swarm`, which cannot be used as is: every node
+    here needs its own metered backend, α and seeded identity.
     """
     opener: OverlayOpener | None = None
     wall_clock: Callable[[], float] = time.time
@@ -88,7 +90,8 @@ async def open_swarm(
             return network.open_overlay(identity)
 
         wall_clock = virtual_wall_clock
-    # short path under /tmp: nothing is written there, but keep paths sane
+    # NodeConfig needs a data directory; with the identity given and no control socket
+    # nothing is written to it
     with tempfile.TemporaryDirectory(prefix="dmoa-sim-", dir="/tmp") as tmp:
         async with contextlib.AsyncExitStack() as stack:
             nodes: list[Node] = []
