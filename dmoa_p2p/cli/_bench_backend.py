@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-import trio
 from rich.table import Table
 
 from dmoa_p2p.bench._backend import (
@@ -17,8 +16,8 @@ from dmoa_p2p.bench._backend import (
     run_backend_bench,
 )
 from dmoa_p2p.cli._bench import _progress, bench
-from dmoa_p2p.cli._bench_moa import run_bench
-from dmoa_p2p.cli._common import console, json_option, print_json
+from dmoa_p2p.cli._bench_moa import measure_and_report
+from dmoa_p2p.cli._common import console, json_option
 
 # (label, field, format): the rows of the table, medians over repeats
 _ROWS = (
@@ -57,23 +56,13 @@ def backend_bench(
     Both paths load the same GGUF file in this process with the same settings and answer the
     same prompts at temperature 0; prompt reading and generation are timed separately.
     """
-    results: list[BackendBenchResult] = []
-
-    async def main(nursery: trio.Nursery) -> None:
+    async def measure() -> BackendBenchResult:
         with _progress(enabled=not as_json) as progress:
-            results.append(
-                await run_backend_bench(
-                    model, threads, prompt_tokens, gen_tokens, repeats, progress=progress
-                )
+            return await run_backend_bench(
+                model, threads, prompt_tokens, gen_tokens, repeats, progress=progress
             )
 
-    run_bench(main)
-    if not results:
-        raise click.ClickException("interrupted")
-    if as_json:
-        print_json(results[0].to_json())
-    else:
-        _print_backend(results[0])
+    measure_and_report(measure, as_json, _print_backend)
 
 
 def _print_backend(result: BackendBenchResult) -> None:

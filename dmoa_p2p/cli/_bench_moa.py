@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, Protocol, TypeVar
 
 import click
 import trio
@@ -46,6 +47,31 @@ def run_bench(main: Callable[[trio.Nursery], Awaitable[None]]) -> None:
         raise click.ClickException(str(error)) from error
     except BenchError as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+class _Reportable(Protocol):
+    def to_json(self) -> dict[str, Any]: ...
+
+
+R = TypeVar("R", bound=_Reportable)
+
+
+def measure_and_report(
+    measure: Callable[[], Awaitable[R]], as_json: bool, show: Callable[[R], None]
+) -> None:
+    """Run one benchmark under `run_bench`; print its JSON or `show` it."""
+    results: list[R] = []
+
+    async def main(_nursery: trio.Nursery) -> None:
+        results.append(await measure())
+
+    run_bench(main)
+    if not results:
+        raise click.ClickException("interrupted")
+    if as_json:
+        print_json(results[0].to_json())
+    else:
+        show(results[0])
 
 
 def _only_user_error(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
@@ -143,24 +169,14 @@ def _fake_moa(
     nodes: int, layers: int, proposers: int, service_time: float, max_tokens: int,
     queries: int, as_json: bool,
 ) -> None:
-    results: list[MoaBenchResult] = []
-
-    async def main(nursery: trio.Nursery) -> None:
+    async def measure() -> MoaBenchResult:
         with query_bar(queries, enabled=not as_json) as progress:
-            results.append(
-                await run_moa_bench(
-                    nodes, layers, proposers, service_time, queries,
-                    progress=progress, max_tokens=max_tokens,
-                )
+            return await run_moa_bench(
+                nodes, layers, proposers, service_time, queries,
+                progress=progress, max_tokens=max_tokens,
             )
 
-    run_bench(main)
-    if not results:
-        raise click.ClickException("interrupted")
-    if as_json:
-        print_json(results[0].to_json())
-    else:
-        _print_fake(results[0])
+    measure_and_report(measure, as_json, _print_fake)
 
 
 def _print_fake(moa_result: MoaBenchResult) -> None:
@@ -189,24 +205,14 @@ def _model_moa(
     nodes: int, layers: int, proposers: int, backend: str, options: dict[str, str],
     max_tokens: int, queries: int, as_json: bool,
 ) -> None:
-    results: list[ModelMoaBenchResult] = []
-
-    async def main(nursery: trio.Nursery) -> None:
+    async def measure() -> ModelMoaBenchResult:
         with query_bar(queries, enabled=not as_json) as progress:
-            results.append(
-                await run_model_moa_bench(
-                    nodes, layers, proposers, backend, options, queries,
-                    max_tokens=max_tokens, progress=progress,
-                )
+            return await run_model_moa_bench(
+                nodes, layers, proposers, backend, options, queries,
+                max_tokens=max_tokens, progress=progress,
             )
 
-    run_bench(main)
-    if not results:
-        raise click.ClickException("interrupted")
-    if as_json:
-        print_json(results[0].to_json())
-    else:
-        _print_model(results[0])
+    measure_and_report(measure, as_json, _print_model)
 
 
 def _print_model(result: ModelMoaBenchResult) -> None:
