@@ -9,8 +9,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Literal
 
 import attrs
+
+# How proposers are chosen: uniformly at random (the paper), or by spare capacity.
+Choice = Literal["uniform", "capacity"]
+# The `capacity` strategy keeps this fraction of a saturated device's service rate as its weight.
+SPARE_FLOOR = 0.05
+BISECTION_TOLERANCE = 1e-12
 
 
 def inferences_per_prompt(layers: int, proposers: int) -> int:
@@ -58,12 +65,53 @@ def uniform_arrival_rates(rates: Sequence[float], layers: int, proposers: int) -
     return [lam * (layers + 1) + share * (total - lam) for lam in rates]
 
 
+def spare_capacity_weights(
+    rates: Sequence[float], alphas: Sequence[float], layers: int, floor: float = SPARE_FLOOR
+) -> list[float]:
+    """w_i = max(floor·μ_i, μ_i − λ_i·(M+1)), μ_i = 1/α_i: the `capacity` strategy's weights.
+
+    The service rate device i has left after its own users' M+1 inferences per prompt,
+    floored so that a device its own users saturate is rarely chosen but never excluded.
+    Exact (a definition).
+    """
+    weights = []
+    for lam, alpha in zip(rates, alphas, strict=True):
+        mu = 1.0 / alpha
+        weights.append(max(floor * mu, mu - lam * (layers + 1)))
+    return weights
+
+
+def capped_shares(weights: Sequence[float], total: int) -> list[float]:
+    """Shares proportional to `weights` that sum to `total`, none above 1 (water-filling). Exact.
+
+    These are the inclusion probabilities of the `capacity` strategy's systematic sampler:
+    shares that would exceed 1 are set to 1 and the rest is spread again over the others.
+    All-zero weights share equally.
+    """
+    if not 0 <= total <= len(weights):
+        raise ValueError(f"cannot choose {total} of {len(weights)}")
+    shares = [0.0] * len(weights)
+    free = list(range(len(weights)))
+    left = float(total)
+    while free and left > 0:
+        mass = sum(weights[i] for i in free)
+        capped = [i for i in free if mass > 0 and left * weights[i] / mass >= 1.0]
+        if not capped:
+            for i in free:
+                shares[i] = left * weights[i] / mass if mass > 0 else left / len(free)
+            break
+        for i in capped:
+            shares[i] = 1.0
+            free.remove(i)
+        left -= len(capped)
+    return shares
+
+
 def selection_probabilities(weights: Sequence[float], proposers: int) -> list[list[float]]:
     """p[j][i]: probability that origin j picks device i as one of its k proposers in a layer.
 
-    Weighted choice without replacement in proportion to `weights`. Exact for k = 1 (w_i/Σw);
-    for k > 1 this uses min(1, k·w_i/Σ_{l≠j} w_l) renormalised to sum to k, an approximation
-    (sampling without replacement flattens the shares of heavy devices a little).
+    Row j is `capped_shares` of the other devices' weights: exact for the systematic sampler
+    the `capacity` strategy uses (each device is drawn with exactly its share, never twice).
     """
     n = len(weights)
     _check_proposers(n, proposers)
@@ -71,7 +119,7 @@ def selection_probabilities(weights: Sequence[float], proposers: int) -> list[li
     for j in range(n):
         others = [i for i in range(n) if i != j]
         row = [0.0] * n
-        row_probs = _capped_shares([weights[i] for i in others], proposers)
+        row_probs = capped_shares([weights[i] for i in others], proposers)
         for i, p in zip(others, row_probs, strict=True):
             row[i] = p
         table.append(row)
@@ -101,29 +149,59 @@ def device_utilisations(arrival_rates: Sequence[float], alphas: Sequence[float])
     return [r * a for r, a in zip(arrival_rates, alphas, strict=True)]
 
 
+def inference_arrival_rates(
+    rates: Sequence[float],
+    alphas: Sequence[float],
+    layers: int,
+    proposers: int,
+    choice: Choice = "uniform",
+    floor: float = SPARE_FLOOR,
+) -> list[float]:
+    """Inference arrival rate at each device when proposers are chosen by `choice`. Exact (means).
+
+    "uniform": `uniform_arrival_rates`; "capacity": `weighted_arrival_rates` with
+    `spare_capacity_weights` (every device runs the same M).
+    """
+    if choice == "uniform":
+        return uniform_arrival_rates(rates, layers, proposers)
+    weights = spare_capacity_weights(rates, alphas, layers, floor)
+    return weighted_arrival_rates(rates, weights, layers, proposers)
+
+
 def max_stable_scale(
     rates: Sequence[float],
     alphas: Sequence[float],
     layers: int,
     proposers: int,
-    weights: Sequence[float] | None = None,
+    choice: Choice = "uniform",
+    floor: float = SPARE_FLOOR,
 ) -> float:
-    """The largest factor s such that every device stays stable at rates s·λ_i. Exact.
+    """The largest factor s such that every device stays stable at rates s·λ_i.
 
-    Arrival rates are linear in the λ's, so s = 1/max_i(ρ_i) at the given rates. With equal
-    λ = 1 this is the maximum stable per-user rate.
+    With equal λ = 1 this is the maximum stable per-user rate. "uniform": arrival rates are
+    linear in the λ's, so s = 1/max_i(ρ_i) at the given rates; exact. "capacity": the weights
+    depend on the λ's, so s is found by bisection; exact to a relative `BISECTION_TOLERANCE`,
+    and never below the boundary (at the returned s the busiest device has ρ ≥ 1).
     """
-    if weights is None:
-        arrivals = uniform_arrival_rates(rates, layers, proposers)
-    else:
-        arrivals = weighted_arrival_rates(rates, weights, layers, proposers)
-    worst = max(device_utilisations(arrivals, alphas))
-    return math.inf if worst == 0 else 1.0 / worst
-
-
-def capacity_weights(alphas: Sequence[float]) -> list[float]:
-    """Weights of the `capacity` strategy on idle devices: service rates 1/α_i."""
-    return [1.0 / a for a in alphas]
+    if choice == "uniform":
+        worst = max(device_utilisations(uniform_arrival_rates(rates, layers, proposers), alphas))
+        return math.inf if worst == 0 else 1.0 / worst
+    own = max(lam * (layers + 1) * a for lam, a in zip(rates, alphas, strict=True))
+    if own == 0:
+        return math.inf
+    # Bisection needs the stable scales to form an interval [0, s*): each ρ_i grows with s,
+    # as a device's own load grows and every other device's spare capacity shrinks.
+    # At s = 1/own some device's own users alone keep it busy: unstable.
+    low, high = 0.0, 1.0 / own
+    while high - low > BISECTION_TOLERANCE * high:
+        mid = (low + high) / 2
+        scaled = [mid * lam for lam in rates]
+        arrivals = inference_arrival_rates(scaled, alphas, layers, proposers, choice, floor)
+        if max(device_utilisations(arrivals, alphas)) < 1.0:
+            low = mid
+        else:
+            high = mid
+    return high
 
 
 @attrs.frozen
@@ -174,22 +252,3 @@ def _check_proposers(n: int, proposers: int) -> None:
         raise ValueError(
             f"k = {proposers} proposers need at least {proposers + 1} devices, n = {n}"
         )
-
-
-def _capped_shares(weights: Sequence[float], total: int) -> list[float]:
-    """Shares proportional to weights that sum to `total`, none above 1 (water-filling)."""
-    shares = [0.0] * len(weights)
-    free = list(range(len(weights)))
-    left = float(total)
-    while free and left > 0:
-        mass = sum(weights[i] for i in free)
-        capped = [i for i in free if mass > 0 and left * weights[i] / mass >= 1.0]
-        if not capped:
-            for i in free:
-                shares[i] = left * weights[i] / mass if mass > 0 else left / len(free)
-            break
-        for i in capped:
-            shares[i] = 1.0
-            free.remove(i)
-        left -= len(capped)
-    return shares

@@ -60,8 +60,8 @@ def stability(
 ) -> None:
     """Thresholds of Theorem 1 and Remark 1, per-device conditions, queue predictions.
 
-    Per-user λ everywhere. Capacity-weighted rows assume proposers are drawn in proportion
-    to service rate 1/α (the `capacity` strategy on idle devices).
+    Per-user λ everywhere. Capacity rows assume proposers are drawn in proportion to spare
+    capacity 1/α_i − λ·(M+1) (floored), as the `capacity` strategy does.
     """
     alphas = alpha_per_node or [alpha] * n
     n = len(alphas)
@@ -81,14 +81,10 @@ def analyse(
     n = len(alphas)
     ones = [1.0] * n
     uniform_max = st.max_stable_scale(ones, alphas, layers, proposers)
-    weighted_max = st.max_stable_scale(ones, alphas, layers, proposers, st.capacity_weights(alphas))
+    weighted_max = st.max_stable_scale(ones, alphas, layers, proposers, "capacity")
     lam = 0.8 * uniform_max if rate is None else rate
     uniform = st.uniform_arrival_rates([lam] * n, layers, proposers)
-    weighted = (
-        st.weighted_arrival_rates([lam] * n, st.capacity_weights(alphas), layers, proposers)
-        if layers and n > 1
-        else uniform
-    )
+    weighted = st.inference_arrival_rates([lam] * n, alphas, layers, proposers, "capacity")
     devices: list[dict[str, Any]] = []
     for i, a in enumerate(alphas):
         mm1 = st.mm1(a, uniform[i])
@@ -125,6 +121,8 @@ def analyse(
             "under uniform choice and equals uniform_max_rate",
             "thresholds are exact mean-rate conditions; queue and latency figures are M/M/1 "
             "and M/G/1 approximations (arrivals at a device are not Poisson)",
+            f"capacity: proposers drawn in proportion to spare capacity max({st.SPARE_FLOOR}/α_i, "
+            "1/α_i − λ·(M+1)) by systematic sampling; its threshold is found by bisection",
         ],
     }
 
@@ -137,7 +135,7 @@ def _print(r: dict[str, Any]) -> None:
     console.print(f"Theorem 1 (mean α): stable while λ < {r['theorem1_max_rate']:.4g} /s per user")
     console.print(f"Remark 1 (α_max):   stable while λ < {r['remark1_max_rate']:.4g} /s per user")
     console.print(
-        f"capacity-weighted choice: λ < {r['capacity_weighted_max_rate']:.4g} /s "
+        f"capacity (spare) choice: λ < {r['capacity_weighted_max_rate']:.4g} /s "
         f"({r['capacity_gain']:.2f}× the uniform bound)"
     )
     table = Table(title=f"at λ = {r['rate']:.4g} /s per user")

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import statistics
 from collections.abc import Callable, Sequence
 
+from dmoa_p2p import stability
 from dmoa_p2p.moa._types import LayerPlan, PeerLoad, Plan, PromptMode, QueryRequest
 
 # Draws `count` distinct peers (count <= len(peers)) for one layer.
 Draw = Callable[[Sequence[PeerLoad], int, random.Random], list[PeerLoad]]
-
-# A full queue still leaves a peer this fraction of its weight: rarely chosen, never excluded,
-# so a peer whose presence is stale or whose queue just drained still gets some work.
-BUSY_WEIGHT_FLOOR = 0.05
 
 
 def _uniform(peers: Sequence[PeerLoad], count: int, rng: random.Random) -> list[PeerLoad]:
@@ -70,64 +68,73 @@ class RawStrategy:
         return _plan(request, peers, rng, _uniform, raw_only=True)
 
 
-def _service_rates(peers: Sequence[PeerLoad]) -> list[float]:
-    """1 / mean service time; unknown (or nonsensical) times get the median known rate, else 1."""
+def _service_times(peers: Sequence[PeerLoad]) -> list[float]:
+    """Mean service times; unknown (or nonsensical) ones get 1 / the median known rate, else 1."""
     known = [
         1.0 / p.mean_service_s
         for p in peers
         if p.mean_service_s is not None and math.isfinite(p.mean_service_s) and p.mean_service_s > 0
     ]
-    fallback = statistics.median(known) if known else 1.0
-    rates = []
+    fallback = 1.0 / statistics.median(known) if known else 1.0
+    times = []
     for p in peers:
         s = p.mean_service_s
-        rates.append(1.0 / s if s is not None and math.isfinite(s) and s > 0 else fallback)
-    return rates
+        times.append(s if s is not None and math.isfinite(s) and s > 0 else fallback)
+    return times
 
 
-def spare_capacity_weights(peers: Sequence[PeerLoad]) -> list[float]:
-    """weight_i = service_rate_i · max(floor, 1 - queue_length_i / queue_capacity_i)."""
-    weights = []
-    for peer, rate in zip(peers, _service_rates(peers), strict=True):
-        free = 1.0 - peer.queue_length / max(1, peer.queue_capacity)
-        weights.append(rate * max(BUSY_WEIGHT_FLOOR, free))
-    return weights
+def spare_capacity_weights(peers: Sequence[PeerLoad], layers: int) -> list[float]:
+    """`stability.spare_capacity_weights` from the peers' presence; no rate known counts as 0.
 
-
-def _by_spare_capacity(peers: Sequence[PeerLoad], count: int, rng: random.Random) -> list[PeerLoad]:
-    """Weighted sampling without replacement (Efraimidis-Spirakis A-Res).
-
-    Each peer gets the key u^(1/w) with u uniform in (0, 1]; the `count` largest keys win.
-    Compared as log(u)/w, which orders the same and does not underflow for small w.
-    Sorted by key then by position, so a seed gives one answer.
+    Each peer is assumed to run the same M as this query.
     """
-    keyed = []
-    for position, (peer, weight) in enumerate(
-        zip(peers, spare_capacity_weights(peers), strict=True)
-    ):
-        u = 1.0 - rng.random()  # (0, 1]: log(u) is finite
-        keyed.append((math.log(u) / weight, -position, peer))
-    keyed.sort(key=lambda item: (item[0], item[1]), reverse=True)
-    return [peer for _, _, peer in keyed[:count]]
+    rates = [p.arrival_rate or 0.0 for p in peers]
+    return stability.spare_capacity_weights(rates, _service_times(peers), layers)
+
+
+def _systematic(
+    weights: Sequence[float], peers: Sequence[PeerLoad], count: int, rng: random.Random
+) -> list[PeerLoad]:
+    """Systematic PPS sampling (Madow): peer i is drawn with probability exactly π_i, never twice.
+
+    π = `stability.capped_shares(weights, count)`, laid end to end on [0, count) in a shuffled
+    order (so which peers tend to be drawn together is not fixed by the list's order); the
+    peers whose intervals hold u, u+1, …, u+count−1 are drawn, u uniform in [0, 1). No π_i
+    exceeds 1, so no interval holds two points.
+    """
+    shares = stability.capped_shares(weights, count)
+    order = list(range(len(peers)))
+    rng.shuffle(order)
+    u = rng.random()
+    chosen: list[PeerLoad] = []
+    edge = 0.0
+    for position, i in enumerate(order):
+        edge += shares[i]
+        wanted = count - len(chosen)
+        # the second test only decides when rounding leaves the last point past the end
+        if wanted > 0 and (edge > u + len(chosen) or len(order) - position <= wanted):
+            chosen.append(peers[i])
+    return chosen
 
 
 class CapacityStrategy:
     """`capacity`: like `augmented`, but proposers are drawn in proportion to spare capacity.
 
-    Weight of a peer = service rate (1 / mean service time) x free fraction of its queue
-    (floored at BUSY_WEIGHT_FLOOR). Draws are without replacement; with k = 1 a peer's
-    chance is exactly its share of the total weight, with k > 1 the chances are compressed
-    toward uniform (no peer can be picked twice in one layer).
+    A peer's weight is its service rate 1/α_i less its own users' work λ_i·(M+1), floored at
+    `stability.SPARE_FLOOR`·(1/α_i) (see `stability.spare_capacity_weights`); each layer
+    draws k peers by systematic sampling, so a peer's chance is exactly its capped share
+    and `stability.selection_probabilities` predicts the load exactly.
 
-    Why this widens the stability region: under uniform selection every device gets the
-    same share of helper work, so the slowest one saturates first and Remark 1 bounds the
-    whole system by alpha_max. Drawing in proportion to 1/alpha_i gives each device work
-    in proportion to the rate it can serve, so the helper load no longer piles up on the
-    slowest device; the limit moves from n/alpha_max towards sum_i 1/alpha_i (the pooled
-    service rate). The queue term steers work away from devices that are momentarily backed up.
-    The origin's own inferences (its layer answers and the final aggregation) are not
-    moved, so a slow device with busy users can still be the bottleneck.
+    Why spare capacity: device i then gets helper work in proportion to what its own users
+    leave free, so ρ_i = 1 − (1 − own_i)(1 − g) with g about the same for every device: at
+    the stability boundary all devices reach ρ = 1 together, and the limit moves from
+    Remark 1's α_max bound towards the pooled rate Σ 1/α_i. Not quite where a device's own
+    users nearly saturate it: its M+1 inferences per prompt stay on it (so λ < 1/(α_i·(M+1))
+    whatever the choice), and at the floor it still gets a little helper work.
+    Queue lengths are not used: a full queue refuses tasks and the engine asks another
+    peer, and a queue-dependent weight would tie the limit to the queue capacity.
     """
 
     def plan(self, request: QueryRequest, peers: Sequence[PeerLoad], rng: random.Random) -> Plan:
-        return _plan(request, peers, rng, _by_spare_capacity, raw_only=False)
+        draw = functools.partial(_systematic, spare_capacity_weights(peers, request.layers))
+        return _plan(request, peers, rng, draw, raw_only=False)

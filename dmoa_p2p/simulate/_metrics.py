@@ -13,6 +13,7 @@ import attrs
 from dmoa_p2p import stability as st
 from dmoa_p2p.simulate._model import (
     RunConfig,
+    device_utilisations,
     predicted_mean_queue,
     predicted_threshold,
     theorem1_rate,
@@ -142,8 +143,11 @@ class RunResult:
 
     @property
     def rho(self) -> float:
-        """Predicted utilisation of the busiest device (Theorem 1's ρ when the α's are equal)."""
-        return self.config.rate / self.threshold
+        """Predicted utilisation of the busiest device (Theorem 1's ρ when the α's are equal).
+
+        Not rate / threshold in general: under `capacity` the weights change with λ.
+        """
+        return max(device_utilisations(self.config))
 
     @property
     def queue(self) -> QueueStats:

@@ -87,33 +87,30 @@ def theorem1_rate(config: RunConfig) -> float:
     return st.max_stable_rate(sum(config.alphas) / config.n, config.layers, config.proposers)
 
 
-def _weights(config: RunConfig) -> list[float] | None:
-    # capacity-weighted choice on idle devices; queue-fill weighting is ignored (approximate)
-    return st.capacity_weights(list(config.alphas)) if config.strategy == "capacity" else None
+def _choice(config: RunConfig) -> st.Choice:
+    return "capacity" if config.strategy == "capacity" else "uniform"
 
 
 def predicted_threshold(config: RunConfig) -> float:
-    """The strategy's maximum stable per-user λ: per-device condition, uniform or weighted.
+    """The strategy's maximum stable per-user λ from the per-device condition. Exact.
 
     Equal α's and uniform choice: Theorem 1. Unequal α's, uniform: Remark 1 (α_max).
-    `capacity`: proposers drawn in proportion to 1/α (see `stability.selection_probabilities`).
+    `capacity`: proposers drawn by spare capacity (`stability.max_stable_scale`, bisection).
     """
     ones = [1.0] * config.n
     return st.max_stable_scale(
-        ones, list(config.alphas), config.layers, config.proposers, _weights(config)
+        ones, list(config.alphas), config.layers, config.proposers, _choice(config)
     )
 
 
 def device_utilisations(config: RunConfig, rate: float | None = None) -> list[float]:
     """Predicted ρ_i of every device at per-user rate `rate` (default: the config's)."""
     lam = config.rate if rate is None else rate
-    rates = [lam] * config.n
-    weights = _weights(config)
-    if weights is None or config.layers == 0 or config.n == 1:
-        arrivals = st.uniform_arrival_rates(rates, config.layers, config.proposers)
-    else:
-        arrivals = st.weighted_arrival_rates(rates, weights, config.layers, config.proposers)
-    return st.device_utilisations(arrivals, list(config.alphas))
+    alphas = list(config.alphas)
+    arrivals = st.inference_arrival_rates(
+        [lam] * config.n, alphas, config.layers, config.proposers, _choice(config)
+    )
+    return st.device_utilisations(arrivals, alphas)
 
 
 def predicted_mean_queue(config: RunConfig, rate: float | None = None) -> float:

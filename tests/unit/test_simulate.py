@@ -15,6 +15,7 @@ from dmoa_p2p.cli import cli
 from dmoa_p2p.simulate import RunConfig, RunResult, predicted_mean_queue, predicted_threshold
 from dmoa_p2p.simulate import simulate as run
 from dmoa_p2p.simulate._metrics import books_balance, percentile, slope
+from dmoa_p2p.simulate._model import device_utilisations
 from dmoa_p2p.simulate._sweep import hinge_fit, point_config
 
 # n=3, M=1, k=1: 3 inferences per prompt, α = 1 s, so λ* = 1/3 per user; cheap to simulate
@@ -106,9 +107,15 @@ def test_predicted_threshold_follows_the_strategy() -> None:
     assert predicted_threshold(BASE) == pytest.approx(THRESHOLD)
     slow = RunConfig((1, 1, 1, 1, 4, 4, 4, 4), 2, 2, 0.01, 10)
     assert predicted_threshold(slow) == pytest.approx(1 / (4 * 7))  # Remark 1
-    ratio = predicted_threshold(attrs.evolve(slow, strategy="capacity")) / (1 / 28)
-    assert ratio == pytest.approx(1.51, abs=0.01)
+    capacity = attrs.evolve(slow, strategy="capacity")
+    ratio = predicted_threshold(capacity) / (1 / 28)
+    assert ratio == pytest.approx(2.233, abs=0.001)  # spare-capacity choice
+    # its weights depend on λ, so ρ is not linear in λ: at 0.8 × the threshold the slow
+    # devices are at 0.91, not 0.8
+    rhos = device_utilisations(attrs.evolve(capacity, rate=0.8 * predicted_threshold(capacity)))
+    assert max(rhos) == pytest.approx(0.908, abs=0.001)
     assert math.isinf(predicted_mean_queue(at(1.0)))
+    assert math.isinf(predicted_mean_queue(capacity, predicted_threshold(capacity)))
 
 
 def test_sweep_points_have_their_own_seeds_and_rates() -> None:

@@ -35,15 +35,62 @@ def test_remark1_is_the_slowest_device_bound_under_uniform_choice() -> None:
     assert st.max_stable_scale([1.0] * 4, alphas, 1, 1) == pytest.approx(1 / 12)
 
 
-def test_capacity_weighting_widens_the_stable_region() -> None:
+def test_spare_capacity_weights_are_the_rate_left_by_own_users() -> None:
+    # M = 2: own users take 3λ; 1 − 0.3; 0.25 − 0.15; 0.5 − 0.6 < 0: floored at 0.05·0.5
+    weights = st.spare_capacity_weights([0.1, 0.05, 0.2], [1.0, 4.0, 2.0], 2)
+    assert weights == pytest.approx([0.7, 0.1, 0.025])
+    assert st.spare_capacity_weights([0.2], [2.0], 2, floor=0.0) == [0.0]
+
+
+def test_capped_shares_are_proportional_and_water_filled() -> None:
+    # 2·10/12.5 > 1: capped; the other place goes 1 : 1 : 0.5
+    assert st.capped_shares([1.0, 1.0, 10.0, 0.5], 2) == pytest.approx([0.4, 0.4, 1.0, 0.2])
+    assert st.capped_shares([3.0, 1.0], 1) == pytest.approx([0.75, 0.25])
+    assert st.capped_shares([0.0, 0.0, 0.0], 2) == pytest.approx([2 / 3] * 3)
+    assert st.capped_shares([1.0, 5.0], 2) == [1.0, 1.0]
+    with pytest.raises(ValueError, match="cannot choose 3 of 2"):
+        st.capped_shares([1.0, 1.0], 3)
+
+
+def test_capacity_choice_widens_the_stable_region() -> None:
     alphas = [1.0] * 4 + [4.0] * 4  # half the devices four times slower
-    uniform = st.max_stable_scale([1.0] * 8, alphas, 2, 2)
+    ones = [1.0] * 8
+    uniform = st.max_stable_scale(ones, alphas, 2, 2)
     assert uniform == pytest.approx(st.remark1_max_rate(alphas, 2, 2))
-    weighted = st.max_stable_scale([1.0] * 8, alphas, 2, 2, st.capacity_weights(alphas))
-    assert weighted > 1.5 * uniform
+    capacity = st.max_stable_scale(ones, alphas, 2, 2, "capacity")
+    assert capacity / uniform == pytest.approx(2.233, abs=0.001)
+    # Hand check at the boundary: slow devices are floored (own load 12λ > 0.95), weight
+    # w_s = 0.05/4; fast ones have w_f = 1 − 3λ. A slow device gets k·w_s/(3w_f + 4w_s) of
+    # each fast origin's M proposals and k·w_s/(4w_f + 3w_s) of each other slow origin's.
+    lam, w_s = capacity, 0.05 / 4
+    w_f = 1 - 3 * lam
+    helper = 2 * lam * (4 * 2 * w_s / (3 * w_f + 4 * w_s) + 3 * 2 * w_s / (4 * w_f + 3 * w_s))
+    assert 4 * (3 * lam + helper) == pytest.approx(1.0, abs=1e-9)
+    rhos = st.device_utilisations(
+        st.inference_arrival_rates([lam] * 8, alphas, 2, 2, "capacity"), alphas
+    )
+    assert rhos[4:] == pytest.approx([1.0] * 4, abs=1e-9)
+    assert max(rhos[:4]) < 0.9
     # equal weights are exactly uniform choice
-    same = st.max_stable_scale([1.0] * 8, alphas, 2, 2, [1.0] * 8)
-    assert same == pytest.approx(uniform)
+    same = st.weighted_arrival_rates(ones, ones, 2, 2)
+    assert same == pytest.approx(st.uniform_arrival_rates(ones, 2, 2))
+
+
+def test_capacity_bisection_agrees_with_closed_forms() -> None:
+    # equal α's and λ's: equal weights, so Theorem 1
+    assert st.max_stable_scale([1.0] * 5, [2.0] * 5, 2, 3, "capacity") == pytest.approx(
+        st.max_stable_rate(2.0, 2, 3), rel=1e-11
+    )
+    # floor 0 on the 1:4 swarm: slow devices' own 3 inferences per prompt bound λ at 1/12,
+    # where their spare capacity and so their helper work reach 0 (fast ones: ρ = 11/12)
+    alphas = [1.0] * 4 + [4.0] * 4
+    scale = st.max_stable_scale([1.0] * 8, alphas, 2, 2, "capacity", floor=0.0)
+    assert scale == pytest.approx(1 / 12, rel=1e-11)
+    arrivals = st.inference_arrival_rates([scale] * 8, alphas, 2, 2, "capacity", floor=0.0)
+    assert st.device_utilisations(arrivals, alphas) == pytest.approx([11 / 12] * 4 + [1.0] * 4)
+    # no layers: each device serves only its own prompts
+    assert st.max_stable_scale([1.0, 2.0], [1.0, 1.0], 0, 0, "capacity") == pytest.approx(0.5)
+    assert math.isinf(st.max_stable_scale([0.0, 0.0], [1.0, 1.0], 2, 1, "capacity"))
 
 
 def test_selection_probabilities_sum_to_k_and_never_exceed_one() -> None:
@@ -52,7 +99,8 @@ def test_selection_probabilities_sum_to_k_and_never_exceed_one() -> None:
         assert row[j] == 0.0
         assert sum(row) == pytest.approx(2.0)
         assert all(0.0 <= p <= 1.0 for p in row)
-    assert table[0][2] == 1.0  # the heavy device is always picked
+    assert table[0] == pytest.approx([0.0, 2 / 3, 1.0, 1 / 3])  # the heavy device always
+    assert table[2] == pytest.approx([0.8, 0.8, 0.0, 0.4])
     with pytest.raises(ValueError, match="need at least 4 devices"):
         st.selection_probabilities([1.0] * 3, 3)
 
@@ -80,7 +128,8 @@ def test_stability_command_reports_thresholds_as_json() -> None:
     report = json.loads(result.output)
     assert report["inferences_per_prompt"] == 7
     assert report["remark1_max_rate"] == pytest.approx(1 / 28)
-    assert report["capacity_gain"] > 1.5
+    assert report["capacity_weighted_max_rate"] == pytest.approx(0.07976, abs=1e-5)
+    assert report["capacity_gain"] == pytest.approx(2.233, abs=0.001)
     assert all(d["uniform"]["rho"] < 1 for d in report["devices"])  # 0.8 × the threshold
     bad = CliRunner().invoke(cli, ["stability", "--n", "2", "-M", "1", "-k", "2"])
     assert bad.exit_code == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from collections import Counter
 
@@ -9,7 +10,6 @@ import pytest
 
 from dmoa_p2p.moa._types import PeerLoad, Plan, QueryRequest, Strategy
 from dmoa_p2p.moa.strategies import (
-    BUSY_WEIGHT_FLOOR,
     AugmentedStrategy,
     CapacityStrategy,
     LocalStrategy,
@@ -17,6 +17,7 @@ from dmoa_p2p.moa.strategies import (
     spare_capacity_weights,
 )
 from dmoa_p2p.registry import load_plugin
+from dmoa_p2p.stability import SPARE_FLOOR
 
 DRAWING: list[Strategy] = [AugmentedStrategy(), RawStrategy(), CapacityStrategy()]
 DRAWING_IDS = ["augmented", "raw", "capacity"]
@@ -90,11 +91,15 @@ def test_local_answers_alone_and_notes_ignored_layers() -> None:
     assert result.notes == ("strategy 'local' answers alone: asked for M=2 layers, using M=0",)
 
 
-def _choices(candidates: list[PeerLoad], draws: int, proposers: int = 1) -> Counter[str]:
-    request = QueryRequest("q", layers=1, proposers=proposers)
+def _choices(
+    candidates: list[PeerLoad], draws: int, proposers: int = 1, layers: int = 1
+) -> Counter[str]:
+    request = QueryRequest("q", layers=layers, proposers=proposers)
     rng, chosen = random.Random(7), Counter[str]()
     for _ in range(draws):
-        chosen.update(CapacityStrategy().plan(request, candidates, rng).layers[0].proposers)
+        for layer in CapacityStrategy().plan(request, candidates, rng).layers:
+            assert len(set(layer.proposers)) == len(layer.proposers) == proposers
+            chosen.update(layer.proposers)
     return chosen
 
 
@@ -115,26 +120,58 @@ def test_capacity_with_several_proposers_still_prefers_fast_peers() -> None:
     assert min(chosen[p.peer_id] for p in fast) > 2 * max(chosen[p.peer_id] for p in slow)
 
 
-def test_capacity_rarely_but_possibly_picks_a_full_queue() -> None:
+def test_capacity_draws_each_peer_with_exactly_its_capped_share() -> None:
+    # M = 2: spare = 1/α − 3λ; weights 4, 0.7, 0.4, 1, 0.25, 0.1 (sum 6.45). With k = 3 the
+    # first peer's share 3·4/6.45 exceeds 1: it is capped at 1 and the other two places are
+    # spread over the remaining weight 2.45.
+    times = [0.25, 1.0, 1.0, 1.0, 4.0, 4.0]
+    rates = [None, 0.1, 0.2, None, 0.0, 0.05]
+    candidates = [
+        PeerLoad(f"p{i}", mean_service_s=a, arrival_rate=lam)
+        for i, (a, lam) in enumerate(zip(times, rates, strict=True))
+    ]
+    expected = [1.0, 1.4 / 2.45, 0.8 / 2.45, 2.0 / 2.45, 0.5 / 2.45, 0.2 / 2.45]
+    draws = 20_000
+    chosen = _choices(candidates, draws, proposers=3, layers=2)
+    for peer, pi in zip(candidates, expected, strict=True):
+        sd = math.sqrt(pi * (1 - pi) / (2 * draws))  # two layers per plan
+        assert chosen[peer.peer_id] / (2 * draws) == pytest.approx(pi, abs=4.5 * sd + 1e-12)
+
+
+def test_capacity_draws_together_any_set_of_peers() -> None:
+    # without the shuffle, systematic sampling of four equal peers (π = 1/2) would only ever
+    # draw {first, third} or {second, fourth}
+    request = QueryRequest("q", layers=1, proposers=2)
+    rng = random.Random(3)
+    pairs = {
+        frozenset(CapacityStrategy().plan(request, peers(4), rng).layers[0].proposers)
+        for _ in range(300)
+    }
+    assert len(pairs) == 6
+
+
+def test_capacity_rarely_but_possibly_picks_a_saturated_peer() -> None:
     candidates = [PeerLoad(f"idle-{i}", mean_service_s=1.0) for i in range(3)]
-    busy = PeerLoad("busy", mean_service_s=1.0, queue_length=8, queue_capacity=8)
+    # its own users need 2 × (M+1) = 4 inferences per second of a 1 per second model
+    busy = PeerLoad("busy", mean_service_s=1.0, arrival_rate=2.0)
     chosen = _choices([busy, *candidates], 20_000)
-    expected = BUSY_WEIGHT_FLOOR / (3 + BUSY_WEIGHT_FLOOR)  # about 1.6 %
+    expected = SPARE_FLOOR / (3 + SPARE_FLOOR)  # about 1.6 %
     assert 0.5 * expected < chosen["busy"] / 20_000 < 1.5 * expected
 
 
-def test_weights_use_median_rate_for_unknown_times_and_the_free_queue_fraction() -> None:
+def test_weights_are_spare_capacity_with_the_median_rate_for_unknown_times() -> None:
     candidates = [
-        PeerLoad("a", mean_service_s=1.0),
+        PeerLoad("a", mean_service_s=1.0, arrival_rate=0.1),
         PeerLoad("b", mean_service_s=None),
-        PeerLoad("c", mean_service_s=4.0, queue_length=2, queue_capacity=4),
-        PeerLoad("d", mean_service_s=0.0, queue_length=9, queue_capacity=4),
+        PeerLoad("c", mean_service_s=4.0, arrival_rate=0.04, queue_length=9, queue_capacity=9),
+        PeerLoad("d", mean_service_s=0.0, arrival_rate=1.0),
     ]
-    # known rates 1 and 0.25 (0 s is not a measurement): median 0.625
-    assert spare_capacity_weights(candidates) == pytest.approx(
-        [1.0, 0.625, 0.25 * 0.5, 0.625 * BUSY_WEIGHT_FLOOR]
+    # known rates 1 and 0.25 (0 s is not a measurement): median 0.625; M = 2, so own users
+    # take 3λ; a full queue no longer matters; d's users saturate it: floor
+    assert spare_capacity_weights(candidates, 2) == pytest.approx(
+        [1.0 - 0.3, 0.625, 0.25 - 0.12, 0.625 * SPARE_FLOOR]
     )
-    assert spare_capacity_weights([PeerLoad("x"), PeerLoad("y")]) == [1.0, 1.0]
+    assert spare_capacity_weights([PeerLoad("x"), PeerLoad("y")], 2) == [1.0, 1.0]
 
 
 @pytest.mark.parametrize(
