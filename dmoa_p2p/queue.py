@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import statistics
 from collections.abc import Callable, Sequence
 
 import attrs
@@ -48,42 +49,61 @@ class _Job:
 
 
 class LoadEstimator:
-    """Service time mean and variance (EWMA) and user-prompt arrival rate (sliding window).
+    """Service time mean and variance, and user-prompt arrival rate, over recent windows.
 
-    EWMA with weight `alpha` tracks a model whose speed drifts (thermal throttling, other load)
-    while smoothing single slow calls; the arrival rate counts user prompts in the last
-    `window_s` seconds (over the time observed so far when that is shorter).
+    Both windows count events rather than seconds, so every estimate rests on enough samples
+    whatever the rates: the mean and variance are those of the last `service_window` service
+    times (which follows a model whose speed drifts), and the arrival rate comes from the last
+    `arrival_window` user prompts, none older than `max_age_s`. Admission compares the
+    busiest device's utilisation against ρ_max, and the maximum of a few noisy estimates is
+    biased upwards, so short windows would make a swarm refuse work it could do.
     """
 
     def __init__(
-        self, clock: Callable[[], float], alpha: float = 0.2, window_s: float = 60.0
+        self,
+        clock: Callable[[], float],
+        service_window: int = 64,
+        arrival_window: int = 64,
+        max_age_s: float = 600.0,
     ) -> None:
         self._clock = clock
-        self.alpha = alpha
-        self.window_s = window_s
-        self.mean_service_s: float | None = None
-        self.service_var_s2: float | None = None
-        self._arrivals: collections.deque[float] = collections.deque()
+        self.max_age_s = max_age_s
+        self._services: collections.deque[float] = collections.deque(maxlen=service_window)
+        self._arrivals: collections.deque[float] = collections.deque(maxlen=arrival_window)
         self._started = clock()
 
     def observe_service(self, seconds: float) -> None:
-        if self.mean_service_s is None or self.service_var_s2 is None:
-            self.mean_service_s, self.service_var_s2 = seconds, 0.0
-            return
-        delta = seconds - self.mean_service_s
-        self.mean_service_s += self.alpha * delta
-        # West's exponentially weighted variance
-        self.service_var_s2 = (1 - self.alpha) * (self.service_var_s2 + self.alpha * delta * delta)
+        self._services.append(seconds)
 
     def observe_arrival(self) -> None:
         self._arrivals.append(self._clock())
 
     @property
+    def service_samples(self) -> int:
+        """How many service times the mean and variance rest on."""
+        return len(self._services)
+
+    @property
+    def mean_service_s(self) -> float | None:
+        return statistics.fmean(self._services) if self._services else None
+
+    @property
+    def service_var_s2(self) -> float | None:
+        if not self._services:
+            return None
+        return statistics.variance(self._services) if len(self._services) > 1 else 0.0
+
+    @property
     def arrival_rate(self) -> float | None:
+        """Prompts per second: unbiased for Poisson arrivals in both of its cases."""
         now = self._clock()
-        while self._arrivals and self._arrivals[0] < now - self.window_s:
+        while self._arrivals and self._arrivals[0] < now - self.max_age_s:
             self._arrivals.popleft()
-        span = min(self.window_s, now - self._started)
+        if len(self._arrivals) == self._arrivals.maxlen:
+            # a full window: the time back to its oldest arrival spans `maxlen` gaps, and
+            # (count - 1) / span is the unbiased rate for a Gamma-distributed span
+            return (len(self._arrivals) - 1) / max(now - self._arrivals[0], 1e-9)
+        span = min(self.max_age_s, now - self._started)
         if span <= 0:
             return None
         return len(self._arrivals) / span

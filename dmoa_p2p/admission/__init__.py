@@ -11,8 +11,10 @@ from dmoa_p2p.admission._protocol import (
 from dmoa_p2p.admission.policies import (
     CapAdmission,
     DegradeAdmission,
+    EvenShare,
     NoAdmission,
     ThresholdAdmission,
+    fair_rate,
     projected_rho,
 )
 
@@ -23,9 +25,11 @@ __all__ = [
     "CapAdmission",
     "Decision",
     "DegradeAdmission",
+    "EvenShare",
     "NoAdmission",
     "OperatingPoint",
     "ThresholdAdmission",
     "candidate_configurations",
+    "fair_rate",
     "projected_rho",
 ]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Sequence
 from typing import Literal, Protocol
 
 import attrs
 
+from dmoa_p2p.admission._pooling import ServiceEstimate, pooled_service_times
 from dmoa_p2p.moa import PeerLoad, QueryRequest
 
 Action = Literal["accept", "degrade", "refuse"]
@@ -33,13 +35,19 @@ class OperatingPoint:
         return len(self.loads)
 
     def alphas(self) -> list[float] | None:
-        """Mean service times, unknown ones filled with this node's; None if none is known."""
-        fill = self.default_alpha_s
-        known = [p.mean_service_s for p in self.loads if p.mean_service_s]
-        if fill is None and not known:
-            return None
-        fallback = fill if fill is not None else sum(known) / len(known)
-        return [p.mean_service_s or fallback for p in self.loads]
+        """Mean service times, pooled across devices (see `pooled_service_times`); unknown
+        ones are filled with this node's, else the known ones' mean; None if none is known."""
+        known = [i for i, p in enumerate(self.loads) if p.mean_service_s]
+        if not known:
+            return None if self.default_alpha_s is None else [self.default_alpha_s] * self.n
+        estimates = [
+            ServiceEstimate(p.mean_service_s, p.service_var_s2, p.service_samples)
+            for p in (self.loads[i] for i in known)
+            if p.mean_service_s
+        ]
+        pooled = dict(zip(known, pooled_service_times(estimates), strict=True))
+        fallback = pooled.get(0, self.default_alpha_s) or statistics.fmean(pooled.values())
+        return [pooled.get(i, fallback) for i in range(self.n)]
 
     def rates(self) -> list[float]:
         return [p.arrival_rate or 0.0 for p in self.loads]

@@ -48,6 +48,7 @@ def bench_presence(identity: NodeIdentity, listen_addrs: tuple[str, ...]) -> Pre
         models=("smollm2-135m-instruct-q4_1",),
         mean_service_s=1.84,
         service_var_s2=0.37,
+        service_samples=64,
         queue_length=2,
         queue_capacity=64,
         arrival_rate=0.21,

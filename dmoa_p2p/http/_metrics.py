@@ -50,7 +50,7 @@ class NodeCollector(Collector):
         )
         yield GaugeMetricFamily(
             "dmoa_service_time_seconds",
-            "Estimated α: mean service time of the local model (EWMA)",
+            "Estimated α: mean service time of the local model (mean of the last 64 services)",
             value=_maybe(queue.load.mean_service_s),
         )
         yield from self._load()

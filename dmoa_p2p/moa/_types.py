@@ -49,6 +49,8 @@ class PeerLoad:
     queue_length: int = 0
     queue_capacity: int = 1
     arrival_rate: float | None = None  # its users' prompts per second
+    service_var_s2: float | None = None
+    service_samples: int = 0  # how many services mean_service_s rests on
 
 
 @attrs.frozen

@@ -144,7 +144,6 @@ class MoaEngine:
         strategy: Strategy = load_plugin("strategy", request.strategy)()
         aggregator: Aggregator = load_plugin("aggregator", request.aggregator)()
         started = trio.current_time()
-        self.queue.load.observe_arrival()
         plan = strategy.plan(request, list(self._peers()), self._rng)
         query = _Query(self, request, aggregator, plan, uuid.uuid4().hex, on_text)
         text = await query.run()

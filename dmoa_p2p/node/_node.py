@@ -64,7 +64,15 @@ _options = cattrs.Converter(forbid_extra_keys=True)
 
 
 def _load_of(p: Presence) -> PeerLoad:
-    return PeerLoad(p.peer_id, p.mean_service_s, p.queue_length, p.queue_capacity, p.arrival_rate)
+    return PeerLoad(
+        p.peer_id,
+        p.mean_service_s,
+        p.queue_length,
+        p.queue_capacity,
+        p.arrival_rate,
+        p.service_var_s2,
+        p.service_samples,
+    )
 
 
 class Node:
@@ -121,6 +129,7 @@ class Node:
             models=(self.backend.model_name,),
             mean_service_s=self.queue.load.mean_service_s,
             service_var_s2=self.queue.load.service_var_s2,
+            service_samples=self.queue.load.service_samples,
             queue_length=self.queue.length,
             queue_capacity=self.queue.capacity,
             arrival_rate=self.queue.load.arrival_rate,
@@ -203,7 +212,12 @@ class Node:
 
     def admit(self, request: QueryRequest) -> Decision:
         """`ask`'s admission step alone, for callers that must know before they start answering
-        (a streamed HTTP response cannot become a refusal once begun); then call `answer`."""
+        (a streamed HTTP response cannot become a refusal once begun); then call `answer`.
+
+        Every prompt counts toward the users' arrival rate, refused or not: admission needs
+        the load users offer, not the share it let through.
+        """
+        self.queue.load.observe_arrival()
         context = AdmissionContext(
             request, self.operating_point(), self.queue.length, self.queue.capacity
         )
@@ -235,6 +249,8 @@ class Node:
             self.queue.length,
             self.queue.capacity,
             load.arrival_rate,
+            load.service_var_s2,
+            load.service_samples,
         )
 
     def operating_point(self) -> OperatingPoint:

@@ -45,6 +45,8 @@ class Presence:
     service_var_s2: float | None = attrs.field(
         converter=as_optional_float, validator=optional_non_negative_float
     )
+    # how many service times the mean and variance rest on (how far to trust them)
+    service_samples: int = attrs.field(validator=non_negative_int)
     queue_length: int = attrs.field(validator=non_negative_int)
     queue_capacity: int = attrs.field(validator=non_negative_int)
     arrival_rate: float | None = attrs.field(

@@ -35,7 +35,8 @@ async def wait_for(condition: Callable[[], bool], timeout_s: float = 15.0) -> No
 def presence_of(identity: NodeIdentity) -> Presence:
     return Presence(
         peer_id=identity.peer_id, listen_addrs=(), models=(), mean_service_s=None,
-        service_var_s2=None, queue_length=0, queue_capacity=1, arrival_rate=None, interval_s=60.0,
+        service_var_s2=None, service_samples=0, queue_length=0, queue_capacity=1,
+        arrival_rate=None, interval_s=60.0,
     )
 
 

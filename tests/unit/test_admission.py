@@ -13,10 +13,12 @@ from dmoa_p2p.admission import (
     AdmissionRefused,
     CapAdmission,
     DegradeAdmission,
+    EvenShare,
     NoAdmission,
     OperatingPoint,
     ThresholdAdmission,
     candidate_configurations,
+    fair_rate,
     projected_rho,
 )
 from dmoa_p2p.backends.fake import FakeBackend
@@ -45,25 +47,73 @@ def test_projected_rho_is_theorem1_with_equal_devices() -> None:
     assert projected_rho(OperatingPoint((PeerLoad("a"),), None), 1, 1) is None
 
 
-def test_threshold_refuses_at_rho_max_with_a_retry_after() -> None:
+def test_threshold_admits_the_share_of_prompts_that_fits_below_rho_max() -> None:
     request = QueryRequest("q", 2, 2)
     policy = ThresholdAdmission(rho_max=0.9)
-    assert policy.decide(context(request, point(4, 1.0, 0.1))).action == "accept"
-    decision = policy.decide(context(request, point(4, 1.0, 0.13), queue=3))  # ρ = 0.91
-    assert decision.action == "refuse"
-    assert "ρ = 0.91" in decision.reason
-    assert decision.retry_after_s == pytest.approx(3.0)
+    assert policy.decide(context(request, point(4, 1.0, 0.1))).action == "accept"  # ρ = 0.7
+    # users offer ρ = 1.8: about every second prompt is admitted, the others refused
+    overloaded = context(request, point(4, 1.0, 1.8 / 7), queue=3)
+    decisions = [policy.decide(overloaded) for _ in range(100)]
+    actions = [d.action for d in decisions]
+    assert 49 <= actions.count("accept") <= 50
+    assert not any(actions[i : i + 3] == ["refuse"] * 3 for i in range(98))  # evenly spread
+    refusal = next(d for d in decisions if d.action == "refuse")
+    assert "users ask for ρ = 1.80" in refusal.reason
+    assert "each user may send 7.7 prompts a minute, and this node's send 15" in refusal.reason
+    assert refusal.retry_after_s == pytest.approx(3.0)
+    assert refusal.projected_rho == pytest.approx(1.8)
 
 
-def test_degrade_picks_the_largest_configuration_below_rho_max() -> None:
+def test_threshold_holds_heavy_users_to_the_fair_rate_and_spares_light_ones() -> None:
+    request = QueryRequest("q", 1, 1)
+
+    # n=3, α=1, (M,k)=(1,1): device i gets 2·λ_i + ½·Σ_{j≠i} λ_j; one light user at 0.05
+    def heavy_first(own: float) -> OperatingPoint:
+        rates = (own, 0.05, 0.6)
+        return OperatingPoint(
+            tuple(PeerLoad(f"p{i}", 1.0, 0, 8, r) for i, r in enumerate(rates)), 1.0
+        )
+
+    light = ThresholdAdmission(rho_max=0.9)
+    assert all(
+        light.decide(context(request, heavy_first(0.05))).action == "accept" for _ in range(20)
+    )
+    # heavy users at 0.6 each: the cap c solves 2c + ½(0.05 + c) = 0.9, c = 0.35
+    assert fair_rate(heavy_first(0.6), 1, 1, 0.9) == pytest.approx(0.35, rel=1e-5)
+    heavy = ThresholdAdmission(rho_max=0.9)
+    actions = [heavy.decide(context(request, heavy_first(0.6))).action for _ in range(120)]
+    assert 69 <= actions.count("accept") <= 70  # 0.35/0.6 of 120
+
+
+def test_even_share_spreads_a_share_evenly() -> None:
+    share = EvenShare()
+    taken = [share.take(0.3) for _ in range(100)]
+    assert sum(taken) == 30
+    assert all(sum(taken[i : i + 10]) == 3 for i in range(0, 100, 10))
+    assert all(EvenShare().take(2.0) for _ in range(3))  # shares are capped at 1
+    assert not any(EvenShare().take(-1.0) for _ in range(3))
+
+
+def test_degrade_mixes_the_two_sizes_around_rho_max() -> None:
     request = QueryRequest("q", 2, 2)
-    # λ=0.2, α=1: (2,2) → 1.4, (2,1) → 1.0, (1,2) → 0.8 < 0.9
-    decision = DegradeAdmission(rho_max=0.9).decide(context(request, point(4, 1.0, 0.2)))
-    assert decision.action == "degrade"
-    assert (decision.request.layers, decision.request.proposers) == (1, 2)
-    assert "degraded from M=2, k=2 to M=1, k=2" in decision.reason
+    # λ=0.2, α=1: (2,2) → 1.4, (2,1) → 1.0, (1,2) → 0.8: half of each averages ρ_max = 0.9
+    policy = DegradeAdmission(rho_max=0.9)
+    decisions = [policy.decide(context(request, point(4, 1.0, 0.2))) for _ in range(10)]
+    sizes = [(d.request.layers, d.request.proposers) for d in decisions]
+    assert sizes == [(1, 2), (2, 1)] * 5
+    assert all(d.action == "degrade" for d in decisions)
+    assert "degraded from M=2, k=2 to M=1, k=2" in decisions[0].reason
+    rhos = [d.projected_rho for d in decisions]
+    assert sum(r for r in rhos if r is not None) / len(rhos) == pytest.approx(0.9)
+    # the requested size itself can be part of the mix: ρ(2,2) = 0.98, ρ(2,1) = 0.7, so
+    # 5 prompts in 7 run as asked
+    policy = DegradeAdmission(rho_max=0.9)
+    actions = [policy.decide(context(request, point(4, 1.0, 0.14))).action for _ in range(7)]
+    assert actions.count("accept") == 5
+    assert actions.count("degrade") == 2
     hopeless = DegradeAdmission(rho_max=0.9).decide(context(request, point(4, 1.0, 1.0)))
     assert hopeless.action == "refuse"
+    assert "even a local answer" in hopeless.reason
 
 
 def test_cap_and_none() -> None:

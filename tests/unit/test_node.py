@@ -70,6 +70,7 @@ async def test_forged_presence_is_rejected_and_counted(
             models=(),
             mean_service_s=None,
             service_var_s2=None,
+            service_samples=0,
             queue_length=0,
             queue_capacity=1,
             arrival_rate=None,

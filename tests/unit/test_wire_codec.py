@@ -38,6 +38,7 @@ def presence(identity: NodeIdentity = ALICE, **changes: Any) -> Presence:
         "models": ("llama3.2:1b", "qwen2.5:0.5b"),
         "mean_service_s": 2.5,
         "service_var_s2": 0.25,
+        "service_samples": 64,
         "queue_length": 1,
         "queue_capacity": 8,
         "arrival_rate": 0.1,

@@ -26,6 +26,7 @@ BODY = Presence(
     models=("llama3.2:1b",),
     mean_service_s=2.5,
     service_var_s2=None,
+    service_samples=0,
     queue_length=1,
     queue_capacity=8,
     arrival_rate=0.2,

@@ -43,6 +43,7 @@ def presence(identity: NodeIdentity = ALICE, **changes: Any) -> Presence:
         "models": ("llama3.2:1b",),
         "mean_service_s": None,
         "service_var_s2": None,
+        "service_samples": 0,
         "queue_length": 0,
         "queue_capacity": 4,
         "arrival_rate": None,

@@ -1,0 +1,120 @@
+"""A node's load estimates (service time, arrival rate) and their pooling across devices."""
+
+from __future__ import annotations
+
+import random
+import statistics
+
+import pytest
+
+from dmoa_p2p.admission import OperatingPoint
+from dmoa_p2p.admission._pooling import ServiceEstimate, pooled_service_times
+from dmoa_p2p.moa import PeerLoad
+from dmoa_p2p.queue import LoadEstimator
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_service_time_is_the_mean_and_variance_of_the_last_window() -> None:
+    load = LoadEstimator(Clock(), service_window=3)
+    assert (load.mean_service_s, load.service_var_s2, load.service_samples) == (None, None, 0)
+    load.observe_service(4.0)
+    assert (load.mean_service_s, load.service_var_s2, load.service_samples) == (4.0, 0.0, 1)
+    for seconds in (1.0, 2.0, 3.0):  # 4.0 falls out of the window
+        load.observe_service(seconds)
+    assert load.mean_service_s == pytest.approx(2.0)
+    assert load.service_var_s2 == pytest.approx(1.0)
+    assert load.service_samples == 3
+
+
+def test_arrival_rate_before_and_after_the_window_fills() -> None:
+    clock = Clock()
+    load = LoadEstimator(clock, arrival_window=4, max_age_s=100.0)
+    assert load.arrival_rate is None  # no time has passed
+    for at in (1.0, 2.0, 3.0):
+        clock.now = at
+        load.observe_arrival()
+    clock.now = 10.0
+    assert load.arrival_rate == pytest.approx(3 / 10)  # 3 arrivals in 10 s
+    clock.now = 11.0
+    load.observe_arrival()
+    clock.now = 13.0
+    assert load.arrival_rate == pytest.approx(3 / 12)  # full: 3 gaps back to t = 1
+    clock.now = 200.0  # everything is older than max_age_s
+    assert load.arrival_rate == 0.0
+
+
+def test_arrival_rate_is_unbiased_for_poisson_arrivals() -> None:
+    rng = random.Random(7)
+    rate = 0.25
+    estimates = []
+    for _ in range(400):
+        clock = Clock()
+        load = LoadEstimator(clock, arrival_window=16, max_age_s=1e9)
+        clock.now = 1000.0  # a start long before: the window fills by count
+        for _ in range(40):
+            clock.now += rng.expovariate(rate)
+            load.observe_arrival()
+        clock.now += rng.expovariate(rate) * rng.random()  # asked at some moment in between
+        estimate = load.arrival_rate
+        assert estimate is not None
+        estimates.append(estimate)
+    # standard error of the mean: 0.25/sqrt(15·400) ≈ 0.0032
+    assert statistics.fmean(estimates) == pytest.approx(rate, abs=0.012)
+
+
+def exponential_estimate(rng: random.Random, alpha: float, samples: int) -> ServiceEstimate:
+    times = [rng.expovariate(1 / alpha) for _ in range(samples)]
+    return ServiceEstimate(statistics.fmean(times), statistics.variance(times), samples)
+
+
+def test_pooling_removes_most_of_the_busiest_device_bias() -> None:
+    """Four identical devices: the largest raw estimate is ~12 % high, the pooled one is not."""
+    rng = random.Random(3)
+    raw_max, pooled_max = [], []
+    for _ in range(300):
+        estimates = [exponential_estimate(rng, 1.0, 64) for _ in range(4)]
+        raw_max.append(max(e.mean_s for e in estimates))
+        pooled_max.append(max(pooled_service_times(estimates)))
+    assert statistics.fmean(raw_max) > 1.09
+    assert statistics.fmean(pooled_max) == pytest.approx(1.0, abs=0.04)
+
+
+def test_pooling_keeps_devices_that_really_differ() -> None:
+    rng = random.Random(5)
+    errors = []
+    for _ in range(100):
+        estimates = [exponential_estimate(rng, a, 64) for a in (1, 1, 1, 1, 4, 4, 4, 4)]
+        pooled = pooled_service_times(estimates)
+        errors += [p / e.mean_s - 1 for p, e in zip(pooled, estimates, strict=True)]
+    assert max(abs(e) for e in errors) < 0.08
+    assert abs(statistics.fmean(errors)) < 0.02
+
+
+def test_pooling_leaves_too_little_data_alone() -> None:
+    one = [ServiceEstimate(2.0, None, 1)]
+    assert pooled_service_times(one) == [2.0]
+    unmeasured = [ServiceEstimate(2.0, 0.5, 10), ServiceEstimate(3.0, None, 0)]
+    assert pooled_service_times(unmeasured) == [2.0, 3.0]
+    exact = [ServiceEstimate(2.0, 0.0, 10), ServiceEstimate(3.0, 0.0, 10)]
+    assert pooled_service_times(exact) == pytest.approx([2.0, 3.0])  # no noise, no pooling
+
+
+def test_operating_point_pools_and_fills_unknown_service_times() -> None:
+    loads = (
+        PeerLoad("me", 1.05, service_var_s2=1.0, service_samples=64),
+        PeerLoad("a", 0.95, service_var_s2=1.0, service_samples=64),
+        PeerLoad("new"),
+    )
+    alphas = OperatingPoint(loads, 1.05).alphas()
+    assert alphas is not None
+    assert alphas[0] == alphas[1] == alphas[2]  # 1.05 vs 0.95 is within sampling noise
+    assert alphas[0] == pytest.approx((1.05 * 0.95) ** 0.5)
+    assert OperatingPoint((PeerLoad("me"), PeerLoad("a")), None).alphas() is None
+    assert OperatingPoint((PeerLoad("me"), PeerLoad("a")), 2.0).alphas() == [2.0, 2.0]
