@@ -102,7 +102,7 @@ def fair_rate(point: OperatingPoint, layers: int, proposers: int, rho_max: float
     """The per-user rate cap c at which the busiest device reaches ρ_max (max-min fairness).
 
     Users offering less than c keep their rate, the others are held to c. The projected ρ
-    grows with c, so c is found by bisection (to a millionth of the largest offered rate).
+    grows with c, so c is found by bisection (to 1e-12 of the largest offered rate).
     """
     alphas = point.alphas()
     offered = point.rates()
@@ -118,7 +118,7 @@ def fair_rate(point: OperatingPoint, layers: int, proposers: int, rho_max: float
     low, high = 0.0, max(offered)
     if busiest(high) < rho_max:
         return high
-    while high - low > 1e-6 * max(offered):
+    while high - low > 1e-12 * max(offered):
         middle = (low + high) / 2
         low, high = (middle, high) if busiest(middle) < rho_max else (low, middle)
     return low
@@ -126,14 +126,14 @@ def fair_rate(point: OperatingPoint, layers: int, proposers: int, rho_max: float
 
 @attrs.define
 class DegradeAdmission:
-    """`degrade`: shrink (M, k) just enough to keep the projected ρ at ρ_max; refuse if M = 0
-    does not fit.
+    """`degrade`: under overload, shrink (M, k) of the prompts of users above their fair share.
 
-    The largest configuration whose projected ρ is below ρ_max would waste what is left up to
-    ρ_max (at 2× the threshold with M = k = 2 everyone would drop to (1, 1), ρ = 0.86), so a
-    share of prompts runs the next larger configuration instead, chosen so that the
-    projected ρ averages ρ_max. ρ is projected as if every user ran this node's mix, which
-    is where a swarm of nodes with this policy settles.
+    Like `threshold`, each user may load the swarm as much as one sending the fair rate at
+    the asked (M, k) (see `fair_rate`). A node whose users send more runs their prompts with
+    fewer inferences on average: the largest (M', k') within that budget, and for a share of
+    prompts the next larger one, so that the average meets the budget rather than falling
+    short of it. When even local answers exceed it, that share is refused. Inferences stand
+    in for load here (Theorem 1's ρ is proportional to them).
     """
 
     rho_max: float = DEFAULT_RHO_MAX
@@ -141,39 +141,42 @@ class DegradeAdmission:
 
     def decide(self, context: AdmissionContext) -> Decision:
         request = context.request
+        point = context.point
+        rho = projected_rho(point, request.layers, request.proposers)
+        if rho is None or rho < self.rho_max:
+            return Decision("accept", request, projected_rho=rho)
+        fair = fair_rate(point, request.layers, request.proposers, self.rho_max)
+        own = point.rates()[0]
+        if own <= fair:
+            return Decision("accept", request, projected_rho=rho)
         options = candidate_configurations(request.layers, request.proposers)
-        rhos = [projected_rho(context.point, layers, proposers) for layers, proposers in options]
-        fits = [i for i, rho in enumerate(rhos) if rho is None or rho < self.rho_max]
-        if fits and fits[0] == 0:
-            return Decision("accept", request, projected_rho=rhos[0])
-        if not fits:
-            return Decision(
-                "refuse",
-                request,
-                f"even a local answer would put the swarm at ρ = {rhos[-1]:.2f} "
-                f"≥ {self.rho_max:.2f}",
-                _retry_after(context),
-                rhos[-1],
-            )
-        chosen = fits[0]
-        smaller, larger = rhos[chosen], rhos[chosen - 1]
-        assert smaller is not None and larger is not None  # an unknown ρ always fits
-        # ρ is linear in the share of prompts that run the larger configuration
-        if self._share.take((self.rho_max - smaller) / (larger - smaller)):
+        costs = [
+            stability.inferences_per_prompt(layers, min(proposers, point.n - 1))
+            for layers, proposers in options
+        ]
+        budget = costs[0] * fair / own  # inferences per prompt this node's users may average
+        why = (
+            f"the swarm's users ask for ρ = {rho:.2f}; to keep it below ρ_max = "
+            f"{self.rho_max:.2f} this node's prompts may average {budget:.1f} inferences"
+        )
+        chosen = next((i for i, cost in enumerate(costs) if cost <= budget), None)
+        if chosen is None:  # even a local answer is over budget: answer a share of prompts
+            if not self._share.take(budget):
+                return Decision("refuse", request, why, _retry_after(context), rho)
+            chosen = len(options) - 1
+        elif self._share.take(
+            (budget - costs[chosen]) / (costs[chosen - 1] - costs[chosen])
+        ):
             chosen -= 1
         if chosen == 0:
-            return Decision("accept", request, projected_rho=rhos[0])
+            return Decision("accept", request, projected_rho=rho)
         layers, proposers = options[chosen]
-        reason = (
-            f"degraded from M={request.layers}, k={request.proposers} to M={layers}, "
-            f"k={proposers}: as asked the swarm would be at ρ = {rhos[0]:.2f}; the mix of "
-            f"sizes keeps it at ρ_max = {self.rho_max:.2f} on average"
-        )
         return Decision(
             "degrade",
             attrs.evolve(request, layers=layers, proposers=proposers),
-            reason,
-            projected_rho=rhos[chosen],
+            f"degraded from M={request.layers}, k={request.proposers} to M={layers}, "
+            f"k={proposers}: {why}",
+            projected_rho=rho,
         )
 
 
