@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING
 
 import attrs
@@ -16,7 +17,7 @@ from dmoa_p2p.wire import ChatTurn, Proposal, Refusal, Task
 if TYPE_CHECKING:
     from dmoa_p2p.moa.engine import _Query
 
-_LIVENESS_CHECK_S = 1.0  # how often a layer checks that the peers it waits for are still there
+DEPARTURE_CHECK_S = 1.0  # how often the engine checks that awaited proposers are still there
 
 
 @attrs.frozen
@@ -29,10 +30,10 @@ class Reply:
 class LayerRun:
     """Sends the layer's tasks and collects replies until every proposer is accounted for.
 
-    A proposer that refuses or cannot be reached is replaced by a live peer not yet asked in
-    this layer (and not yet refused in this query), at most k times per layer; one that
-    leaves mid-layer is given up on; one that stays silent is reported when the layer's
-    deadline cancels the collection.
+    A proposer that refuses, cannot be reached or leaves mid-layer is replaced by a live peer
+    not yet asked in this layer (and not yet refused in this query), at most k times per
+    layer; one that stays silent is reported when the layer's deadline cancels the
+    collection.
     """
 
     def __init__(
@@ -66,12 +67,8 @@ class LayerRun:
         for peer in self.asked:
             nursery.start_soon(self._dispatch, peer)
         while self.pending:
-            reply = None
-            with trio.move_on_after(_LIVENESS_CHECK_S):
-                reply = await self._inbox.receive()
-            if reply is None:
-                self._give_up_on_departed()
-            elif reply.peer_id in self.pending:  # else: not asked, or answered already
+            reply = await self._inbox.receive()
+            if reply.peer_id in self.pending:  # else: not asked, or answered already
                 self.pending.discard(reply.peer_id)
                 self._handle(reply, nursery)
 
@@ -135,9 +132,17 @@ class LayerRun:
         except OverlayError as exc:
             await self.replies.send(Reply(peer, None, f"unreachable: {exc}"))
 
-    def _give_up_on_departed(self) -> None:
-        # a proposer that left mid-layer will never answer: stop waiting for it
+    def deliver(self, reply: Reply) -> None:
+        """Hand a reply to the collecting loop without waiting.
+
+        A reply after the layer closed has nowhere to go, and a peer that floods replies only
+        loses its own: neither may block this node.
+        """
+        with contextlib.suppress(trio.WouldBlock):
+            self.replies.send_nowait(reply)
+
+    def notice_departures(self) -> None:
+        """A proposer that left will never answer: count it as missing (and replace it)."""
         for peer_id in sorted(self.pending):
             if not self.query.engine._reachable(peer_id):
-                self.pending.discard(peer_id)
-                self.missing.append(MissingProposer(peer_id, "left during the layer"))
+                self.deliver(Reply(peer_id, None, "left during the layer"))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import random
@@ -13,7 +12,7 @@ import attrs
 import trio
 
 from dmoa_p2p.backends import ChatMessage, GenerationParams, TextCallback
-from dmoa_p2p.moa._layer import LayerRun, Reply
+from dmoa_p2p.moa._layer import DEPARTURE_CHECK_S, LayerRun, Reply
 from dmoa_p2p.moa._types import (
     Aggregator,
     LayerPlan,
@@ -58,15 +57,23 @@ class MoaEngine:
         self._peers = peers
         self._reachable = reachable
         self._rng = rng or random.Random()
-        self._inboxes: dict[tuple[str, int], trio.MemorySendChannel[Reply]] = {}
+        self._layers: dict[tuple[str, int], LayerRun] = {}  # this node's open layers
         self._nursery: trio.Nursery | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Own the tasks that serve peers, until cancelled."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            nursery.start_soon(self._watch_departures)
             task_status.started()
             await trio.sleep_forever()
+
+    async def _watch_departures(self) -> None:
+        """Tell open layers which of their proposers left: one check for all of them."""
+        while True:
+            await trio.sleep(DEPARTURE_CHECK_S)
+            for run in list(self._layers.values()):
+                run.notice_departures()
 
     # ---- receiving -------------------------------------------------------------------
 
@@ -76,12 +83,9 @@ class MoaEngine:
             if message.recipient == self.peer_id and self._nursery is not None:
                 self._nursery.start_soon(self._serve_task, message)
         elif isinstance(message, Proposal | Refusal):
-            inbox = self._inboxes.get((message.query_id, message.layer))
-            if message.recipient == self.peer_id and message.origin == self.peer_id and inbox:
-                # a reply after the layer closed has nowhere to go, and a peer that floods
-                # replies only loses its own: neither may block this node
-                with contextlib.suppress(trio.WouldBlock):
-                    inbox.send_nowait(Reply(author, message))
+            run = self._layers.get((message.query_id, message.layer))
+            if message.recipient == self.peer_id and message.origin == self.peer_id and run:
+                run.deliver(Reply(author, message))
 
     async def _serve_task(self, task: Task) -> None:
         params = GenerationParams(
@@ -272,14 +276,14 @@ class _Query:
         """Ask the origin and the layer's proposers; return the proposals that came back."""
         run = LayerRun(self, index, layer, messages)
         own: list[str] = []
-        self.engine._inboxes[(self.query_id, index)] = run.replies
+        self.engine._layers[(self.query_id, index)] = run
         try:
             with trio.move_on_after(self.request.layer_timeout_s):
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._own_proposal, messages, index, own)
                     await run.collect(nursery)
         finally:
-            del self.engine._inboxes[(self.query_id, index)]
+            del self.engine._layers[(self.query_id, index)]
         self.layer_records.append(run.record(own_answered=bool(own), truncated=truncated))
         return own + list(run.proposals.values())
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 import socket
 import time
 from collections import Counter
@@ -85,6 +86,7 @@ class Node:
         overlay: Overlay,
         backend: Backend,
         wall_clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
     ) -> None:
         self.config = config
         self.identity = identity
@@ -106,6 +108,7 @@ class Node:
             self._send_moa,
             self._peer_loads,
             lambda peer_id: self.gossip.can_reach(self.overlay, peer_id),
+            rng,
         )
         self.events: Counter[str] = Counter()
         self._dialer: PeerDialer | None = None
@@ -326,11 +329,13 @@ async def open_node(
     control: bool = True,
     wall_clock: Callable[[], float] = time.time,
     http_socket: socket.socket | None = None,
+    rng: random.Random | None = None,
 ) -> AsyncIterator[Node]:
     """Start a node, yield it once it is listening and subscribed, stop it on exit.
 
     With `config.http` it also serves its HTTP API (`dmoa_p2p.http`), on `http_socket` if
-    the caller bound it already.
+    the caller bound it already. `rng` draws the node's proposers (seed it for repeatable
+    runs).
     """
     from dmoa_p2p.http import bind_http_socket, serve_http  # the HTTP layer sits above
     from dmoa_p2p.node._control import serve_control
@@ -346,7 +351,7 @@ async def open_node(
         backend = backend or load_plugin("backend", config.backend)(config.backend_options)
         try:
             async with opener(identity, config.listen_addrs) as overlay:
-                node = Node(config, identity, overlay, backend, wall_clock)
+                node = Node(config, identity, overlay, backend, wall_clock, rng)
                 async with trio.open_nursery() as nursery:
                     await nursery.start(node.run)
                     if control:

@@ -106,10 +106,9 @@ async def open_swarm(
                         backend=backend,
                         control=False,
                         wall_clock=wall_clock,
+                        rng=config.rng("proposers", i),  # repeatable choices of proposers
                     )
                 )
-                # the engine draws proposers from its own generator: seed it for repeatable runs
-                node.engine._rng = config.rng("proposers", i)
                 nodes.append(node)
             await _wait_converged(nodes, timeout_s=60.0)
             yield nodes

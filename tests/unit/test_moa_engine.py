@@ -107,7 +107,7 @@ async def test_a_full_queue_refuses_and_the_origin_continues(
         assert answer.text
 
 
-async def test_a_proposer_that_leaves_mid_layer_is_not_waited_for(
+async def test_a_proposer_that_leaves_mid_layer_is_replaced(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
     network = MemoryNetwork(latency_s=0.005)
@@ -130,19 +130,32 @@ async def test_a_proposer_that_leaves_mid_layer_is_not_waited_for(
         leaver: Node = await nursery.start(run_leaver, origin.listen_addrs)
         await wait_for(lambda: origin.live_peer_ids() == {helper.peer_id, leaver.peer_id})
 
-        async def leave_soon() -> None:
-            await trio.sleep(2.0)
-            leaver_scope.cancel()
+        joined: list[Node] = []
 
-        nursery.start_soon(leave_soon)
+        async def join_then_leave() -> None:
+            # a peer not asked yet joins, then the slow proposer leaves: the layer asks the
+            # newcomer instead of waiting 100 s for the leaver or going on without it
+            await trio.sleep(0.5)
+            async with memory_node(
+                network, tmp_path / "d", origin.listen_addrs, FakeBackend(1.0)
+            ) as newcomer:
+                joined.append(newcomer)
+                await wait_for(lambda: newcomer.peer_id in origin.live_peer_ids())
+                leaver_scope.cancel()
+                await trio.sleep_forever()
+
+        nursery.start_soon(join_then_leave)
         start = trio.current_time()
         answer = await origin.ask(QueryRequest("Hi", 1, 2, layer_timeout_s=120.0))
         assert trio.current_time() - start < 10.0
         (layer,) = answer.trace.layers
+        (newcomer,) = joined
         assert [(m.node, m.reason) for m in layer.missing] == [
             (leaver.peer_id, "left during the layer")
         ]
-        assert set(layer.answered) == {origin.peer_id, helper.peer_id}
+        assert layer.replacements == (newcomer.peer_id,)
+        assert set(layer.answered) == {origin.peer_id, helper.peer_id, newcomer.peer_id}
+        nursery.cancel_scope.cancel()
 
 
 @pytest.mark.parametrize("aggregator", ["shortest", "vote", "longest"])
