@@ -300,6 +300,8 @@ def test_bad_envelope_fields_are_malformed(index: int, value: Any) -> None:
         ("mean_service_s", math.nan),
         ("service_var_s2", math.inf),
         ("service_var_s2", False),
+        ("service_samples", -1),
+        ("service_samples", None),
         ("queue_length", True),
         ("queue_length", "1"),
         ("queue_length", 1.0),

@@ -191,6 +191,7 @@ presences = st.builds(
     models=st.lists(short_text, max_size=16).map(tuple),
     mean_service_s=optional_metric,
     service_var_s2=optional_metric,
+    service_samples=st.integers(min_value=0, max_value=2**63 - 1),
     queue_length=st.integers(min_value=0, max_value=2**63 - 1),
     queue_capacity=st.integers(min_value=0, max_value=1000),
     arrival_rate=optional_metric,
