@@ -8,7 +8,7 @@ M proposer layers, k proposers per layer. Every prompt costs (k+1)·M + 1 infere
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import attrs
@@ -189,15 +189,29 @@ def max_stable_scale(
     own = max(lam * (layers + 1) * a for lam, a in zip(rates, alphas, strict=True))
     if own == 0:
         return math.inf
-    # Bisection needs the stable scales to form an interval [0, s*): each ρ_i grows with s,
-    # as a device's own load grows and every other device's spare capacity shrinks.
-    # At s = 1/own some device's own users alone keep it busy: unstable.
-    low, high = 0.0, 1.0 / own
+
+    def busiest(s: float) -> float:
+        scaled = [s * lam for lam in rates]
+        arrivals = inference_arrival_rates(scaled, alphas, layers, proposers, choice, floor)
+        return max(device_utilisations(arrivals, alphas))
+
+    # Each ρ_i grows with s: a device's own load grows and every other device's spare
+    # capacity shrinks. At s = 1/own some device's own users alone keep it busy.
+    return crossing(busiest, 1.0 / own)
+
+
+def crossing(f: Callable[[float], float], start: float) -> float:
+    """The s > 0 where an increasing, unbounded f reaches 1. Exact to the bisection tolerance.
+
+    Doubles from `start` until f ≥ 1, then bisects to a relative `BISECTION_TOLERANCE`; the
+    result is never below the crossing: f(s) ≥ 1.
+    """
+    low, high = 0.0, start
+    while f(high) < 1.0:
+        low, high = high, 2.0 * high
     while high - low > BISECTION_TOLERANCE * high:
         mid = (low + high) / 2
-        scaled = [mid * lam for lam in rates]
-        arrivals = inference_arrival_rates(scaled, alphas, layers, proposers, choice, floor)
-        if max(device_utilisations(arrivals, alphas)) < 1.0:
+        if f(mid) < 1.0:
             low = mid
         else:
             high = mid

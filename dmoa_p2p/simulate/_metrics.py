@@ -16,6 +16,7 @@ from dmoa_p2p.simulate._model import (
     device_utilisations,
     predicted_mean_queue,
     predicted_threshold,
+    saturation_rate,
     theorem1_rate,
 )
 
@@ -193,9 +194,14 @@ class RunResult:
 
     @property
     def busy_knee(self) -> float:
-        """λ / busiest device's busy fraction: where that device would be busy all the time."""
-        top = max(self.busy)
-        return self.config.rate / top if top > 0 else math.inf
+        """The λ at which the busiest device would be busy all the time.
+
+        Busy fractions scaled along the predicted ρ_i(λ): λ / max busy fraction under
+        uniform choice, where ρ_i is linear in λ.
+        """
+        rhos = device_utilisations(self.config)
+        scales = [b / rho if rho > 0 else 0.0 for b, rho in zip(self.busy, rhos, strict=True)]
+        return saturation_rate(self.config, scales)
 
     def to_json(self) -> dict[str, Any]:
         c = self.config

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import math
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import attrs
 
@@ -111,6 +111,22 @@ def device_utilisations(config: RunConfig, rate: float | None = None) -> list[fl
         [lam] * config.n, alphas, config.layers, config.proposers, _choice(config)
     )
     return st.device_utilisations(arrivals, alphas)
+
+
+def saturation_rate(config: RunConfig, scales: Sequence[float]) -> float:
+    """The λ at which max_i scales_i·ρ_i(λ) reaches 1, ρ_i from `device_utilisations`.
+
+    With busy fractions measured as scales_i·ρ_i: where the busiest device would be busy all
+    the time. Under uniform choice ρ_i is linear in λ; under `capacity` it is not.
+    """
+    if max(scales) <= 0:
+        return math.inf
+
+    def busiest(lam: float) -> float:
+        rhos = device_utilisations(config, lam)
+        return max(c * rho for c, rho in zip(scales, rhos, strict=True))
+
+    return st.crossing(busiest, predicted_threshold(config))
 
 
 def predicted_mean_queue(config: RunConfig, rate: float | None = None) -> float:

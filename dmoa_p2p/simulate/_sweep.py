@@ -12,8 +12,10 @@ import attrs
 from dmoa_p2p.simulate._metrics import RunResult
 from dmoa_p2p.simulate._model import (
     RunConfig,
+    device_utilisations,
     predicted_mean_queue,
     predicted_threshold,
+    saturation_rate,
     theorem1_rate,
 )
 from dmoa_p2p.simulate._run import Progress, simulate, simulate_real
@@ -27,7 +29,8 @@ KNEE_MEANS = (
     "slope of the mean queue (over nodes) against time in the measured window; a hinge "
     "drift = s·max(0, λ − knee) is fitted to (realised λ, drift) over all points by least "
     "squares. Cross-check (busy_knee): λ at which the busiest device's busy fraction, "
-    "fitted as b·λ through the origin over unsaturated points, would reach 1."
+    "fitted per device as c·ρ(λ) over unsaturated points (ρ the strategy's predicted "
+    "utilisation; b·λ through the origin under uniform choice), would reach 1."
 )
 
 
@@ -84,17 +87,24 @@ def hinge_fit(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float] |
 
 
 def busy_knee(results: Sequence[RunResult]) -> float | None:
-    """1 / max_i b_i, where busy_i = b_i·λ is fitted through the origin per device."""
+    """Where max_i c_i·ρ_i(λ) = 1, busy_i = c_i·ρ_i(λ) fitted by least squares per device.
+
+    ρ_i is the strategy's predicted utilisation at the realised λ: linear in λ under uniform
+    choice (then this is 1 / max_i b_i for busy_i = b_i·λ through the origin), not so under
+    `capacity`, whose weights change with λ.
+    """
     points = [r for r in results if max(r.busy) < SATURATED_BUSY and r.realised_rate > 0]
     if not points:
         return None
-    n = len(points[0].busy)
-    slopes = []
-    for i in range(n):
-        sxy = sum(r.realised_rate * r.busy[i] for r in points)
-        sxx = sum(r.realised_rate**2 for r in points)
-        slopes.append(sxy / sxx)
-    return 1.0 / max(slopes) if max(slopes) > 0 else None
+    base = points[0].config
+    rhos = [device_utilisations(base, r.realised_rate) for r in points]
+    scales = []
+    for i in range(base.n):
+        sxy = sum(rho[i] * r.busy[i] for rho, r in zip(rhos, points, strict=True))
+        sxx = sum(rho[i] ** 2 for rho in rhos)
+        scales.append(sxy / sxx if sxx > 0 else 0.0)
+    knee = saturation_rate(base, scales)
+    return knee if math.isfinite(knee) else None
 
 
 @attrs.frozen

@@ -15,7 +15,7 @@ from dmoa_p2p.cli import cli
 from dmoa_p2p.simulate import RunConfig, RunResult, predicted_mean_queue, predicted_threshold
 from dmoa_p2p.simulate import simulate as run
 from dmoa_p2p.simulate._metrics import books_balance, percentile, slope
-from dmoa_p2p.simulate._model import device_utilisations
+from dmoa_p2p.simulate._model import device_utilisations, saturation_rate
 from dmoa_p2p.simulate._sweep import hinge_fit, point_config
 
 # n=3, M=1, k=1: 3 inferences per prompt, α = 1 s, so λ* = 1/3 per user; cheap to simulate
@@ -116,6 +116,18 @@ def test_predicted_threshold_follows_the_strategy() -> None:
     assert max(rhos) == pytest.approx(0.908, abs=0.001)
     assert math.isinf(predicted_mean_queue(at(1.0)))
     assert math.isinf(predicted_mean_queue(capacity, predicted_threshold(capacity)))
+
+
+def test_saturation_rate_follows_the_predicted_utilisation() -> None:
+    # busy fractions exactly as predicted: busy all the time at the predicted threshold
+    slow = RunConfig((1, 1, 1, 1, 4, 4, 4, 4), 2, 2, 0.01, 10)
+    for config in (BASE, slow, attrs.evolve(slow, strategy="capacity")):
+        assert saturation_rate(config, [1.0] * config.n) == pytest.approx(
+            predicted_threshold(config), rel=1e-9
+        )
+    # uniform choice: ρ is linear in λ, so twice as busy saturates at half the rate
+    assert saturation_rate(BASE, [2.0, 1.0, 1.0]) == pytest.approx(THRESHOLD / 2)
+    assert math.isinf(saturation_rate(BASE, [0.0] * 3))
 
 
 def test_sweep_points_have_their_own_seeds_and_rates() -> None:

@@ -93,6 +93,12 @@ def test_capacity_bisection_agrees_with_closed_forms() -> None:
     assert math.isinf(st.max_stable_scale([0.0, 0.0], [1.0, 1.0], 2, 1, "capacity"))
 
 
+def test_crossing_doubles_then_bisects() -> None:
+    assert st.crossing(lambda s: s * s, 0.1) == pytest.approx(1.0, rel=1e-11)
+    assert st.crossing(lambda s: s * s, 0.1) ** 2 >= 1.0  # never below the crossing
+    assert st.crossing(lambda s: s / 3, 100.0) == pytest.approx(3.0, rel=1e-11)
+
+
 def test_selection_probabilities_sum_to_k_and_never_exceed_one() -> None:
     table = st.selection_probabilities([1.0, 1.0, 10.0, 0.5], 2)
     for j, row in enumerate(table):
