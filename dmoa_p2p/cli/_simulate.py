@@ -113,9 +113,10 @@ def simulate(**options: Any) -> None:
     \b
     Knee: each point's drift is the least-squares slope of the mean queue against
     time; drift = s·max(0, λ − knee) is fitted over all points (realised λ).
-    Cross-check: the λ at which the busiest device's busy fraction, fitted as b·λ
-    over unsaturated points, would reach 1. Predicted queue: M/M/1 per device with
-    ρ from the per-device condition of the strategy (an approximation).
+    Cross-check: the λ at which the busiest device's busy fraction, fitted as c·ρ(λ)
+    over unsaturated points (ρ: the strategy's predicted utilisation), would reach 1.
+    Predicted queue: M/M/1 per device with ρ from the per-device condition of the
+    strategy (an approximation).
     """
     base, multipliers = _base_config(options)
     sweep = _run(base, multipliers, options["real"], options["as_json"])

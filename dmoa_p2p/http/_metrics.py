@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from dmoa_p2p.node import Node
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-OUTCOMES = ("accepted", "degraded", "refused", "answered", "failed")
+OUTCOMES = ("accepted", "degraded", "refused", "answered", "failed", "cancelled")
 # LLM calls take from milliseconds (fake backend) to minutes (large models on a CPU)
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 300, 600)
 FINAL_LAYER = "final"
@@ -55,7 +55,8 @@ class NodeCollector(Collector):
         )
         yield from self._load()
         prompts = CounterMetricFamily(
-            "dmoa_prompts", "User prompts by outcome (admitted, refused, then answered or failed)",
+            "dmoa_prompts",
+            "User prompts by outcome (admitted, refused, then answered, failed or cancelled)",
             labels=["outcome"],
         )
         for outcome in OUTCOMES:

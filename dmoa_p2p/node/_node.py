@@ -64,6 +64,13 @@ def load_admission(name: str, options: dict[str, str]) -> AdmissionPolicy:
 _options = cattrs.Converter(forbid_extra_keys=True)
 
 
+def _only_cancelled(exc: BaseException) -> bool:
+    """trio.Cancelled, alone or as the only kind in a nursery's exception group."""
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.split(trio.Cancelled)[1] is None
+    return isinstance(exc, trio.Cancelled)
+
+
 def _load_of(p: Presence) -> PeerLoad:
     return PeerLoad(
         p.peer_id,
@@ -208,7 +215,7 @@ class Node:
 
         Admission control decides first: the prompt runs as asked, runs with a smaller (M, k)
         (said in the trace), or is refused with AdmissionRefused. Every prompt is counted in
-        `outcomes` once as admitted or refused, and once more as answered or failed.
+        `outcomes` once as admitted or refused, and once more as answered, failed or cancelled.
         `on_text` gets the answer's text as the final aggregation produces it.
         """
         return await self.answer(self.admit(request), on_text)
@@ -232,12 +239,13 @@ class Node:
         return decision
 
     async def answer(self, decision: Decision, on_text: TextCallback | None = None) -> Answer:
-        """Run an admitted prompt (see `admit`); counted as answered or failed."""
+        """Run an admitted prompt (see `admit`); counted as answered, failed or cancelled (the
+        asker gave up, e.g. an HTTP client that left)."""
         notes = (decision.reason,) if decision.reason else ()
         try:
             answer = await self.engine.ask(decision.request, notes, on_text)
-        except BaseException:
-            self.outcomes["failed"] += 1
+        except BaseException as exc:
+            self.outcomes["cancelled" if _only_cancelled(exc) else "failed"] += 1
             raise
         self.outcomes["answered"] += 1
         for listener in self.answer_listeners:

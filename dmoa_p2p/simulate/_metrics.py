@@ -112,7 +112,7 @@ def books(raw: Raw) -> dict[str, int]:
 def books_balance(raw: Raw) -> bool:
     """Arrivals = answered + refused + failed + unfinished, and the nodes counted the same.
 
-    A node counts a prompt cancelled at the end of the run as failed.
+    A node counts a prompt still running at the end of the run as cancelled.
     """
     b = books(raw)
     ours = b["answered"] + b["refused"] + b["failed"] + b["unfinished"] == b["arrivals"]
@@ -121,7 +121,8 @@ def books_balance(raw: Raw) -> bool:
         ours
         and nodes["answered"] == b["answered"]
         and nodes["refused"] == b["refused"]
-        and nodes["failed"] == b["failed"] + b["unfinished"]
+        and nodes["failed"] == b["failed"]
+        and nodes["cancelled"] == b["unfinished"]
         and nodes["accepted"] + nodes["degraded"] + nodes["refused"] == b["arrivals"]
     )
 

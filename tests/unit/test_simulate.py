@@ -76,21 +76,27 @@ def test_above_threshold_without_admission_the_queue_grows_with_run_length() -> 
 
 @pytest.mark.parametrize("policy", ["threshold", "degrade"])
 def test_above_threshold_admission_keeps_the_queue_bounded(policy: str) -> None:
-    # 70 s warm-up: the node measures arrival rates over 60 s before admission can judge
-    results = [run(at(1.2, duration_s=d, warmup_s=70, admission=policy)) for d in (200, 600)]
+    # at ρ_max = 0.9 a queue relaxes over hundreds of service times: a 300 s warm-up lets it
+    # settle, so growth over the window means instability, not filling
+    results = [
+        run(at(1.2, duration_s=d, warmup_s=300, admission=policy)) for d in (300, 900)
+    ]
     for result in results:
-        assert abs(result.queue.growth) < 2.0
-        assert result.queue.mean < 8.0
+        assert abs(result.queue.growth) < 4.0
+        assert result.queue.drift_per_s < 0.005  # without admission: above 0.05
+        assert result.queue.mean < 10.0
+        # the busiest device is held at ρ_max = 0.9, so the swarm does about that much work
+        assert 0.85 < result.to_json()["utilisation"] < 0.95
         assert_books(result)
     short, long = results
-    assert long.queue.mean < 2 * short.queue.mean + 1
+    assert long.queue.mean < 1.5 * short.queue.mean + 1
     data = long.to_json()
     if policy == "threshold":
         assert data["books"]["refused"] > 0  # refused, counted and reported
         assert data["measured_refused"] > 0
     else:
         assert data["books"]["degraded"] > 0
-        assert data["books"]["answered"] > 0.9 * data["books"]["arrivals"]
+        assert data["books"]["answered"] == data["books"]["arrivals"]
 
 
 def test_refused_prompts_are_reported_not_dropped() -> None:
