@@ -200,6 +200,27 @@ def max_stable_scale(
     return crossing(busiest, 1.0 / own)
 
 
+def fair_rate_cap(
+    rates: Sequence[float], alphas: Sequence[float], layers: int, proposers: int, rho_max: float
+) -> float:
+    """The max-min fair per-user rate c: with every λ_i held to min(λ_i, c) under uniform
+    choice, the busiest device is at ρ_max. Exact to the bisection tolerance.
+
+    Users below c keep their rate. When even uncapped rates keep every device below ρ_max,
+    c is the largest rate (nobody needs holding back).
+    """
+    highest = max(rates, default=0.0)
+
+    def busiest(cap: float) -> float:
+        capped = [min(lam, cap) for lam in rates]
+        arrivals = uniform_arrival_rates(capped, layers, proposers)
+        return max(device_utilisations(arrivals, alphas)) / rho_max
+
+    if highest == 0 or busiest(highest) < 1.0:
+        return highest
+    return crossing(busiest, highest)
+
+
 def crossing(f: Callable[[float], float], start: float) -> float:
     """The s > 0 where an increasing, unbounded f reaches 1. Exact to the bisection tolerance.
 

@@ -99,29 +99,12 @@ class ThresholdAdmission:
 
 
 def fair_rate(point: OperatingPoint, layers: int, proposers: int, rho_max: float) -> float:
-    """The per-user rate cap c at which the busiest device reaches ρ_max (max-min fairness).
-
-    Users offering less than c keep their rate, the others are held to c. The projected ρ
-    grows with c, so c is found by bisection (to 1e-12 of the largest offered rate).
-    """
+    """`stability.fair_rate_cap` at this operating point; ∞ while no service time is known."""
     alphas = point.alphas()
-    offered = point.rates()
-    if alphas is None or not offered:
+    if alphas is None:
         return math.inf
     k = min(proposers, point.n - 1)
-
-    def busiest(cap: float) -> float:
-        capped = [min(rate, cap) for rate in offered]
-        arrivals = stability.uniform_arrival_rates(capped, layers, k)
-        return max(stability.device_utilisations(arrivals, alphas))
-
-    low, high = 0.0, max(offered)
-    if busiest(high) < rho_max:
-        return high
-    while high - low > 1e-12 * max(offered):
-        middle = (low + high) / 2
-        low, high = (middle, high) if busiest(middle) < rho_max else (low, middle)
-    return low
+    return stability.fair_rate_cap(point.rates(), alphas, layers, k, rho_max)
 
 
 @attrs.define

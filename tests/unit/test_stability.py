@@ -140,3 +140,13 @@ def test_stability_command_reports_thresholds_as_json() -> None:
     bad = CliRunner().invoke(cli, ["stability", "--n", "2", "-M", "1", "-k", "2"])
     assert bad.exit_code == 2
     assert "need at least 3 devices" in bad.output
+
+
+def test_fair_rate_cap_holds_heavy_users_and_spares_light_ones() -> None:
+    # equal users, (4,2,2), α = 1: everyone is held to ρ_max / 7
+    assert st.fair_rate_cap([0.5] * 4, [1.0] * 4, 2, 2, 0.9) == pytest.approx(0.9 / 7)
+    # n=3, (1,1): device i gets 2λ_i + ½·Σ_{j≠i} λ_j; with 0.05 untouched, 2c + ½(0.05 + c) = 0.9
+    assert st.fair_rate_cap([0.05, 0.6, 0.6], [1.0] * 3, 1, 1, 0.9) == pytest.approx(0.35)
+    # nobody needs holding back: the cap is the largest rate
+    assert st.fair_rate_cap([0.01, 0.02], [1.0, 1.0], 1, 1, 0.9) == 0.02
+    assert st.fair_rate_cap([0.0, 0.0], [1.0, 1.0], 1, 1, 0.9) == 0.0
