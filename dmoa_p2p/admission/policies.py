@@ -79,23 +79,40 @@ class ThresholdAdmission:
 
     def decide(self, context: AdmissionContext) -> Decision:
         request = context.request
-        point = context.point
-        rho = projected_rho(point, request.layers, request.proposers)
-        if rho is None or rho < self.rho_max:
-            return Decision("accept", request, projected_rho=rho)
-        fair = fair_rate(point, request.layers, request.proposers, self.rho_max)
-        own = point.rates()[0]
-        if own <= fair or self._share.take(fair / own):
-            return Decision("accept", request, projected_rho=rho)
+        load = _FairShare.assess(context, self.rho_max)
+        if load.share >= 1.0 or self._share.take(load.share):
+            return Decision("accept", request, projected_rho=load.rho)
         return Decision(
             "refuse",
             request,
-            f"the swarm's users ask for ρ = {rho:.2f}; to keep it below ρ_max = "
-            f"{self.rho_max:.2f} each user may send {fair * 60:.2g} prompts a minute, and "
-            f"this node's send {own * 60:.2g}",
+            f"the swarm's users ask for ρ = {load.rho:.2f}; to keep it below ρ_max = "
+            f"{self.rho_max:.2f} each user may send {load.fair_rate * 60:.2g} prompts a "
+            f"minute, and this node's send {load.own_rate * 60:.2g}",
             _retry_after(context),
-            rho,
+            load.rho,
         )
+
+
+@attrs.frozen
+class _FairShare:
+    """What share of this node's prompts fits under ρ_max, by max-min fairness."""
+
+    rho: float | None  # projected at the asked (M, k) from the offered rates
+    fair_rate: float  # the per-user cap; ∞ while nobody needs holding back
+    own_rate: float  # what this node's users offer
+
+    @property
+    def share(self) -> float:
+        return 1.0 if self.own_rate <= self.fair_rate else self.fair_rate / self.own_rate
+
+    @classmethod
+    def assess(cls, context: AdmissionContext, rho_max: float) -> _FairShare:
+        request, point = context.request, context.point
+        own = point.rates()[0]
+        rho = projected_rho(point, request.layers, request.proposers)
+        if rho is None or rho < rho_max:
+            return cls(rho, math.inf, own)
+        return cls(rho, fair_rate(point, request.layers, request.proposers, rho_max), own)
 
 
 def fair_rate(point: OperatingPoint, layers: int, proposers: int, rho_max: float) -> float:
@@ -124,42 +141,35 @@ class DegradeAdmission:
 
     def decide(self, context: AdmissionContext) -> Decision:
         request = context.request
-        point = context.point
-        rho = projected_rho(point, request.layers, request.proposers)
-        if rho is None or rho < self.rho_max:
-            return Decision("accept", request, projected_rho=rho)
-        fair = fair_rate(point, request.layers, request.proposers, self.rho_max)
-        own = point.rates()[0]
-        if own <= fair:
-            return Decision("accept", request, projected_rho=rho)
+        load = _FairShare.assess(context, self.rho_max)
+        if load.share >= 1.0:
+            return Decision("accept", request, projected_rho=load.rho)
         options = candidate_configurations(request.layers, request.proposers)
         costs = [
-            stability.inferences_per_prompt(layers, min(proposers, point.n - 1))
+            stability.inferences_per_prompt(layers, min(proposers, context.point.n - 1))
             for layers, proposers in options
         ]
-        budget = costs[0] * fair / own  # inferences per prompt this node's users may average
+        budget = costs[0] * load.share  # inferences per prompt this node's users may average
         why = (
-            f"the swarm's users ask for ρ = {rho:.2f}; to keep it below ρ_max = "
+            f"the swarm's users ask for ρ = {load.rho:.2f}; to keep it below ρ_max = "
             f"{self.rho_max:.2f} this node's prompts may average {budget:.1f} inferences"
         )
         chosen = next((i for i, cost in enumerate(costs) if cost <= budget), None)
         if chosen is None:  # even a local answer is over budget: answer a share of prompts
             if not self._share.take(budget):
-                return Decision("refuse", request, why, _retry_after(context), rho)
+                return Decision("refuse", request, why, _retry_after(context), load.rho)
             chosen = len(options) - 1
-        elif self._share.take(
-            (budget - costs[chosen]) / (costs[chosen - 1] - costs[chosen])
-        ):
+        elif self._share.take((budget - costs[chosen]) / (costs[chosen - 1] - costs[chosen])):
             chosen -= 1
         if chosen == 0:
-            return Decision("accept", request, projected_rho=rho)
+            return Decision("accept", request, projected_rho=load.rho)
         layers, proposers = options[chosen]
         return Decision(
             "degrade",
             attrs.evolve(request, layers=layers, proposers=proposers),
             f"degraded from M={request.layers}, k={request.proposers} to M={layers}, "
             f"k={proposers}: {why}",
-            projected_rho=rho,
+            projected_rho=load.rho,
         )
 
 
