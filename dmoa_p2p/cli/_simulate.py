@@ -145,7 +145,7 @@ def _base_config(options: dict[str, Any]) -> tuple[RunConfig, list[float]]:
     warmup: float | None = options["warmup"]
     if warmup is None:
         warmup = 50 * max(alphas)
-        if admission != "none":  # the node measures arrival rates over 60 s
+        if admission != "none":  # admission acts on measured service times and rates
             warmup = max(warmup, 70.0)
     base = RunConfig(
         alphas=tuple(alphas),

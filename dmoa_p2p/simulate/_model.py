@@ -78,7 +78,7 @@ class RunConfig:
 
 
 def default_warmup_s(alphas: tuple[float, ...]) -> float:
-    """Long enough for a full arrival-rate window (60 s) and many services on every device."""
+    """Long enough for many services on every device and dozens of prompts per user."""
     return max(70.0, 50.0 * max(alphas))
 
 
