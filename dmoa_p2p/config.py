@@ -131,12 +131,13 @@ class NodeConfig:
 
 def _explain(exc: BaseException) -> str:
     if isinstance(exc, cattrs.BaseValidationError):
-        return "; ".join(cattrs.transform_error(exc, path="config", format_exception=_describe))
+        problems = cattrs.transform_error(exc, path="config", format_exception=describe_error)
+        return "; ".join(problems)
     return str(exc)
 
 
-def _describe(exc: BaseException, type_: type | None) -> str:
-    # attrs validators carry the useful sentence; cattrs' default hides it
+def describe_error(exc: BaseException, type_: type | None) -> str:
+    """A field error for people: attrs validators carry the useful sentence."""
     if type(exc) in (ValueError, ConfigError):
         return str(exc)
     return cattrs.v.format_exception(exc, type_)

@@ -48,15 +48,44 @@ class _Job:
     error: BaseException | None = None
 
 
-class LoadEstimator:
-    """Service time mean and variance, and user-prompt arrival rate, over recent windows.
+class RateWindow:
+    """Events per second from the last `count` events, none older than `max_age_s`.
 
-    Both windows count events rather than seconds, so every estimate rests on enough samples
-    whatever the rates: the mean and variance are those of the last `service_window` service
-    times (which follows a model whose speed drifts), and the arrival rate comes from the last
-    `arrival_window` user prompts, none older than `max_age_s`. Admission compares the
-    busiest device's utilisation against ρ_max, and the maximum of a few noisy estimates is
-    biased upwards, so short windows would make a swarm refuse work it could do.
+    Counting events rather than seconds keeps enough samples whatever the rate. Unbiased for
+    Poisson events in both cases: while the window is not full, count / time observed; once
+    full, the time back to its oldest event spans `count` gaps, and (count − 1) / span is the
+    unbiased rate for such a Gamma-distributed span.
+    """
+
+    def __init__(self, clock: Callable[[], float], count: int, max_age_s: float) -> None:
+        self._clock = clock
+        self.max_age_s = max_age_s
+        self._times: collections.deque[float] = collections.deque(maxlen=count)
+        self._started = clock()
+
+    def observe(self) -> None:
+        self._times.append(self._clock())
+
+    @property
+    def rate(self) -> float | None:
+        now = self._clock()
+        while self._times and self._times[0] < now - self.max_age_s:
+            self._times.popleft()
+        if len(self._times) == self._times.maxlen:
+            return (len(self._times) - 1) / max(now - self._times[0], 1e-9)
+        span = min(self.max_age_s, now - self._started)
+        return len(self._times) / span if span > 0 else None
+
+
+class LoadEstimator:
+    """Service time mean and variance, and the users' prompt rates, over recent windows.
+
+    The mean and variance are those of the last `service_window` service times (which follows
+    a model whose speed drifts). Prompt rates come from the last `arrival_window` prompts:
+    `arrival_rate` counts every prompt users send (what admission must judge), and
+    `admitted_rate` those admitted (what loads this device). Admission compares the busiest
+    device's utilisation against ρ_max, and the maximum of a few noisy estimates is biased
+    upwards, so short windows would make a swarm refuse work it could do.
     """
 
     def __init__(
@@ -66,17 +95,19 @@ class LoadEstimator:
         arrival_window: int = 64,
         max_age_s: float = 600.0,
     ) -> None:
-        self._clock = clock
-        self.max_age_s = max_age_s
         self._services: collections.deque[float] = collections.deque(maxlen=service_window)
-        self._arrivals: collections.deque[float] = collections.deque(maxlen=arrival_window)
-        self._started = clock()
+        self._offered = RateWindow(clock, arrival_window, max_age_s)
+        self._admitted = RateWindow(clock, arrival_window, max_age_s)
 
     def observe_service(self, seconds: float) -> None:
         self._services.append(seconds)
 
     def observe_arrival(self) -> None:
-        self._arrivals.append(self._clock())
+        """A user sent a prompt (admitted or not)."""
+        self._offered.observe()
+
+    def observe_admitted(self) -> None:
+        self._admitted.observe()
 
     @property
     def service_samples(self) -> int:
@@ -95,18 +126,13 @@ class LoadEstimator:
 
     @property
     def arrival_rate(self) -> float | None:
-        """Prompts per second: unbiased for Poisson arrivals in both of its cases."""
-        now = self._clock()
-        while self._arrivals and self._arrivals[0] < now - self.max_age_s:
-            self._arrivals.popleft()
-        if len(self._arrivals) == self._arrivals.maxlen:
-            # a full window: the time back to its oldest arrival spans `maxlen` gaps, and
-            # (count - 1) / span is the unbiased rate for a Gamma-distributed span
-            return (len(self._arrivals) - 1) / max(now - self._arrivals[0], 1e-9)
-        span = min(self.max_age_s, now - self._started)
-        if span <= 0:
-            return None
-        return len(self._arrivals) / span
+        """User prompts per second, refused ones included."""
+        return self._offered.rate
+
+    @property
+    def admitted_rate(self) -> float | None:
+        """User prompts per second that admission let through."""
+        return self._admitted.rate
 
 
 class InferenceQueue:

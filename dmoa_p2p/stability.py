@@ -224,11 +224,16 @@ def fair_rate_cap(
 def crossing(f: Callable[[float], float], start: float) -> float:
     """The s > 0 where an increasing, unbounded f reaches 1. Exact to the bisection tolerance.
 
-    Doubles from `start` until f ≥ 1, then bisects to a relative `BISECTION_TOLERANCE`; the
-    result is never below the crossing: f(s) ≥ 1.
+    Doubles from `start` (> 0) until f ≥ 1, then bisects to a relative `BISECTION_TOLERANCE`;
+    the result is never below the crossing: f(s) ≥ 1. ValueError if f stays below 1 up to
+    the largest float.
     """
+    if not start > 0:
+        raise ValueError(f"the search must start above 0, not at {start}")
     low, high = 0.0, start
     while f(high) < 1.0:
+        if math.isinf(high):
+            raise ValueError("f never reaches 1")
         low, high = high, 2.0 * high
     while high - low > BISECTION_TOLERANCE * high:
         mid = (low + high) / 2

@@ -14,7 +14,6 @@ from dmoa_p2p.admission.policies import (
     EvenShare,
     NoAdmission,
     ThresholdAdmission,
-    fair_rate,
     projected_rho,
 )
 
@@ -30,6 +29,5 @@ __all__ = [
     "OperatingPoint",
     "ThresholdAdmission",
     "candidate_configurations",
-    "fair_rate",
     "projected_rho",
 ]

@@ -27,9 +27,19 @@ def projected_rho(point: OperatingPoint, layers: int, proposers: int) -> float |
     alphas = point.alphas()
     if alphas is None:
         return None
-    k = min(proposers, point.n - 1)
-    arrivals = stability.uniform_arrival_rates(point.rates(), layers, k)
+    return _busiest(point.rates(), alphas, layers, min(proposers, point.n - 1))
+
+
+def _busiest(rates: list[float], alphas: list[float], layers: int, proposers: int) -> float:
+    arrivals = stability.uniform_arrival_rates(rates, layers, proposers)
     return max(stability.device_utilisations(arrivals, alphas))
+
+
+def _rho_max_in_range(_instance: object, _attribute: object, value: float) -> None:
+    if not 0 < value < 1:
+        raise ValueError(
+            f"rho_max must be above 0 and below 1 (queues grow without bound at 1), not {value}"
+        )
 
 
 def _retry_after(context: AdmissionContext) -> float:
@@ -67,14 +77,17 @@ class NoAdmission:
 class ThresholdAdmission:
     """`threshold`: when the projected ρ is at or above ρ_max, admit only users' fair shares.
 
-    ρ is projected from the rates users offer (refused prompts included), so there is no
-    feedback loop to swing. Under overload every user may send up to the same rate (the
-    max-min fair share that brings the busiest device to ρ_max, see `fair_rate`): a node
-    whose users offer more admits that share of their prompts, evenly spread, and refuses
-    the rest with a reason and a retry-after; users who stay below it are never refused.
+    ρ is projected from the rates users offer (refused prompts included), so admitting
+    less does not lower the estimate and there is no feedback loop to swing. Under overload
+    every user may send up to the same rate (the max-min fair share that brings the busiest
+    device to ρ_max, `stability.fair_rate_cap`): a node whose users offer more admits that
+    share of their prompts, evenly spread, and refuses the rest with a reason and a
+    retry-after; users who stay below it are never refused. A client that retries refused
+    prompts raises its offered rate, so its share shrinks, but what is admitted stays at the
+    fair rate.
     """
 
-    rho_max: float = DEFAULT_RHO_MAX
+    rho_max: float = attrs.field(default=DEFAULT_RHO_MAX, validator=_rho_max_in_range)
     _share: EvenShare = attrs.field(factory=EvenShare, init=False, eq=False, repr=False)
 
     def decide(self, context: AdmissionContext) -> Decision:
@@ -86,8 +99,8 @@ class ThresholdAdmission:
             "refuse",
             request,
             f"the swarm's users ask for ρ = {load.rho:.2f}; to keep it below ρ_max = "
-            f"{self.rho_max:.2f} each user may send {load.fair_rate * 60:.2g} prompts a "
-            f"minute, and this node's send {load.own_rate * 60:.2g}",
+            f"{self.rho_max:.2f} each user may send {load.fair_rate * 60:.3g} prompts a "
+            f"minute, and this node's users send {load.own_rate * 60:.3g}",
             _retry_after(context),
             load.rho,
         )
@@ -108,20 +121,16 @@ class _FairShare:
     @classmethod
     def assess(cls, context: AdmissionContext, rho_max: float) -> _FairShare:
         request, point = context.request, context.point
-        own = point.rates()[0]
-        rho = projected_rho(point, request.layers, request.proposers)
-        if rho is None or rho < rho_max:
-            return cls(rho, math.inf, own)
-        return cls(rho, fair_rate(point, request.layers, request.proposers, rho_max), own)
-
-
-def fair_rate(point: OperatingPoint, layers: int, proposers: int, rho_max: float) -> float:
-    """`stability.fair_rate_cap` at this operating point; ∞ while no service time is known."""
-    alphas = point.alphas()
-    if alphas is None:
-        return math.inf
-    k = min(proposers, point.n - 1)
-    return stability.fair_rate_cap(point.rates(), alphas, layers, k, rho_max)
+        rates = point.rates()
+        alphas = point.alphas()  # pooled once for both figures
+        if alphas is None:
+            return cls(None, math.inf, rates[0])
+        k = min(request.proposers, point.n - 1)
+        rho = _busiest(rates, alphas, request.layers, k)
+        if rho < rho_max:
+            return cls(rho, math.inf, rates[0])
+        fair = stability.fair_rate_cap(rates, alphas, request.layers, k, rho_max)
+        return cls(rho, fair, rates[0])
 
 
 @attrs.define
@@ -129,14 +138,15 @@ class DegradeAdmission:
     """`degrade`: under overload, shrink (M, k) of the prompts of users above their fair share.
 
     Like `threshold`, each user may load the swarm as much as one sending the fair rate at
-    the asked (M, k) (see `fair_rate`). A node whose users send more runs their prompts with
-    fewer inferences on average: the largest (M', k') within that budget, and for a share of
-    prompts the next larger one, so that the average meets the budget rather than falling
-    short of it. When even local answers exceed it, that share is refused. Inferences stand
-    in for load here (Theorem 1's ρ is proportional to them).
+    the asked (M, k) (`stability.fair_rate_cap`). A node whose users send more runs their
+    prompts with fewer inferences on average: the largest (M', k') within that budget, and
+    for a share of prompts the next larger one, so that the average meets the budget rather
+    than falling short of it. Only when even local answers exceed the budget are prompts
+    refused (the share beyond it). Inferences stand in for load here (Theorem 1's ρ is
+    proportional to them).
     """
 
-    rho_max: float = DEFAULT_RHO_MAX
+    rho_max: float = attrs.field(default=DEFAULT_RHO_MAX, validator=_rho_max_in_range)
     _share: EvenShare = attrs.field(factory=EvenShare, init=False, eq=False, repr=False)
 
     def decide(self, context: AdmissionContext) -> Decision:
@@ -144,7 +154,10 @@ class DegradeAdmission:
         load = _FairShare.assess(context, self.rho_max)
         if load.share >= 1.0:
             return Decision("accept", request, projected_rho=load.rho)
-        options = candidate_configurations(request.layers, request.proposers)
+        asked = (request.layers, request.proposers)
+        options = candidate_configurations(*asked)
+        if options[0] != asked:  # (M, 0) is not a candidate, but it is what was asked
+            options = [asked, *options]
         costs = [
             stability.inferences_per_prompt(layers, min(proposers, context.point.n - 1))
             for layers, proposers in options
@@ -160,7 +173,7 @@ class DegradeAdmission:
                 return Decision("refuse", request, why, _retry_after(context), load.rho)
             chosen = len(options) - 1
         elif self._share.take((budget - costs[chosen]) / (costs[chosen - 1] - costs[chosen])):
-            chosen -= 1
+            chosen = costs.index(costs[chosen - 1])  # the largest size at that cost
         if chosen == 0:
             return Decision("accept", request, projected_rho=load.rho)
         layers, proposers = options[chosen]

@@ -52,6 +52,7 @@ def bench_presence(identity: NodeIdentity, listen_addrs: tuple[str, ...]) -> Pre
         queue_length=2,
         queue_capacity=64,
         arrival_rate=0.21,
+        admitted_rate=0.21,
         interval_s=2.0,
     )
 

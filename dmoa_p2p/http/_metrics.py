@@ -45,8 +45,14 @@ class NodeCollector(Collector):
         )
         yield GaugeMetricFamily(
             "dmoa_arrival_rate_per_second",
-            "Estimated λ: this node's user prompts per second (sliding window)",
+            "Estimated λ: this node's users' prompts per second, refused ones included "
+            "(the last 64 prompts)",
             value=_maybe(queue.load.arrival_rate),
+        )
+        yield GaugeMetricFamily(
+            "dmoa_admitted_rate_per_second",
+            "This node's users' prompts per second that admission let through",
+            value=_maybe(queue.load.admitted_rate),
         )
         yield GaugeMetricFamily(
             "dmoa_service_time_seconds",

@@ -17,13 +17,11 @@ from dmoa_p2p.wire import ChatTurn, Proposal, Refusal, Task
 if TYPE_CHECKING:
     from dmoa_p2p.moa.engine import _Query
 
-DEPARTURE_CHECK_S = 1.0  # how often the engine checks that awaited proposers are still there
-
 
 @attrs.frozen
 class Reply:
     peer_id: str
-    message: Proposal | Refusal | None  # None: the task never reached the peer
+    message: Proposal | Refusal | None  # None: the task never reached the peer, or it left
     failure: str = ""
 
 
@@ -45,6 +43,7 @@ class LayerRun:
         self.messages = messages
         self.asked: list[str] = list(layer.proposers)
         self.pending = set(layer.proposers)
+        self.sent: set[str] = set()  # proposers whose task was handed over
         self.missing: list[MissingProposer] = []
         self.replacements: list[str] = []
         self.proposals: dict[str, str] = {}
@@ -131,6 +130,8 @@ class LayerRun:
             await self.query.engine._send(peer, task)
         except OverlayError as exc:
             await self.replies.send(Reply(peer, None, f"unreachable: {exc}"))
+        else:
+            self.sent.add(peer)
 
     def deliver(self, reply: Reply) -> None:
         """Hand a reply to the collecting loop without waiting.
@@ -142,7 +143,10 @@ class LayerRun:
             self.replies.send_nowait(reply)
 
     def notice_departures(self) -> None:
-        """A proposer that left will never answer: count it as missing (and replace it)."""
-        for peer_id in sorted(self.pending):
+        """A proposer that left will never answer: count it as missing (and replace it).
+
+        Only proposers whose task went out: one still being dialled is not connected yet.
+        """
+        for peer_id in sorted(self.pending & self.sent):
             if not self.query.engine._reachable(peer_id):
                 self.deliver(Reply(peer_id, None, "left during the layer"))

@@ -48,9 +48,10 @@ class PeerLoad:
     mean_service_s: float | None = None
     queue_length: int = 0
     queue_capacity: int = 1
-    arrival_rate: float | None = None  # its users' prompts per second
+    arrival_rate: float | None = None  # its users' prompts per second, refused ones included
     service_var_s2: float | None = None
     service_samples: int = 0  # how many services mean_service_s rests on
+    admitted_rate: float | None = None  # its users' prompts per second that it admitted
 
 
 @attrs.frozen

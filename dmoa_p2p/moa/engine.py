@@ -12,7 +12,7 @@ import attrs
 import trio
 
 from dmoa_p2p.backends import ChatMessage, GenerationParams, TextCallback
-from dmoa_p2p.moa._layer import DEPARTURE_CHECK_S, LayerRun, Reply
+from dmoa_p2p.moa._layer import LayerRun, Reply
 from dmoa_p2p.moa._types import (
     Aggregator,
     LayerPlan,
@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 # (recipient peer id, message) -> sent, or OverlayError
 SendMessage = Callable[[str, Message], Awaitable[None]]
 PeerLoads = Callable[[], Sequence[PeerLoad]]
+
+DEPARTURE_CHECK_S = 1.0  # how often the engine checks that awaited proposers are still there
 
 
 def _from_turns(turns: Sequence[ChatTurn]) -> list[ChatMessage]:

@@ -86,9 +86,12 @@ def _service_times(peers: Sequence[PeerLoad]) -> list[float]:
 def spare_capacity_weights(peers: Sequence[PeerLoad], layers: int) -> list[float]:
     """`stability.spare_capacity_weights` from the peers' presence; no rate known counts as 0.
 
-    Each peer is assumed to run the same M as this query.
+    A peer's own load is the rate of prompts it admitted (what it offered, from peers that
+    do not say), and each peer is assumed to run the same M as this query.
     """
-    rates = [p.arrival_rate or 0.0 for p in peers]
+    rates = [
+        (p.admitted_rate if p.admitted_rate is not None else p.arrival_rate) or 0.0 for p in peers
+    ]
     return stability.spare_capacity_weights(rates, _service_times(peers), layers)
 
 

@@ -23,7 +23,7 @@ from dmoa_p2p.admission import (
     OperatingPoint,
 )
 from dmoa_p2p.backends import Backend, TextCallback
-from dmoa_p2p.config import ConfigError, NodeConfig
+from dmoa_p2p.config import ConfigError, NodeConfig, describe_error
 from dmoa_p2p.gossip import GossipPolicy
 from dmoa_p2p.identity import NodeIdentity, load_or_create_identity
 from dmoa_p2p.moa import Answer, MoaEngine, PeerLoad, QueryRequest
@@ -56,7 +56,9 @@ def load_admission(name: str, options: dict[str, str]) -> AdmissionPolicy:
     try:
         policy: AdmissionPolicy = _options.structure(options, cls)
     except cattrs.BaseValidationError as exc:
-        problems = "; ".join(cattrs.transform_error(exc, path=f"admission {name}"))
+        problems = "; ".join(
+            cattrs.transform_error(exc, f"admission {name}", format_exception=describe_error)
+        )
         raise ConfigError(f"bad admission options: {problems}") from exc
     return policy
 
@@ -80,6 +82,7 @@ def _load_of(p: Presence) -> PeerLoad:
         p.arrival_rate,
         p.service_var_s2,
         p.service_samples,
+        p.admitted_rate,
     )
 
 
@@ -143,6 +146,7 @@ class Node:
             queue_length=self.queue.length,
             queue_capacity=self.queue.capacity,
             arrival_rate=self.queue.load.arrival_rate,
+            admitted_rate=self.queue.load.admitted_rate,
             interval_s=self.config.presence_interval_s,
         )
 
@@ -162,6 +166,7 @@ class Node:
                     "queue_capacity": rec.presence.queue_capacity,
                     "mean_service_s": rec.presence.mean_service_s,
                     "arrival_rate": rec.presence.arrival_rate,
+                    "admitted_rate": rec.presence.admitted_rate,
                     "last_seen_s": round(now - rec.last_seen, 3),
                 }
                 for rec in self.peer_view.live(now)
@@ -177,6 +182,7 @@ class Node:
                 "mean_service_s": self.queue.load.mean_service_s,
                 "service_var_s2": self.queue.load.service_var_s2,
                 "arrival_rate": self.queue.load.arrival_rate,
+                "admitted_rate": self.queue.load.admitted_rate,
                 "served": self.queue.served,
                 "failed": self.queue.failed,
             },
@@ -235,12 +241,13 @@ class Node:
         if decision.action == "refuse":
             self.outcomes["refused"] += 1
             raise AdmissionRefused(decision.reason, decision.retry_after_s)
+        self.queue.load.observe_admitted()
         self.outcomes["degraded" if decision.action == "degrade" else "accepted"] += 1
         return decision
 
     async def answer(self, decision: Decision, on_text: TextCallback | None = None) -> Answer:
         """Run an admitted prompt (see `admit`); counted as answered, failed or cancelled (the
-        asker gave up, e.g. an HTTP client that left)."""
+        asker gave up, e.g. an HTTP client that left, or the node is stopping)."""
         notes = (decision.reason,) if decision.reason else ()
         try:
             answer = await self.engine.ask(decision.request, notes, on_text)
@@ -262,6 +269,7 @@ class Node:
             load.arrival_rate,
             load.service_var_s2,
             load.service_samples,
+            load.admitted_rate,
         )
 
     def operating_point(self) -> OperatingPoint:

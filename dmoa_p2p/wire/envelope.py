@@ -7,7 +7,7 @@ import attrs
 from dmoa_p2p.wire.messages import MAX_PEER_ID_CHARS, MESSAGE_TYPES, Message
 from dmoa_p2p.wire.validators import as_float, bounded_str, exact_bytes, finite_float, strict_int
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 NONCE_BYTES = 16
 PUBLIC_KEY_BYTES = 32
 SIGNATURE_BYTES = 64

@@ -49,7 +49,11 @@ class Presence:
     service_samples: int = attrs.field(validator=non_negative_int)
     queue_length: int = attrs.field(validator=non_negative_int)
     queue_capacity: int = attrs.field(validator=non_negative_int)
+    # its users' prompts per second: all they send, and those it admitted
     arrival_rate: float | None = attrs.field(
+        converter=as_optional_float, validator=optional_non_negative_float
+    )
+    admitted_rate: float | None = attrs.field(
         converter=as_optional_float, validator=optional_non_negative_float
     )
     # peers expire the sender after missing a few of these periods

@@ -36,7 +36,7 @@ def presence_of(identity: NodeIdentity) -> Presence:
     return Presence(
         peer_id=identity.peer_id, listen_addrs=(), models=(), mean_service_s=None,
         service_var_s2=None, service_samples=0, queue_length=0, queue_capacity=1,
-        arrival_rate=None, interval_s=60.0,
+        arrival_rate=None, admitted_rate=None, interval_s=60.0,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,6 @@ from dmoa_p2p.admission import (
     OperatingPoint,
     ThresholdAdmission,
     candidate_configurations,
-    fair_rate,
     projected_rho,
 )
 from dmoa_p2p.backends.fake import FakeBackend
@@ -59,7 +59,8 @@ def test_threshold_admits_the_share_of_prompts_that_fits_below_rho_max() -> None
     assert not any(actions[i : i + 3] == ["refuse"] * 3 for i in range(98))  # evenly spread
     refusal = next(d for d in decisions if d.action == "refuse")
     assert "users ask for ρ = 1.80" in refusal.reason
-    assert "each user may send 7.7 prompts a minute, and this node's send 15" in refusal.reason
+    assert "each user may send 7.71 prompts a minute" in refusal.reason
+    assert "this node's users send 15.4" in refusal.reason
     assert refusal.retry_after_s == pytest.approx(3.0)
     assert refusal.projected_rho == pytest.approx(1.8)
 
@@ -79,7 +80,6 @@ def test_threshold_holds_heavy_users_to_the_fair_rate_and_spares_light_ones() ->
         light.decide(context(request, heavy_first(0.05))).action == "accept" for _ in range(20)
     )
     # heavy users at 0.6 each: the cap c solves 2c + ½(0.05 + c) = 0.9, c = 0.35
-    assert fair_rate(heavy_first(0.6), 1, 1, 0.9) == pytest.approx(0.35, rel=1e-5)
     heavy = ThresholdAdmission(rho_max=0.9)
     actions = [heavy.decide(context(request, heavy_first(0.6))).action for _ in range(120)]
     assert 69 <= actions.count("accept") <= 70  # 0.35/0.6 of 120
@@ -162,3 +162,38 @@ async def test_a_refused_prompt_is_counted_and_explained(
                 await origin.ask(QueryRequest("second", 0, 0))
         assert origin.outcomes == {"accepted": 1, "answered": 1, "refused": 1}
         assert origin.status()["prompts"] == {"accepted": 1, "answered": 1, "refused": 1}
+        # users offered two prompts, one was admitted: both rates are advertised
+        load = origin.queue.load
+        assert load.arrival_rate is not None and load.admitted_rate is not None
+        assert load.arrival_rate == pytest.approx(2 * load.admitted_rate)
+        presence = origin.presence()
+        assert presence.admitted_rate is not None and presence.arrival_rate is not None
+
+
+def test_degrade_mixes_a_peerless_request_with_local_answers() -> None:
+    # (3,0) costs 4 local inferences; at λ = 0.5, α = 1 on 2 devices ρ = 2.0, the fair rate
+    # is 0.9/4 = 0.225, so prompts may average 4·0.45 = 1.8: 4 in 15 as asked, 11 local
+    policy = DegradeAdmission(rho_max=0.9)
+    request = QueryRequest("q", 3, 0)
+    decisions = [policy.decide(context(request, point(2, 1.0, 0.5))) for _ in range(15)]
+    accepted = [d for d in decisions if d.action == "accept"]
+    degraded = [d for d in decisions if d.action == "degrade"]
+    assert (len(accepted), len(degraded)) == (4, 11)
+    assert all((d.request.layers, d.request.proposers) == (3, 0) for d in accepted)
+    assert all((d.request.layers, d.request.proposers) == (0, 0) for d in degraded)
+
+
+def test_degrade_never_picks_a_smaller_size_that_costs_the_same() -> None:
+    # alone (n = 1) k does not count: (2,2) and (2,1) both cost 3, (1,2) and (1,1) both 2
+    policy = DegradeAdmission(rho_max=0.9)
+    decisions = [
+        policy.decide(context(QueryRequest("q", 2, 2), point(1, 1.0, 0.5))) for _ in range(10)
+    ]
+    sizes = Counter((d.request.layers, d.request.proposers) for d in decisions)
+    assert sizes == {(1, 2): 8, (0, 0): 2}  # budget 1.8 = 0.8·2 + 0.2·1
+
+
+def test_rho_max_must_keep_queues_bounded() -> None:
+    for bad in ("0", "1", "1.2", "-0.5"):
+        with pytest.raises(ConfigError, match="rho_max must be above 0 and below 1"):
+            load_admission("threshold", {"rho_max": bad})

@@ -74,6 +74,7 @@ async def test_forged_presence_is_rejected_and_counted(
             queue_length=0,
             queue_capacity=1,
             arrival_rate=None,
+            admitted_rate=None,
             interval_s=1.0,
         )
         await intruder.publish(PRESENCE_TOPIC, seal(forged, NodeIdentity.generate(), wall_clock()))

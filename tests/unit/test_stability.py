@@ -150,3 +150,11 @@ def test_fair_rate_cap_holds_heavy_users_and_spares_light_ones() -> None:
     # nobody needs holding back: the cap is the largest rate
     assert st.fair_rate_cap([0.01, 0.02], [1.0, 1.0], 1, 1, 0.9) == 0.02
     assert st.fair_rate_cap([0.0, 0.0], [1.0, 1.0], 1, 1, 0.9) == 0.0
+
+
+def test_crossing_fails_loudly_instead_of_searching_forever() -> None:
+    assert st.crossing(lambda s: s / 3.0, 0.5) == pytest.approx(3.0)
+    with pytest.raises(ValueError, match="never reaches 1"):
+        st.crossing(lambda s: 0.5, 1.0)
+    with pytest.raises(ValueError, match="start above 0"):
+        st.crossing(lambda s: s, 0.0)

@@ -174,6 +174,12 @@ def test_weights_are_spare_capacity_with_the_median_rate_for_unknown_times() -> 
     assert spare_capacity_weights([PeerLoad("x"), PeerLoad("y")], 2) == [1.0, 1.0]
 
 
+def test_a_peer_that_refuses_most_prompts_is_loaded_by_the_ones_it_admits() -> None:
+    # its users offer 2 prompts a second, it admits 0.1: its own load is 3 × 0.1
+    throttled = PeerLoad("t", mean_service_s=1.0, arrival_rate=2.0, admitted_rate=0.1)
+    assert spare_capacity_weights([throttled], 2) == pytest.approx([1.0 - 0.3])
+
+
 @pytest.mark.parametrize(
     ("name", "cls"),
     [

@@ -42,6 +42,7 @@ def presence(identity: NodeIdentity = ALICE, **changes: Any) -> Presence:
         "queue_length": 1,
         "queue_capacity": 8,
         "arrival_rate": 0.1,
+        "admitted_rate": 0.05,
         "interval_s": 5.0,
     }
     fields.update(changes)
@@ -211,8 +212,10 @@ def test_int_timestamp_on_the_wire_is_read_as_the_same_float() -> None:
 
 def test_other_versions_are_unknown_whatever_their_layout() -> None:
     fields = wire_fields(seal(presence(), ALICE, NOW, NONCE))
-    assert reason_of(pack([2, *fields[1:]])) is RejectReason.UNKNOWN_VERSION
-    assert reason_of(pack([2])) is RejectReason.UNKNOWN_VERSION
+    assert reason_of(pack([PROTOCOL_VERSION + 1, *fields[1:]])) is RejectReason.UNKNOWN_VERSION
+    # version 1 had no service_samples and admitted_rate in presence
+    assert reason_of(pack([1, *fields[1:]])) is RejectReason.UNKNOWN_VERSION
+    assert reason_of(pack([PROTOCOL_VERSION + 1])) is RejectReason.UNKNOWN_VERSION
     assert reason_of(pack([0, "x", "y"])) is RejectReason.UNKNOWN_VERSION
 
 
@@ -244,8 +247,8 @@ def test_over_the_kind_cap_is_oversize() -> None:
         pack([]),
         pack([True]),
         pack([1.0]),
-        pack([1, "presence"]),
-        pack([1, 7, 0, 0, 0, 0, 0, 0]),
+        pack([PROTOCOL_VERSION, "presence"]),
+        pack([PROTOCOL_VERSION, 7, 0, 0, 0, 0, 0, 0]),
         b"\xdd\xff\xff\xff\xff",  # an array claiming 4 billion items
         b"\x91" * 100_000,  # nesting far deeper than any message
         b"\xd4\x05\x00",  # extension type

@@ -30,6 +30,7 @@ BODY = Presence(
     queue_length=1,
     queue_capacity=8,
     arrival_rate=0.2,
+    admitted_rate=0.1,
     interval_s=5.0,
 )
 VALID = seal(BODY, ALICE, NOW)
@@ -195,6 +196,7 @@ presences = st.builds(
     queue_length=st.integers(min_value=0, max_value=2**63 - 1),
     queue_capacity=st.integers(min_value=0, max_value=1000),
     arrival_rate=optional_metric,
+    admitted_rate=optional_metric,
     interval_s=st.floats(min_value=1e-3, max_value=3600),
 )
 

@@ -13,6 +13,7 @@ import pytest
 from dmoa_p2p.identity import NodeIdentity
 from dmoa_p2p.wire import (
     MAX_ENVELOPE_BYTES,
+    PROTOCOL_VERSION,
     MessageGate,
     Presence,
     RejectReason,
@@ -47,6 +48,7 @@ def presence(identity: NodeIdentity = ALICE, **changes: Any) -> Presence:
         "queue_length": 0,
         "queue_capacity": 4,
         "arrival_rate": None,
+        "admitted_rate": None,
         "interval_s": 5.0,
     }
     fields.update(changes)
@@ -96,7 +98,11 @@ def test_admits_a_genuine_fresh_message() -> None:
 
 BAD_INPUTS: list[tuple[str, Callable[[], bytes], RejectReason]] = [
     ("garbage", lambda: b"\x00\x01", RejectReason.MALFORMED),
-    ("version 2", lambda: with_field(sealed(), 0, 2), RejectReason.UNKNOWN_VERSION),
+    (
+        "next version",
+        lambda: with_field(sealed(), 0, PROTOCOL_VERSION + 1),
+        RejectReason.UNKNOWN_VERSION,
+    ),
     ("unknown kind", lambda: with_field(sealed(), 1, "gossip"), RejectReason.UNKNOWN_KIND),
     ("over global cap", lambda: b"\x90" * (MAX_ENVELOPE_BYTES + 1), RejectReason.OVERSIZE),
     (
