@@ -20,6 +20,7 @@ from libp2p.pubsub.pubsub import Pubsub
 from libp2p.tools.anyio_service import background_trio_service
 
 from dmoa_p2p.identity import NodeIdentity
+from dmoa_p2p.overlay._delivery import RECEIVE_CAPACITY, deliver
 from dmoa_p2p.overlay._libp2p_direct import DirectStreams, error_reason
 from dmoa_p2p.overlay._protocol import (
     DirectHandler,
@@ -31,9 +32,6 @@ from dmoa_p2p.overlay._protocol import (
 
 _log = logging.getLogger(__name__)
 
-# py-libp2p's own subscription channel holds 32 messages; ours absorbs bursts behind it
-RECEIVE_CAPACITY = 4096
-_WARN_EVERY = 100  # dropped messages per warning
 CONNECT_TIMEOUT_S = 10.0
 _CLOSE_TIMEOUT_S = 5.0
 _SHUTDOWN_RACE = "Nursery is closed to new arrivals"
@@ -167,21 +165,7 @@ class Libp2pOverlay:
         message = OverlayMessage(
             topic=topic, data=bytes(raw.data), publisher=str(ID(raw.from_id).to_base58())
         )
-        try:
-            send.send_nowait(message)
-        except trio.WouldBlock:
-            self.dropped[topic] += 1
-            if self.dropped[topic] % _WARN_EVERY == 1:  # a stuck receiver must not flood the log
-                _log.warning(
-                    "receiver of topic %r is full: dropped a message (%d so far)",
-                    topic,
-                    self.dropped[topic],
-                )
-        except trio.BrokenResourceError:
-            self.dropped[topic] += 1
-            _log.debug("receiver of topic %r is closed: message dropped", topic)
-        except trio.ClosedResourceError:
-            pass  # the overlay is closing
+        deliver(send, message, self.dropped)
 
     def _shutdown(self) -> None:
         """Close our channels and stop the drain tasks; libp2p stops after this."""

@@ -12,6 +12,7 @@ import attrs
 import trio
 
 from dmoa_p2p.identity import NodeIdentity
+from dmoa_p2p.overlay._delivery import RECEIVE_CAPACITY, deliver
 from dmoa_p2p.overlay._protocol import (
     DirectHandler,
     Overlay,
@@ -22,8 +23,6 @@ from dmoa_p2p.overlay._protocol import (
 
 _log = logging.getLogger(__name__)
 
-RECEIVE_CAPACITY = 4096
-_WARN_EVERY = 100  # dropped messages per warning
 # publishes waiting for delivery; publish() waits when this many are pending
 OUTBOUND_CAPACITY = 64
 _ADDRESS = re.compile(r"/memory/(\d+)/p2p/(\w+)")
@@ -260,19 +259,7 @@ class MemoryOverlay:
             valid = False
         if not valid:
             return False
-        try:
-            subscription.send.send_nowait(OverlayMessage(topic, data, publisher))
-        except trio.WouldBlock:
-            self.dropped[topic] += 1
-            if self.dropped[topic] % _WARN_EVERY == 1:  # a stuck receiver must not flood the log
-                _log.warning(
-                    "receiver of topic %r is full: dropped a message (%d so far)",
-                    topic,
-                    self.dropped[topic],
-                )
-        except trio.BrokenResourceError:
-            self.dropped[topic] += 1
-            _log.debug("receiver of topic %r is closed: message dropped", topic)
+        deliver(subscription.send, OverlayMessage(topic, data, publisher), self.dropped)
         return True
 
     def _leave(self) -> None:

@@ -11,7 +11,8 @@ import trio.testing
 
 from dmoa_p2p.identity import NodeIdentity
 from dmoa_p2p.overlay import MemoryNetwork, Overlay, OverlayError, OverlayMessage
-from dmoa_p2p.overlay._memory import RECEIVE_CAPACITY, MemoryOverlay
+from dmoa_p2p.overlay._delivery import RECEIVE_CAPACITY
+from dmoa_p2p.overlay._memory import MemoryOverlay
 
 TOPIC = "t"
 

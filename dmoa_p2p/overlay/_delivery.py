@@ -1,0 +1,40 @@
+"""Handing received pubsub messages to their subscriber without ever waiting."""
+
+from __future__ import annotations
+
+import collections
+import logging
+
+import trio
+
+from dmoa_p2p.overlay._protocol import OverlayMessage
+
+_log = logging.getLogger(__name__)
+
+# py-libp2p's own subscription channel holds 32 messages; ours absorbs bursts behind it
+RECEIVE_CAPACITY = 4096
+_WARN_EVERY = 100  # dropped messages per warning
+
+
+def deliver(
+    send: trio.MemorySendChannel[OverlayMessage],
+    message: OverlayMessage,
+    dropped: collections.Counter[str],
+) -> None:
+    """Queue `message` for its subscriber; a full or gone subscriber loses it, counted."""
+    topic = message.topic
+    try:
+        send.send_nowait(message)
+    except trio.WouldBlock:
+        dropped[topic] += 1
+        if dropped[topic] % _WARN_EVERY == 1:  # a stuck receiver must not flood the log
+            _log.warning(
+                "receiver of topic %r is full: dropped a message (%d so far)",
+                topic,
+                dropped[topic],
+            )
+    except trio.BrokenResourceError:
+        dropped[topic] += 1
+        _log.debug("receiver of topic %r is closed: message dropped", topic)
+    except trio.ClosedResourceError:
+        pass  # the overlay is closing
