@@ -12,6 +12,7 @@ import attrs
 import cattrs
 
 DEFAULT_LISTEN = "/ip4/0.0.0.0/tcp/4001"
+CONTROL_SOCKET_NAME = "control.sock"
 LOCALHOST_LISTEN = "/ip4/127.0.0.1/tcp/0"
 
 
@@ -108,7 +109,7 @@ class NodeConfig:
 
     @property
     def control_path(self) -> Path:
-        return self.control_socket or self.data_dir / "control.sock"
+        return self.control_socket or control_socket_path(self.data_dir)
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> NodeConfig:
@@ -127,6 +128,11 @@ class NodeConfig:
             raise ConfigError(f"config {path} is not valid TOML: {exc}") from exc
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls.from_mapping(values)
+
+
+def control_socket_path(data_dir: Path) -> Path:
+    """Where the node whose data directory is `data_dir` answers local commands."""
+    return data_dir / CONTROL_SOCKET_NAME
 
 
 def _explain(exc: BaseException) -> str:

@@ -3,9 +3,10 @@
 from dmoa_p2p.admission._protocol import (
     AdmissionContext,
     AdmissionPolicy,
-    AdmissionRefused,
     Decision,
     OperatingPoint,
+    PromptRefused,
+    RefusalCause,
     candidate_configurations,
 )
 from dmoa_p2p.admission.policies import (
@@ -20,13 +21,14 @@ from dmoa_p2p.admission.policies import (
 __all__ = [
     "AdmissionContext",
     "AdmissionPolicy",
-    "AdmissionRefused",
     "CapAdmission",
     "Decision",
     "DegradeAdmission",
     "EvenShare",
     "NoAdmission",
     "OperatingPoint",
+    "PromptRefused",
+    "RefusalCause",
     "ThresholdAdmission",
     "candidate_configurations",
     "projected_rho",

@@ -12,13 +12,21 @@ from dmoa_p2p.admission._pooling import ServiceEstimate, pooled_service_times
 from dmoa_p2p.moa import PeerLoad, QueryRequest
 
 Action = Literal["accept", "degrade", "refuse"]
+# why a prompt was refused: the swarm's projected load is over the policy's threshold, this
+# node's queue is full, the node's own cap on queued prompts is reached, or its model failed
+RefusalCause = Literal["swarm_overloaded", "queue_full", "cap", "model_unavailable"]
 
 
-class AdmissionRefused(Exception):
-    """The node refuses this prompt now; `retry_after_s` says when trying again makes sense."""
+class PromptRefused(Exception):
+    """The node refuses this prompt now, for `cause`; `retry_after_s` says when to try again.
 
-    def __init__(self, reason: str, retry_after_s: float) -> None:
+    Raised where the decision is made (admission, or the node when its model cannot
+    answer); the HTTP API and the CLI only translate it.
+    """
+
+    def __init__(self, cause: RefusalCause, reason: str, retry_after_s: float) -> None:
         super().__init__(f"{reason}; retry in {retry_after_s:.1f} s")
+        self.cause: RefusalCause = cause
         self.reason = reason
         self.retry_after_s = retry_after_s
 
@@ -68,10 +76,18 @@ class Decision:
     reason: str = ""
     retry_after_s: float = 0.0
     projected_rho: float | None = None  # the busiest device's utilisation, if it was computed
+    cause: RefusalCause | None = None  # set when the action is "refuse"
+
+    def refusal(self) -> PromptRefused:
+        return PromptRefused(self.cause or "swarm_overloaded", self.reason, self.retry_after_s)
 
 
 class AdmissionPolicy(Protocol):
-    """Decides, for each new user prompt, whether the swarm can take it on."""
+    """Decides, for each new user prompt, whether the swarm can take it on.
+
+    One instance per node, built from `--admission-option` values when the node starts and
+    kept until it stops (so a policy may keep state, e.g. the share it admitted).
+    """
 
     def decide(self, context: AdmissionContext) -> Decision: ...
 

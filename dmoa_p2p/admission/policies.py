@@ -103,6 +103,7 @@ class ThresholdAdmission:
             f"minute, and this node's users send {load.own_rate * 60:.3g}",
             _retry_after(context),
             load.rho,
+            "swarm_overloaded",
         )
 
 
@@ -170,7 +171,9 @@ class DegradeAdmission:
         chosen = next((i for i, cost in enumerate(costs) if cost <= budget), None)
         if chosen is None:  # even a local answer is over budget: answer a share of prompts
             if not self._share.take(budget):
-                return Decision("refuse", request, why, _retry_after(context), load.rho)
+                return Decision(
+                    "refuse", request, why, _retry_after(context), load.rho, "swarm_overloaded"
+                )
             chosen = len(options) - 1
         elif self._share.take((budget - costs[chosen]) / (costs[chosen - 1] - costs[chosen])):
             chosen = costs.index(costs[chosen - 1])  # the largest size at that cost
@@ -201,4 +204,5 @@ class CapAdmission:
             context.request,
             f"this node's queue holds {context.queue_length} prompts (cap {cap})",
             _retry_after(context),
+            cause="queue_full" if cap >= context.queue_capacity else "cap",
         )

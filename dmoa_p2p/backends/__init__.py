@@ -1,10 +1,11 @@
 """LLM backends: the plugin interface, optional streaming, and the built-in `fake` test backend."""
 
+from dmoa_p2p.backends._loading import load_backend
 from dmoa_p2p.backends._protocol import (
     Backend,
     BackendBusy,
     BackendError,
-    BackendFactory,
+    BackendPlugin,
     ChatMessage,
     Generation,
     GenerationParams,
@@ -17,11 +18,12 @@ __all__ = [
     "Backend",
     "BackendBusy",
     "BackendError",
-    "BackendFactory",
+    "BackendPlugin",
     "ChatMessage",
     "Generation",
     "GenerationParams",
     "Role",
     "StreamingBackend",
     "TextCallback",
+    "load_backend",
 ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal, Protocol, runtime_checkable
 
 import attrs
@@ -82,7 +82,9 @@ class StreamingBackend(Backend, Protocol):
     ) -> Generation: ...
 
 
-class BackendFactory(Protocol):
-    """What a `dmoa_p2p.backends` entry point names: options in, a backend out."""
+class BackendPlugin(Protocol):
+    """What a `dmoa_p2p.backends` entry point names: an attrs class whose fields are the
+    backend's options, built by `dmoa_p2p.registry.create_plugin`; `load()` opens the model
+    (slow, and where a missing model file is reported)."""
 
-    def __call__(self, options: Mapping[str, str]) -> Backend: ...
+    def load(self) -> Backend: ...

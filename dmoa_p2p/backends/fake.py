@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
+import attrs
 import trio
 
 from dmoa_p2p.backends._protocol import (
@@ -100,15 +102,18 @@ class FakeBackend:
         return None
 
 
-def create(options: Mapping[str, str]) -> FakeBackend:
-    """Entry point: options `service_time` (s), `distribution`, `seed`, `model`, `context`."""
-    try:
+@attrs.frozen
+class FakeOptions:
+    """The `fake` backend's options: `service_time` (s), `distribution`, `seed`, `model`,
+    `context` (tokens)."""
+
+    service_time: float = attrs.field(default=0.2, validator=attrs.validators.ge(0.0))
+    distribution: Literal["fixed", "exponential"] = "fixed"
+    seed: int = 0
+    model: str = "fake"
+    context: int = attrs.field(default=4096, validator=attrs.validators.ge(16))
+
+    def load(self) -> FakeBackend:
         return FakeBackend(
-            mean_s=float(options.get("service_time", "0.2")),
-            distribution=options.get("distribution", "fixed"),
-            seed=int(options.get("seed", "0")),
-            model_name=options.get("model", "fake"),
-            context_length=int(options.get("context", "4096")),
+            self.service_time, self.distribution, self.seed, self.model, self.context
         )
-    except ValueError as exc:
-        raise BackendError(f"bad option for the fake backend: {exc}") from exc

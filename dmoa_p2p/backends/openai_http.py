@@ -7,9 +7,10 @@ import json
 import logging
 import math
 import os
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
+import attrs
 import httpx
 import trio
 
@@ -24,7 +25,6 @@ from dmoa_p2p.backends._protocol import (
 
 log = logging.getLogger(__name__)
 
-KNOWN_OPTIONS = ("base_url", "model", "api_key", "context_length", "timeout_s", "retries")
 # what `model_name` says before the server has been asked which model it serves
 UNDISCOVERED_MODEL_NAME = "openai-compatible"
 _MAX_MODEL_NAME = 128  # presence and proposal messages carry at most this many characters
@@ -314,31 +314,29 @@ def _describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def create(options: Mapping[str, str]) -> OpenAIHttpBackend:
-    """Entry point: options `base_url` (required), `model`, `api_key`, `context_length`,
-    `timeout_s`, `retries`; the API key defaults to the OPENAI_API_KEY environment variable."""
-    unknown = sorted(set(options) - set(KNOWN_OPTIONS))
-    if unknown:
-        raise BackendError(
-            f"unknown option(s) for the openai backend: {', '.join(unknown)}; "
-            f"known: {', '.join(KNOWN_OPTIONS)}"
+@attrs.frozen
+class OpenAIOptions:
+    """The `openai` backend's options; the API key defaults to $OPENAI_API_KEY."""
+
+    base_url: str = ""
+    model: str | None = None  # None: the server's first
+    api_key: str | None = attrs.field(default=None, repr=False)
+    context_length: int = attrs.field(default=4096, validator=attrs.validators.ge(1))
+    timeout_s: float = attrs.field(default=300.0, validator=attrs.validators.gt(0.0))
+    retries: int = attrs.field(default=3, validator=attrs.validators.ge(0))
+
+    def load(self) -> OpenAIHttpBackend:
+        base_url = self.base_url.strip()
+        if not base_url:
+            raise BackendError(
+                "the openai backend needs its server's URL: "
+                "pass -o base_url=http://127.0.0.1:8080/v1"
+            )
+        return OpenAIHttpBackend(
+            base_url,
+            model=self.model or None,
+            api_key=self.api_key or os.environ.get("OPENAI_API_KEY") or None,
+            context_length=self.context_length,
+            timeout_s=self.timeout_s,
+            retries=self.retries,
         )
-    base_url = options.get("base_url", "").strip()
-    if not base_url:
-        raise BackendError(
-            "the openai backend needs its server's URL: pass -o base_url=http://127.0.0.1:8080/v1"
-        )
-    try:
-        context_length = int(options.get("context_length", "4096"))
-        timeout_s = float(options.get("timeout_s", "300"))
-        retries = int(options.get("retries", "3"))
-    except ValueError as exc:
-        raise BackendError(f"bad option for the openai backend: {exc}") from exc
-    return OpenAIHttpBackend(
-        base_url,
-        model=options.get("model") or None,
-        api_key=options.get("api_key") or os.environ.get("OPENAI_API_KEY") or None,
-        context_length=context_length,
-        timeout_s=timeout_s,
-        retries=retries,
-    )

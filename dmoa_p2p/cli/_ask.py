@@ -12,8 +12,19 @@ import trio
 from rich.table import Table
 from rich.tree import Tree
 
+from dmoa_p2p.backends import GenerationParams
 from dmoa_p2p.cli._common import console, data_dir_option, json_option, print_json, user_errors
-from dmoa_p2p.node import call_control
+from dmoa_p2p.config import control_socket_path
+from dmoa_p2p.control import call_control
+from dmoa_p2p.moa import (
+    DEFAULT_AGGREGATOR,
+    DEFAULT_LAYER_TIMEOUT_S,
+    DEFAULT_LAYERS,
+    DEFAULT_PROPOSERS,
+    DEFAULT_STRATEGY,
+    MAX_LAYERS,
+    MAX_PROPOSERS,
+)
 from dmoa_p2p.registry import PLUGIN_GROUPS, list_plugins
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -25,43 +36,48 @@ def query_options(func: F) -> F:
         click.option(
             "--layers",
             "-M",
-            type=click.IntRange(0, 16),
-            default=1,
+            type=click.IntRange(0, MAX_LAYERS),
+            default=DEFAULT_LAYERS,
             show_default=True,
             help="Proposer layers M (0: the local model answers alone).",
         ),
         click.option(
             "--proposers",
             "-k",
-            type=click.IntRange(0, 32),
-            default=2,
+            type=click.IntRange(0, MAX_PROPOSERS),
+            default=DEFAULT_PROPOSERS,
             show_default=True,
             help="Peers asked per layer, besides this node.",
         ),
         click.option(
             "--strategy",
-            default="augmented",
+            default=DEFAULT_STRATEGY,
             show_default=True,
             help="Strategy plugin (see `dmoa-p2p plugins`).",
         ),
         click.option(
             "--aggregator",
-            default="moa",
+            default=DEFAULT_AGGREGATOR,
             show_default=True,
             help="Aggregator plugin (see `dmoa-p2p plugins`).",
         ),
         click.option(
             "--max-tokens",
             type=click.IntRange(1),
-            default=256,
+            default=GenerationParams().max_tokens,
             show_default=True,
             help="Answer length cap for every call.",
         ),
-        click.option("--temperature", type=click.FloatRange(0), default=0.7, show_default=True),
+        click.option(
+            "--temperature",
+            type=click.FloatRange(0),
+            default=GenerationParams().temperature,
+            show_default=True,
+        ),
         click.option(
             "--layer-timeout",
             type=click.FloatRange(min=0.1),
-            default=300.0,
+            default=DEFAULT_LAYER_TIMEOUT_S,
             show_default=True,
             help="Seconds a layer waits for slow proposers.",
         ),
@@ -150,7 +166,7 @@ def ask(prompt: str, data_dir: Path, as_json: bool, show_trace: bool, **params: 
     request = query_request(params, prompt)
     with user_errors():
         answer = trio.run(
-            functools.partial(call_control, data_dir / "control.sock", "ask", request=request)
+            functools.partial(call_control, control_socket_path(data_dir), "ask", request=request)
         )
     show_answer(answer, show_trace, as_json)
 

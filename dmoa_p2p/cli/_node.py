@@ -9,6 +9,7 @@ import click
 import trio
 from rich.table import Table
 
+from dmoa_p2p.app import App, serve_app
 from dmoa_p2p.cli._common import (
     backend_options,
     console,
@@ -19,10 +20,10 @@ from dmoa_p2p.cli._common import (
     run_until_signalled,
     user_errors,
 )
-from dmoa_p2p.config import DEFAULT_LISTEN, NodeConfig
+from dmoa_p2p.config import DEFAULT_LISTEN, NodeConfig, control_socket_path
+from dmoa_p2p.control import call_control
 from dmoa_p2p.http import bind_http_socket
 from dmoa_p2p.identity import KEY_FILE_NAME, NodeIdentity, load_or_create_identity, save_identity
-from dmoa_p2p.node import Node, call_control, serve_node
 
 
 @click.command()
@@ -127,25 +128,26 @@ def node(
         http_socket = bind_http_socket(config.http) if config.http else None
 
     async def main(nursery: trio.Nursery) -> None:
-        running = await nursery.start(functools.partial(serve_node, config, http_socket))
+        running = await nursery.start(functools.partial(serve_app, config, http_socket))
         _announce(running, as_json)
         await trio.sleep_forever()
 
     run_until_signalled(main)
 
 
-def _announce(running: Node, as_json: bool) -> None:
+def _announce(running: App, as_json: bool) -> None:
+    node = running.node
     if as_json:
         print_json(
             {
-                "peer_id": running.peer_id,
-                "listen_addrs": list(running.listen_addrs),
+                "peer_id": node.peer_id,
+                "listen_addrs": list(node.listen_addrs),
                 "http": list(running.http_urls),
             }
         )
         return
-    console.print(f"node [bold]{running.peer_id}[/] listening on:")
-    for addr in running.listen_addrs:
+    console.print(f"node [bold]{node.peer_id}[/] listening on:")
+    for addr in node.listen_addrs:
         console.print(f"  {addr}", soft_wrap=True)
     for url in running.http_urls:
         console.print(f"OpenAI API: {url}/v1  status: {url}/status", soft_wrap=True)
@@ -158,7 +160,7 @@ def _announce(running: Node, as_json: bool) -> None:
 def peers(data_dir: Path, as_json: bool) -> None:
     """Show the peers a running node sees (its peer view)."""
     with user_errors():
-        status = trio.run(call_control, data_dir / "control.sock", "status")
+        status = trio.run(call_control, control_socket_path(data_dir), "status")
     if as_json:
         print_json(status["peers"])
         return

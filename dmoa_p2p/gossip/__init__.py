@@ -7,6 +7,7 @@ from dmoa_p2p.gossip._policies import (
     Deliver,
     DirectGossip,
     GossipPolicy,
+    PeerUnreachable,
     PubsubGossip,
 )
 
@@ -17,5 +18,6 @@ __all__ = [
     "Deliver",
     "DirectGossip",
     "GossipPolicy",
+    "PeerUnreachable",
     "PubsubGossip",
 ]

@@ -8,7 +8,7 @@ from typing import Protocol
 
 import trio
 
-from dmoa_p2p.overlay import Overlay, OverlayMessage
+from dmoa_p2p.overlay import Overlay, OverlayError, OverlayMessage
 from dmoa_p2p.wire import MAX_ENVELOPE_BYTES, PROTOCOL_VERSION, Envelope, WireError, decode_envelope
 
 MOA_PROTOCOL = f"/dmoa-p2p/moa/{PROTOCOL_VERSION}"
@@ -22,8 +22,15 @@ Deliver = Callable[[Envelope], Awaitable[None]]
 log = logging.getLogger(__name__)
 
 
+class PeerUnreachable(Exception):
+    """A message could not be handed to its peer (no route, the peer left, a refused stream)."""
+
+
 class GossipPolicy(Protocol):
-    """Carries signed MoA messages (tasks, proposals, refusals) to one peer each."""
+    """Carries signed MoA messages (tasks, proposals, refusals) to one peer each.
+
+    One instance per node, created when the node starts and kept until it stops.
+    """
 
     async def start(
         self, overlay: Overlay, admit: Admit, deliver: Deliver, nursery: trio.Nursery
@@ -32,7 +39,7 @@ class GossipPolicy(Protocol):
         ...
 
     async def send(self, overlay: Overlay, peer_id: str, data: bytes) -> None:
-        """Send one sealed envelope to `peer_id`; raise OverlayError if it cannot."""
+        """Send one sealed envelope to `peer_id`; raise PeerUnreachable if it cannot."""
         ...
 
     def can_reach(self, overlay: Overlay, peer_id: str) -> bool:
@@ -59,7 +66,10 @@ class DirectGossip:
         overlay.set_handler(MOA_PROTOCOL, handle, max_bytes=MAX_ENVELOPE_BYTES)
 
     async def send(self, overlay: Overlay, peer_id: str, data: bytes) -> None:
-        await overlay.send(peer_id, MOA_PROTOCOL, data)
+        try:
+            await overlay.send(peer_id, MOA_PROTOCOL, data)
+        except OverlayError as exc:
+            raise PeerUnreachable(str(exc)) from exc
 
     def can_reach(self, overlay: Overlay, peer_id: str) -> bool:
         return peer_id in overlay.connected_peers()
@@ -91,7 +101,10 @@ class PubsubGossip:
             await deliver(envelope)
 
     async def send(self, overlay: Overlay, peer_id: str, data: bytes) -> None:
-        await overlay.publish(MOA_TOPIC, data)
+        try:
+            await overlay.publish(MOA_TOPIC, data)
+        except OverlayError as exc:
+            raise PeerUnreachable(str(exc)) from exc
 
     def can_reach(self, overlay: Overlay, peer_id: str) -> bool:
         # the mesh may still relay to a peer we have no connection to; only a timeout tells

@@ -2,7 +2,6 @@
 
 from dmoa_p2p.http._app import build_app, model_entries
 from dmoa_p2p.http._errors import ApiError
-from dmoa_p2p.http._load import SwarmLoad, swarm_load
 from dmoa_p2p.http._metrics import NodeMetrics
 from dmoa_p2p.http._request import (
     DEFAULT_MODEL,
@@ -12,8 +11,8 @@ from dmoa_p2p.http._request import (
     parse_chat_request,
     parse_model,
 )
-from dmoa_p2p.http._server import bind_http_socket, serve_http
-from dmoa_p2p.http._status import status_html, status_json
+from dmoa_p2p.http._server import bind_http_socket, hypercorn_config, serve_http
+from dmoa_p2p.http._status import status_html
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -21,15 +20,13 @@ __all__ = [
     "ChatRequest",
     "MoaSettings",
     "NodeMetrics",
-    "SwarmLoad",
     "bind_http_socket",
     "build_app",
     "flatten_messages",
+    "hypercorn_config",
     "model_entries",
     "parse_chat_request",
     "parse_model",
     "serve_http",
     "status_html",
-    "status_json",
-    "swarm_load",
 ]

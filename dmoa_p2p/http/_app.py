@@ -7,7 +7,8 @@ import hmac
 import json
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -21,11 +22,9 @@ from dmoa_p2p.http._chat import StreamedAnswer, admit, answer_whole
 from dmoa_p2p.http._errors import ApiError, bad_request
 from dmoa_p2p.http._metrics import CONTENT_TYPE, NodeMetrics
 from dmoa_p2p.http._request import DEFAULT_MODEL, LOCAL, MoaSettings, parse_chat_request
-from dmoa_p2p.http._status import status_html, status_json
+from dmoa_p2p.http._status import status_html
+from dmoa_p2p.node import Node
 from dmoa_p2p.registry import plugin_names
-
-if TYPE_CHECKING:
-    from dmoa_p2p.node import Node
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 4 << 20
@@ -101,11 +100,11 @@ async def _json_body(request: Request) -> Any:
 async def chat_completions(request: Request) -> Response:
     node = _node(request)
     chat = parse_chat_request(await _json_body(request), node.backend.model_name)
-    decision = admit(node, chat.query)
+    admitted = admit(node, chat.query)
     if chat.stream:
-        return StreamedAnswer(node, decision, chat)
+        return StreamedAnswer(node, admitted, chat)
     try:
-        return await answer_whole(node, decision, chat, request.receive)
+        return await answer_whole(node, admitted, chat, request.receive)
     except ApiError:
         raise
     except Exception as exc:  # a bug or a broken plugin: the client gets the OpenAI shape
@@ -149,7 +148,7 @@ async def metrics_page(request: Request) -> Response:
 
 
 async def status_page(request: Request) -> Response:
-    data = status_json(_node(request))
+    data = request.app.state.status()
     wanted = request.query_params.get("format")
     if wanted is None:  # browsers ask for HTML, scripts and curl for anything
         wanted = "html" if "text/html" in request.headers.get("accept", "") else "json"
@@ -171,7 +170,14 @@ async def _http_error(_request: Request, exc: Exception) -> Response:
     return ApiError(exc.status_code, str(exc.detail), kind=kind).response()
 
 
-def build_app(node: Node, metrics: NodeMetrics, api_key: str | None = None) -> Starlette:
+def build_app(
+    node: Node,
+    metrics: NodeMetrics,
+    api_key: str | None = None,
+    status: Callable[[], dict[str, Any]] | None = None,
+) -> Starlette:
+    """The API of `node`; `status` is what `GET /status` shows (the node's snapshot if not
+    given)."""
     middleware = [Middleware(CountRequests, metrics=metrics)]
     if api_key:
         middleware.append(Middleware(BearerAuth, key=api_key))
@@ -188,5 +194,6 @@ def build_app(node: Node, metrics: NodeMetrics, api_key: str | None = None) -> S
     )
     app.state.node = node
     app.state.metrics = metrics
+    app.state.status = status or (lambda: node.snapshot().to_json())
     app.state.started = int(time.time())
     return app

@@ -8,36 +8,38 @@ import logging
 import math
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 import trio
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from dmoa_p2p.admission import AdmissionRefused, Decision
-from dmoa_p2p.http._errors import ApiError, retry_after_headers
+from dmoa_p2p.admission import PromptRefused
+from dmoa_p2p.http._errors import ApiError, refused
 from dmoa_p2p.http._request import ChatRequest
 from dmoa_p2p.moa import Answer, QueryRequest
-
-if TYPE_CHECKING:
-    from dmoa_p2p.node import Node
+from dmoa_p2p.node import AdmittedPrompt, Node
 
 log = logging.getLogger(__name__)
 
 
-def admit(node: Node, query: QueryRequest) -> Decision:
-    """Admission control, refusals as 429 (the swarm is loaded) or 503 (this queue is full)."""
+def admit(node: Node, query: QueryRequest) -> AdmittedPrompt:
+    """Admission control; a refusal becomes the API error its cause calls for."""
     try:
         return node.admit(query)
-    except AdmissionRefused as exc:
-        full = node.queue.length >= node.queue.capacity
-        raise ApiError(
-            503 if full else 429,
-            str(exc),
-            kind="server_error" if full else "rate_limit_error",
-            code="queue_full" if full else "swarm_overloaded",
-            headers=retry_after_headers(exc.retry_after_s),
-        ) from exc
+    except PromptRefused as exc:
+        raise refused(exc) from exc
+
+
+async def answer(
+    node: Node, admitted: AdmittedPrompt, on_text: Callable[[str], None] | None = None
+) -> Answer:
+    """The node's answer; a refusal (its model could not answer) becomes an API error."""
+    try:
+        return await node.answer(admitted, on_text)
+    except PromptRefused as exc:
+        raise refused(exc) from exc
 
 
 def usage(answer: Answer) -> dict[str, int]:
@@ -55,19 +57,6 @@ def finish_reason(chat: ChatRequest, answer: Answer) -> str:
     final = [call for call in answer.trace.calls if call.role == "aggregator"]
     cut = final and final[-1].completion_tokens >= chat.query.params.max_tokens
     return "length" if cut else "stop"
-
-
-def check_answered(answer: Answer) -> None:
-    """An empty answer with no aggregation is the local model failing: 503, with the notes."""
-    if answer.text or any(call.role == "aggregator" for call in answer.trace.calls):
-        return
-    raise ApiError(
-        503,
-        "the node's model could not answer: " + "; ".join(answer.trace.notes),
-        kind="server_error",
-        code="model_unavailable",
-        headers=retry_after_headers(1.0),
-    )
 
 
 class Completion:
@@ -121,18 +110,17 @@ def _event(data: dict[str, Any]) -> bytes:
 
 
 async def answer_whole(
-    node: Node, decision: Decision, chat: ChatRequest, receive: Receive
+    node: Node, admitted: AdmittedPrompt, chat: ChatRequest, receive: Receive
 ) -> Response:
     """The whole answer as one JSON body; a client that leaves first cancels the query."""
     completion = Completion(chat)
     answers: list[Answer] = []
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope)
-        answers.append(await node.answer(decision))
+        answers.append(await answer(node, admitted))
         nursery.cancel_scope.cancel()
     if not answers:  # nobody is there to read it
         return Response(status_code=499)
-    check_answered(answers[0])
     return JSONResponse(completion.whole(answers[0]))
 
 
@@ -146,9 +134,9 @@ class StreamedAnswer(Response):
 
     media_type = "text/event-stream"
 
-    def __init__(self, node: Node, decision: Decision, chat: ChatRequest) -> None:
+    def __init__(self, node: Node, admitted: AdmittedPrompt, chat: ChatRequest) -> None:
         self.node = node
-        self.decision = decision
+        self.admitted = admitted
         self.completion = Completion(chat)
         self.status_code = 200
         self.background = None
@@ -181,8 +169,7 @@ class StreamedAnswer(Response):
 
         async with events:
             try:
-                answer = await self.node.answer(self.decision, on_text)
-                check_answered(answer)
+                result = await answer(self.node, self.admitted, on_text)
             except ApiError as exc:
                 events.send_nowait(_event(exc.body()))
                 return
@@ -190,7 +177,7 @@ class StreamedAnswer(Response):
                 log.exception("a streamed query failed")
                 events.send_nowait(_event(ApiError(500, str(exc), kind="server_error").body()))
                 return
-            for data in completion.closing_chunks(answer):
+            for data in completion.closing_chunks(result):
                 events.send_nowait(data)
 
 

@@ -8,6 +8,12 @@ from typing import Any
 
 from starlette.responses import JSONResponse
 
+from dmoa_p2p.admission import PromptRefused
+
+# a refusal's cause as an HTTP status: 429 when the swarm is loaded (slow down), 503 when
+# this node cannot take the prompt (its queue, its cap, its model)
+_REFUSAL_STATUS = {"swarm_overloaded": 429, "queue_full": 503, "cap": 503, "model_unavailable": 503}
+
 
 class ApiError(Exception):
     """A request the API answers with an error status; `response()` is what the client gets."""
@@ -42,6 +48,18 @@ class ApiError(Exception):
 
     def response(self) -> JSONResponse:
         return JSONResponse(self.body(), self.status, headers=self.headers)
+
+
+def refused(exc: PromptRefused) -> ApiError:
+    """A refused prompt in OpenAI's shape, with Retry-After; the code is its cause."""
+    status = _REFUSAL_STATUS[exc.cause]
+    return ApiError(
+        status,
+        str(exc),
+        kind="rate_limit_error" if status == 429 else "server_error",
+        code=exc.cause,
+        headers=retry_after_headers(exc.retry_after_s),
+    )
 
 
 def bad_request(message: str, param: str | None = None) -> ApiError:

@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from dmoa_p2p.http._load import swarm_load
-from dmoa_p2p.moa import Answer
+from dmoa_p2p.moa import DEFAULT_LAYERS, DEFAULT_PROPOSERS, Answer
+from dmoa_p2p.node import Node, NodeSnapshot
 from dmoa_p2p.wire import RejectReason
-
-if TYPE_CHECKING:
-    from dmoa_p2p.node import Node
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OUTCOMES = ("accepted", "degraded", "refused", "answered", "failed", "cancelled")
@@ -29,100 +25,103 @@ def _maybe(value: float | None) -> float:
 
 
 class NodeCollector(Collector):
-    """Reads the node's queue, estimates, outcomes, rejections and peers at each scrape."""
+    """Reads the node's snapshot at each scrape: queue, estimates, outcomes, peers."""
 
     def __init__(self, node: Node) -> None:
         self.node = node
 
     def collect(self) -> Iterator[Metric]:
-        node = self.node
-        queue = node.queue
+        snapshot = self.node.snapshot()
+        own = snapshot.own
         yield GaugeMetricFamily(
-            "dmoa_queue_length", "Prompts waiting or in service", value=queue.length
+            "dmoa_queue_length", "Prompts waiting or in service", value=own.queue_length
         )
         yield GaugeMetricFamily(
-            "dmoa_queue_capacity", "Prompts the queue holds at most", value=queue.capacity
+            "dmoa_queue_capacity", "Prompts the queue holds at most", value=own.queue_capacity
         )
         yield GaugeMetricFamily(
             "dmoa_arrival_rate_per_second",
             "Estimated λ: this node's users' prompts per second, refused ones included "
             "(the last 64 prompts)",
-            value=_maybe(queue.load.arrival_rate),
+            value=_maybe(own.arrival_rate),
         )
         yield GaugeMetricFamily(
             "dmoa_admitted_rate_per_second",
             "This node's users' prompts per second that admission let through",
-            value=_maybe(queue.load.admitted_rate),
+            value=_maybe(own.admitted_rate),
         )
         yield GaugeMetricFamily(
             "dmoa_service_time_seconds",
             "Estimated α: mean service time of the local model (mean of the last 64 services)",
-            value=_maybe(queue.load.mean_service_s),
+            value=_maybe(own.mean_service_s),
         )
-        yield from self._load()
+        yield from _load(snapshot)
         prompts = CounterMetricFamily(
             "dmoa_prompts",
             "User prompts by outcome (admitted, refused, then answered, failed or cancelled)",
             labels=["outcome"],
         )
         for outcome in OUTCOMES:
-            prompts.add_metric([outcome], node.outcomes.get(outcome, 0))
+            prompts.add_metric([outcome], snapshot.prompts.get(outcome, 0))
         yield prompts
         inferences = CounterMetricFamily(
             "dmoa_inferences", "LLM calls served by this node's queue", labels=["result"]
         )
-        inferences.add_metric(["served"], queue.served)
-        inferences.add_metric(["failed"], queue.failed)
+        inferences.add_metric(["served"], snapshot.served)
+        inferences.add_metric(["failed"], snapshot.failed)
         yield inferences
-        yield from self._messages()
-        yield from self._peers()
+        yield from _messages(snapshot)
+        yield from _peers(snapshot)
 
-    def _load(self) -> Iterator[Metric]:
-        load = swarm_load(self.node)
-        yield GaugeMetricFamily(
-            "dmoa_rho",
-            "Projected utilisation of the busiest device for model 'dmoa' (M=1, k=2)",
-            value=_maybe(load.rho),
-        )
-        yield GaugeMetricFamily(
-            "dmoa_rho_threshold",
-            "ρ at which admission refuses (ρ_max), else the stability bound 1",
-            value=load.rho_threshold,
-        )
-        yield GaugeMetricFamily(
-            "dmoa_max_stable_rate_per_second",
-            "Per-user λ at which the slowest device reaches ρ = 1 for model 'dmoa'",
-            value=_maybe(load.max_stable_rate),
-        )
 
-    def _messages(self) -> Iterator[Metric]:
-        gate = self.node.gate
-        yield CounterMetricFamily(
-            "dmoa_messages_accepted", "Signed messages that passed every check", value=gate.accepted
-        )
-        rejected = CounterMetricFamily(
-            "dmoa_messages_rejected", "Messages dropped by the receive gate", labels=["reason"]
-        )
-        for reason in RejectReason:
-            rejected.add_metric([str(reason)], gate.rejections.get(reason, 0))
-        yield rejected
+def _load(snapshot: NodeSnapshot) -> Iterator[Metric]:
+    load = snapshot.swarm_load
+    yield GaugeMetricFamily(
+        "dmoa_rho",
+        "Projected utilisation of the busiest device for model 'dmoa' "
+        f"(M={DEFAULT_LAYERS}, k={DEFAULT_PROPOSERS})",
+        value=_maybe(load.rho),
+    )
+    yield GaugeMetricFamily(
+        "dmoa_rho_threshold",
+        "ρ at which admission refuses (ρ_max), else the stability bound 1",
+        value=load.rho_threshold,
+    )
+    yield GaugeMetricFamily(
+        "dmoa_max_stable_rate_per_second",
+        "Per-user λ at which the slowest device reaches ρ = 1 for model 'dmoa'",
+        value=_maybe(load.max_stable_rate),
+    )
 
-    def _peers(self) -> Iterator[Metric]:
-        node = self.node
-        yield GaugeMetricFamily(
-            "dmoa_peers", "Peers in this node's view (seen within the expiry window)",
-            value=len(node.live_peer_ids()),
-        )
-        yield GaugeMetricFamily(
-            "dmoa_peers_connected", "Peers with an open libp2p connection",
-            value=len(node.overlay.connected_peers()),
-        )
-        events = CounterMetricFamily(
-            "dmoa_peer_events", "Peers that joined or expired from the view", labels=["event"]
-        )
-        events.add_metric(["joined"], node.events.get("peer_joined", 0))
-        events.add_metric(["expired"], node.events.get("peer_expired", 0))
-        yield events
+def _messages(snapshot: NodeSnapshot) -> Iterator[Metric]:
+    yield CounterMetricFamily(
+        "dmoa_messages_accepted",
+        "Signed messages that passed every check",
+        value=snapshot.messages_accepted,
+    )
+    rejected = CounterMetricFamily(
+        "dmoa_messages_rejected", "Messages dropped by the receive gate", labels=["reason"]
+    )
+    for reason in RejectReason:
+        rejected.add_metric([str(reason)], snapshot.messages_rejected.get(str(reason), 0))
+    yield rejected
+
+
+def _peers(snapshot: NodeSnapshot) -> Iterator[Metric]:
+    yield GaugeMetricFamily(
+        "dmoa_peers", "Peers in this node's view (seen within the expiry window)",
+        value=len(snapshot.peers),
+    )
+    yield GaugeMetricFamily(
+        "dmoa_peers_connected", "Peers with an open libp2p connection",
+        value=len(snapshot.connected_peers),
+    )
+    events = CounterMetricFamily(
+        "dmoa_peer_events", "Peers that joined or expired from the view", labels=["event"]
+    )
+    events.add_metric(["joined"], snapshot.events.get("peer_joined", 0))
+    events.add_metric(["expired"], snapshot.events.get("peer_expired", 0))
+    yield events
 
 
 class NodeMetrics:

@@ -9,12 +9,18 @@ import attrs
 
 from dmoa_p2p.backends import GenerationParams
 from dmoa_p2p.http._errors import ApiError, bad_request
-from dmoa_p2p.moa import QueryRequest
+from dmoa_p2p.moa import (
+    DEFAULT_AGGREGATOR,
+    DEFAULT_LAYERS,
+    DEFAULT_PROPOSERS,
+    DEFAULT_STRATEGY,
+    MAX_LAYERS,
+    MAX_PROPOSERS,
+    QueryRequest,
+)
 from dmoa_p2p.registry import PluginError, load_plugin
 
 DEFAULT_MODEL = "dmoa"
-MAX_LAYERS = 16
-MAX_PROPOSERS = 64
 # model-name keys and their short forms, as in the CLI's -M and -k
 _KEYS = {
     "layers": "layers",
@@ -31,10 +37,10 @@ _ROLES = {"system": "system", "developer": "system", "user": "user", "assistant"
 class MoaSettings:
     """The MoA configuration a model name stands for."""
 
-    layers: int = 1
-    proposers: int = 2
-    strategy: str = "augmented"
-    aggregator: str = "moa"
+    layers: int = DEFAULT_LAYERS
+    proposers: int = DEFAULT_PROPOSERS
+    strategy: str = DEFAULT_STRATEGY
+    aggregator: str = DEFAULT_AGGREGATOR
 
     def to_json(self) -> dict[str, Any]:
         return attrs.asdict(self)

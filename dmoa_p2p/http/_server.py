@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import socket
-from typing import TYPE_CHECKING, cast
+from collections.abc import Callable
+from typing import Any, cast
 
 import trio
 from hypercorn.config import Config
@@ -14,9 +15,7 @@ from hypercorn.typing import ASGIFramework
 from dmoa_p2p.config import ConfigError, parse_http_bind
 from dmoa_p2p.http._app import build_app
 from dmoa_p2p.http._metrics import NodeMetrics
-
-if TYPE_CHECKING:
-    from dmoa_p2p.node import Node
+from dmoa_p2p.node import Node
 
 log = logging.getLogger(__name__)
 
@@ -58,33 +57,32 @@ async def serve_http(
     node: Node,
     sock: socket.socket,
     api_key: str | None = None,
+    status: Callable[[], dict[str, Any]] | None = None,
     *,
     task_status: trio.TaskStatus[tuple[str, ...]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the node's HTTP API on `sock` (see `bind_http_socket`) until cancelled.
 
-    Reports the URLs it listens on and keeps them in `node.http_urls`.
+    Reports the URLs it listens on when it starts; `status` as in `build_app`.
     """
     metrics = NodeMetrics(node)
-    app = build_app(node, metrics, api_key)
-    node.answer_listeners.append(metrics.observe)
+    app = build_app(node, metrics, api_key, status)
+    node.prompts.answer_listeners.append(metrics.observe)
     try:
         # Starlette is an ASGI app; its signature is typed more loosely than hypercorn's
         framework = cast(ASGIFramework, app)
-        await serve(framework, hypercorn_config(sock), task_status=_Relay(node, task_status))
+        await serve(framework, hypercorn_config(sock), task_status=_Relay(task_status))
     finally:
-        node.answer_listeners.remove(metrics.observe)
-        node.http_urls = ()
+        node.prompts.answer_listeners.remove(metrics.observe)
 
 
 class _Relay:
-    """Passes hypercorn's list of bound URLs on as a tuple, noting it on the node."""
+    """Passes hypercorn's list of bound URLs on as a tuple."""
 
-    def __init__(self, node: Node, outer: trio.TaskStatus[tuple[str, ...]]) -> None:
-        self._node = node
+    def __init__(self, outer: trio.TaskStatus[tuple[str, ...]]) -> None:
         self._outer = outer
 
     def started(self, binds: list[str] | None = None) -> None:
-        self._node.http_urls = tuple(binds or ())
-        log.info("HTTP API on %s", ", ".join(self._node.http_urls))
-        self._outer.started(self._node.http_urls)
+        urls = tuple(binds or ())
+        log.info("HTTP API on %s", ", ".join(urls))
+        self._outer.started(urls)

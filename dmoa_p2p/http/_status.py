@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 from html import escape
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from dmoa_p2p.http._load import REFERENCE, swarm_load
-
-if TYPE_CHECKING:
-    from dmoa_p2p.node import Node
+from dmoa_p2p.moa import DEFAULT_LAYERS, DEFAULT_PROPOSERS
 
 REFRESH_S = 5
 _STYLE = """
@@ -19,14 +16,6 @@ th { background: #f3f3f3; } th:first-child, td.id { text-align: left; }
 .id { font-family: monospace; }
 tr.self td { font-weight: bold; } .over { color: #b00; } .dim { color: #777; }
 """
-
-
-def status_json(node: Node) -> dict[str, Any]:
-    """`node.status()` with the operating point: each device's load and the threshold."""
-    status = node.status()
-    status["operating_point"] = swarm_load(node).to_json()
-    status["plugins"]["admission_options"] = dict(node.config.admission_options)
-    return status
 
 
 def _number(value: float | None, digits: int = 3) -> str:
@@ -81,7 +70,7 @@ def status_html(status: dict[str, Any]) -> str:
     )
     outcomes = ", ".join(f"{k} {v}" for k, v in status["prompts"].items()) or "none yet"
     rejected = ", ".join(f"{k} {v}" for k, v in status["messages"]["rejected"].items()) or "none"
-    http = ", ".join(status["http"])
+    http = ", ".join(status.get("http", ()))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="refresh" content="{REFRESH_S}">
@@ -94,7 +83,7 @@ Backend {escape(plugins["backend"])} ({escape(plugins["model"])}), gossip
 {escape(plugins["gossip"])}, admission {escape(plugins["admission"])}.</p>
 <h2>Swarm load</h2>
 <p>ρ = <span class="{verdict}">{_number(rho, 2)}</span> (busiest device, for model
-<code>dmoa</code>: M={REFERENCE.layers}, k={REFERENCE.proposers});
+<code>dmoa</code>: M={DEFAULT_LAYERS}, k={DEFAULT_PROPOSERS});
 threshold {point["rho_threshold"]:.2f} ({escape(point["threshold_source"])});
 stable while each user asks fewer than {_number(point["max_stable_rate_per_s"])} prompts/s.</p>
 <table id="peers"><thead><tr>{headers}</tr></thead>

@@ -1,6 +1,14 @@
 """Distributed Mixture-of-Agents: query planning, layers of proposals, aggregation, traces."""
 
+from dmoa_p2p.moa._layer import LayerContext
 from dmoa_p2p.moa._types import (
+    DEFAULT_AGGREGATOR,
+    DEFAULT_LAYER_TIMEOUT_S,
+    DEFAULT_LAYERS,
+    DEFAULT_PROPOSERS,
+    DEFAULT_STRATEGY,
+    MAX_LAYERS,
+    MAX_PROPOSERS,
     Aggregator,
     Composition,
     LayerPlan,
@@ -11,14 +19,22 @@ from dmoa_p2p.moa._types import (
     Strategy,
     TokenBudget,
 )
-from dmoa_p2p.moa.engine import MoaEngine
+from dmoa_p2p.moa.engine import MoaEngine, QueryPlugins
 from dmoa_p2p.moa.trace import Answer, CallRecord, LayerRecord, MissingProposer, Trace
 
 __all__ = [
+    "DEFAULT_AGGREGATOR",
+    "DEFAULT_LAYERS",
+    "DEFAULT_LAYER_TIMEOUT_S",
+    "DEFAULT_PROPOSERS",
+    "DEFAULT_STRATEGY",
+    "MAX_LAYERS",
+    "MAX_PROPOSERS",
     "Aggregator",
     "Answer",
     "CallRecord",
     "Composition",
+    "LayerContext",
     "LayerPlan",
     "LayerRecord",
     "MissingProposer",
@@ -26,6 +42,7 @@ __all__ = [
     "PeerLoad",
     "Plan",
     "PromptMode",
+    "QueryPlugins",
     "QueryRequest",
     "Strategy",
     "TokenBudget",

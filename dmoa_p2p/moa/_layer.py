@@ -3,19 +3,32 @@
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING
+import random
+from collections.abc import Awaitable, Callable, Sequence
 
 import attrs
 import trio
 
-from dmoa_p2p.backends import ChatMessage
-from dmoa_p2p.moa._types import LayerPlan
+from dmoa_p2p.gossip import PeerUnreachable
+from dmoa_p2p.moa._types import LayerPlan, PeerLoad
 from dmoa_p2p.moa.trace import CallRecord, LayerRecord, MissingProposer
-from dmoa_p2p.overlay import OverlayError
-from dmoa_p2p.wire import ChatTurn, Proposal, Refusal, Task
+from dmoa_p2p.wire import Message, Proposal, Refusal, Task
 
-if TYPE_CHECKING:
-    from dmoa_p2p.moa.engine import _Query
+# (recipient peer id, message) -> sent, or PeerUnreachable
+SendMessage = Callable[[str, Message], Awaitable[None]]
+PeerLoads = Callable[[], Sequence[PeerLoad]]
+
+
+@attrs.frozen
+class LayerContext:
+    """What a layer may use of its node: who it is, how to send, whom it sees, and dice."""
+
+    origin: str  # this node's peer id
+    send: SendMessage
+    peers: PeerLoads  # the live peers, as their presence describes them
+    reachable: Callable[[str], bool]  # False once a peer certainly cannot answer any more
+    rng: random.Random
+    clock: Callable[[], float] = trio.current_time
 
 
 @attrs.frozen
@@ -35,32 +48,32 @@ class LayerRun:
     """
 
     def __init__(
-        self, query: _Query, index: int, layer: LayerPlan, messages: list[ChatMessage]
+        self,
+        context: LayerContext,
+        task: Task,
+        layer: LayerPlan,
+        seed_for: Callable[[str], int],
+        avoid: set[str],
     ) -> None:
-        self.query = query
-        self.index = index
+        """`task` is the layer's task with the origin as recipient: each copy names its
+        proposer and gets its seed from `seed_for`. `avoid` holds the peers that refused or
+        were unreachable earlier in the query; this layer adds its own."""
+        self.context = context
+        self.index = task.layer
         self.layer = layer
-        self.messages = messages
         self.asked: list[str] = list(layer.proposers)
         self.pending = set(layer.proposers)
         self.sent: set[str] = set()  # proposers whose task was handed over
         self.missing: list[MissingProposer] = []
         self.replacements: list[str] = []
         self.proposals: dict[str, str] = {}
-        self.started = trio.current_time()
+        self.calls: list[CallRecord] = []  # the proposers' calls, for the query's trace
+        self.started = context.clock()
         # replies from peers not asked are dropped when full: a flooder cannot block anyone
         self.replies, self._inbox = trio.open_memory_channel[Reply](4 * len(self.asked) + 8)
-        self._task = Task(
-            query_id=query.query_id,
-            layer=index,
-            origin=query.engine.peer_id,
-            recipient=query.engine.peer_id,  # a template: each copy names its proposer
-            messages=tuple(ChatTurn(role=m.role, content=m.content) for m in messages),
-            max_tokens=query.request.params.max_tokens,
-            temperature=query.request.params.temperature,
-            seed=0,
-            deadline_s=query.request.layer_timeout_s,
-        )
+        self._task = task
+        self._seed_for = seed_for
+        self._avoid = avoid
 
     async def collect(self, nursery: trio.Nursery) -> None:
         for peer in self.asked:
@@ -73,7 +86,7 @@ class LayerRun:
 
     def record(self, own_answered: bool, truncated: tuple[int, ...]) -> LayerRecord:
         timed_out = [MissingProposer(p, "timed out") for p in sorted(self.pending)]
-        origin = (self.query.engine.peer_id,) if own_answered else ()
+        origin = (self.context.origin,) if own_answered else ()
         return LayerRecord(
             layer=self.index,
             mode=self.layer.mode,
@@ -81,9 +94,9 @@ class LayerRun:
             answered=origin + tuple(self.proposals),
             missing=tuple(self.missing + timed_out),
             replacements=tuple(self.replacements),
-            prompt_bytes=sum(len(m.content.encode()) for m in self.messages),
+            prompt_bytes=sum(len(turn.content.encode()) for turn in self._task.messages),
             truncated=truncated,
-            elapsed_s=trio.current_time() - self.started,
+            elapsed_s=self.context.clock() - self.started,
         )
 
     def _handle(self, reply: Reply, nursery: trio.Nursery) -> None:
@@ -91,11 +104,11 @@ class LayerRun:
         if message is None or isinstance(message, Refusal):
             reason = reply.failure if message is None else f"refused: {message.reason}"
             self.missing.append(MissingProposer(reply.peer_id, reason))
-            self.query.avoid.add(reply.peer_id)
+            self._avoid.add(reply.peer_id)
             self._reroute(nursery)
             return
         self.proposals[reply.peer_id] = message.text
-        self.query.calls.append(
+        self.calls.append(
             CallRecord(
                 node=reply.peer_id,
                 layer=self.index,
@@ -110,15 +123,14 @@ class LayerRun:
     def _reroute(self, nursery: trio.Nursery) -> None:
         if len(self.replacements) >= len(self.layer.proposers):
             return
-        engine = self.query.engine
         spare = [
             load.peer_id
-            for load in engine._peers()
-            if load.peer_id not in self.asked and load.peer_id not in self.query.avoid
+            for load in self.context.peers()
+            if load.peer_id not in self.asked and load.peer_id not in self._avoid
         ]
         if not spare:
             return
-        peer = engine._rng.choice(spare)
+        peer = self.context.rng.choice(spare)
         self.asked.append(peer)
         self.replacements.append(peer)
         self.pending.add(peer)
@@ -126,9 +138,9 @@ class LayerRun:
 
     async def _dispatch(self, peer: str) -> None:
         try:
-            task = attrs.evolve(self._task, recipient=peer, seed=self.query.seed_for(peer))
-            await self.query.engine._send(peer, task)
-        except OverlayError as exc:
+            task = attrs.evolve(self._task, recipient=peer, seed=self._seed_for(peer))
+            await self.context.send(peer, task)
+        except PeerUnreachable as exc:
             await self.replies.send(Reply(peer, None, f"unreachable: {exc}"))
         else:
             self.sent.add(peer)
@@ -148,5 +160,5 @@ class LayerRun:
         Only proposers whose task went out: one still being dialled is not connected yet.
         """
         for peer_id in sorted(self.pending & self.sent):
-            if not self.query.engine._reachable(peer_id):
+            if not self.context.reachable(peer_id):
                 self.deliver(Reply(peer_id, None, "left during the layer"))

@@ -13,18 +13,34 @@ from dmoa_p2p.backends import ChatMessage, GenerationParams
 
 PromptMode = Literal["raw", "augmented"]
 
+# a query's defaults and bounds, for every way of asking (CLI, control socket, HTTP)
+DEFAULT_LAYERS = 1  # M
+DEFAULT_PROPOSERS = 2  # k
+DEFAULT_STRATEGY = "augmented"
+DEFAULT_AGGREGATOR = "moa"
+DEFAULT_LAYER_TIMEOUT_S = 300.0
+MAX_LAYERS = 16
+MAX_PROPOSERS = 32  # (k+1)·M + 1 inferences: 33 per layer is already a crowd
+
 
 @attrs.frozen
 class QueryRequest:
     """One user prompt and how the asking node should answer it."""
 
     prompt: str = attrs.field(validator=attrs.validators.min_len(1))
-    layers: int = attrs.field(default=1, validator=attrs.validators.ge(0))  # M
-    proposers: int = attrs.field(default=2, validator=attrs.validators.ge(0))  # k
-    strategy: str = "augmented"
-    aggregator: str = "moa"
+    layers: int = attrs.field(
+        default=DEFAULT_LAYERS, validator=[attrs.validators.ge(0), attrs.validators.le(MAX_LAYERS)]
+    )
+    proposers: int = attrs.field(
+        default=DEFAULT_PROPOSERS,
+        validator=[attrs.validators.ge(0), attrs.validators.le(MAX_PROPOSERS)],
+    )
+    strategy: str = DEFAULT_STRATEGY
+    aggregator: str = DEFAULT_AGGREGATOR
     params: GenerationParams = attrs.field(factory=GenerationParams)
-    layer_timeout_s: float = attrs.field(default=300.0, validator=attrs.validators.gt(0))
+    layer_timeout_s: float = attrs.field(
+        default=DEFAULT_LAYER_TIMEOUT_S, validator=attrs.validators.gt(0)
+    )
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = _requests.unstructure(self)

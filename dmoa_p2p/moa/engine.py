@@ -2,43 +2,47 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import random
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import attrs
 import trio
 
 from dmoa_p2p.backends import ChatMessage, GenerationParams, TextCallback
-from dmoa_p2p.moa._layer import LayerRun, Reply
+from dmoa_p2p.gossip import PeerUnreachable
+from dmoa_p2p.moa._layer import LayerContext, LayerRun, PeerLoads, Reply, SendMessage
 from dmoa_p2p.moa._types import (
     Aggregator,
     LayerPlan,
-    PeerLoad,
     Plan,
     QueryRequest,
     Strategy,
     TokenBudget,
 )
 from dmoa_p2p.moa.trace import Answer, CallRecord, LayerRecord, Trace
-from dmoa_p2p.overlay import OverlayError
 from dmoa_p2p.queue import InferenceQueue, QueueFull, Served
-from dmoa_p2p.registry import load_plugin
+from dmoa_p2p.registry import create_plugin
 from dmoa_p2p.wire import ChatTurn, Message, Proposal, Refusal, Task
 
 log = logging.getLogger(__name__)
-
-# (recipient peer id, message) -> sent, or OverlayError
-SendMessage = Callable[[str, Message], Awaitable[None]]
-PeerLoads = Callable[[], Sequence[PeerLoad]]
 
 DEPARTURE_CHECK_S = 1.0  # how often the engine checks that awaited proposers are still there
 
 
 def _from_turns(turns: Sequence[ChatTurn]) -> list[ChatMessage]:
     return [ChatMessage(role=t.role, content=t.content) for t in turns]  # type: ignore[arg-type]
+
+
+@attrs.frozen
+class QueryPlugins:
+    """The strategy and aggregator a query runs with, resolved before it is admitted."""
+
+    strategy: Strategy
+    aggregator: Aggregator
 
 
 class MoaEngine:
@@ -55,12 +59,32 @@ class MoaEngine:
     ) -> None:
         self.peer_id = peer_id
         self.queue = queue
-        self._send = send
-        self._peers = peers
-        self._reachable = reachable
-        self._rng = rng or random.Random()
+        self.layer_context = LayerContext(peer_id, send, peers, reachable, rng or random.Random())
         self._layers: dict[tuple[str, int], LayerRun] = {}  # this node's open layers
         self._nursery: trio.Nursery | None = None
+        # one instance per plugin name for the node's lifetime, so that state they keep lasts
+        self._plugins: dict[tuple[str, str], Strategy | Aggregator] = {}
+
+    def resolve(self, request: QueryRequest) -> QueryPlugins:
+        """The request's strategy and aggregator; PluginError if either name is unknown."""
+        strategy: Strategy = self._plugin("strategy", request.strategy)  # type: ignore[assignment]
+        aggregator: Aggregator = self._plugin("aggregator", request.aggregator)  # type: ignore[assignment]
+        return QueryPlugins(strategy, aggregator)
+
+    def _plugin(self, kind: str, name: str) -> Strategy | Aggregator:
+        key = (kind, name)
+        if key not in self._plugins:
+            self._plugins[key] = create_plugin(kind, name)
+        return self._plugins[key]
+
+    @contextlib.contextmanager
+    def open_layer(self, query_id: str, index: int, run: LayerRun) -> Iterator[None]:
+        """Route the replies to layer `index` of `query_id` to `run` while the block runs."""
+        self._layers[(query_id, index)] = run
+        try:
+            yield
+        finally:
+            del self._layers[(query_id, index)]
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Own the tasks that serve peers, until cancelled."""
@@ -126,8 +150,8 @@ class MoaEngine:
                 retry_after_s=self.queue.retry_after_s(),
             )
         try:
-            await self._send(task.origin, reply)
-        except OverlayError as exc:
+            await self.layer_context.send(task.origin, reply)
+        except PeerUnreachable as exc:
             log.info(
                 "could not return layer %d of %s to %s: %s",
                 task.layer,
@@ -139,19 +163,24 @@ class MoaEngine:
     # ---- asking ----------------------------------------------------------------------
 
     async def ask(
-        self, request: QueryRequest, notes: Sequence[str] = (), on_text: TextCallback | None = None
+        self,
+        request: QueryRequest,
+        plugins: QueryPlugins | None = None,
+        notes: Sequence[str] = (),
+        on_text: TextCallback | None = None,
     ) -> Answer:
         """Answer `request` with a distributed Mixture-of-Agents; never fails for a peer's sake.
 
-        `notes` (e.g. what admission control changed) lead the trace's notes. `on_text` gets
-        the answer's text as the final aggregation produces it (the single call when M = 0;
-        an aggregator's direct answer in one piece): the pieces add up to the answer.
+        `plugins` are the request's, from `resolve` (resolved here if not given). `notes`
+        (e.g. what admission control changed) lead the trace's notes. `on_text` gets the
+        answer's text as the final aggregation produces it (the single call when M = 0; an
+        aggregator's direct answer in one piece): the pieces add up to the answer.
         """
-        strategy: Strategy = load_plugin("strategy", request.strategy)()
-        aggregator: Aggregator = load_plugin("aggregator", request.aggregator)()
-        started = trio.current_time()
-        plan = strategy.plan(request, list(self._peers()), self._rng)
-        query = _Query(self, request, aggregator, plan, uuid.uuid4().hex, on_text)
+        plugins = plugins or self.resolve(request)
+        context = self.layer_context
+        started = context.clock()
+        plan = plugins.strategy.plan(request, list(context.peers()), context.rng)
+        query = _Query(self, request, plugins.aggregator, plan, uuid.uuid4().hex, on_text)
         text = await query.run()
         trace = Trace(
             query_id=query.query_id,
@@ -164,7 +193,7 @@ class MoaEngine:
             layers=tuple(query.layer_records),
             calls=tuple(query.calls),
             final_truncated=query.final_truncated,
-            total_s=trio.current_time() - started,
+            total_s=context.clock() - started,
         )
         return Answer(text, trace)
 
@@ -276,16 +305,28 @@ class _Query:
         self, index: int, layer: LayerPlan, messages: list[ChatMessage], truncated: tuple[int, ...]
     ) -> list[str]:
         """Ask the origin and the layer's proposers; return the proposals that came back."""
-        run = LayerRun(self, index, layer, messages)
+        engine = self.engine
+        params = self.request.params
+        task = Task(
+            query_id=self.query_id,
+            layer=index,
+            origin=engine.peer_id,
+            recipient=engine.peer_id,  # a template: each copy names its proposer
+            messages=tuple(ChatTurn(role=m.role, content=m.content) for m in messages),
+            max_tokens=params.max_tokens,
+            temperature=params.temperature,
+            seed=0,
+            deadline_s=self.request.layer_timeout_s,
+        )
+        run = LayerRun(engine.layer_context, task, layer, self.seed_for, self.avoid)
         own: list[str] = []
-        self.engine._layers[(self.query_id, index)] = run
-        try:
-            with trio.move_on_after(self.request.layer_timeout_s):
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._own_proposal, messages, index, own)
-                    await run.collect(nursery)
-        finally:
-            del self.engine._layers[(self.query_id, index)]
+        with engine.open_layer(self.query_id, index, run), trio.move_on_after(
+            self.request.layer_timeout_s
+        ):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._own_proposal, messages, index, own)
+                await run.collect(nursery)
+        self.calls += run.calls
         self.layer_records.append(run.record(own_answered=bool(own), truncated=truncated))
         return own + list(run.proposals.values())
 

@@ -1,25 +1,23 @@
-"""The node: overlay, presence, peer view and control endpoint in one trio service."""
+"""The node: overlay, queue, MoA engine, presence and peer view, as one trio service."""
 
-from dmoa_p2p.node._control import ControlError, call_control
 from dmoa_p2p.node._dialer import peer_id_of_multiaddr
-from dmoa_p2p.node._node import (
-    PRESENCE_TOPIC,
-    Node,
-    load_admission,
-    open_node,
-    serve_node,
-)
+from dmoa_p2p.node._node import Node, OverlayOpener, open_node
 from dmoa_p2p.node._peer_view import PeerRecord, PeerView
+from dmoa_p2p.node._presence import PRESENCE_TOPIC
+from dmoa_p2p.node._prompts import AdmittedPrompt, load_admission
+from dmoa_p2p.node._snapshot import NodeSnapshot, PeerEntry, SwarmLoad
 
 __all__ = [
     "PRESENCE_TOPIC",
-    "ControlError",
+    "AdmittedPrompt",
     "Node",
+    "NodeSnapshot",
+    "OverlayOpener",
+    "PeerEntry",
     "PeerRecord",
     "PeerView",
-    "call_control",
+    "SwarmLoad",
     "load_admission",
     "open_node",
     "peer_id_of_multiaddr",
-    "serve_node",
 ]

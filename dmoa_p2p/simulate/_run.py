@@ -10,12 +10,12 @@ import attrs
 import trio
 import trio.testing
 
-from dmoa_p2p.admission import AdmissionRefused, projected_rho
+from dmoa_p2p.admission import PromptRefused, projected_rho
 from dmoa_p2p.moa import Answer, QueryRequest
 from dmoa_p2p.node import Node
 from dmoa_p2p.simulate._metrics import Arrival, Raw, RunResult
 from dmoa_p2p.simulate._model import RunConfig
-from dmoa_p2p.simulate._swarm import MeteredBackend, open_swarm
+from dmoa_p2p.simulate._swarm import MeteredBackend, open_run_swarm
 
 # a layer never times out: a slow layer must show as latency and queue, not as a lost proposal
 LAYER_TIMEOUT_S = 1e7
@@ -51,7 +51,7 @@ async def _run(config: RunConfig, real: bool, progress: Progress | None) -> Raw:
     arrivals: list[Arrival] = []
     samples: list[tuple[float, tuple[int, ...]]] = []
     rho_seen: list[float] = []
-    async with open_swarm(config, backends, real=real) as nodes:
+    async with open_run_swarm(config, backends, real=real) as nodes:
         start = trio.current_time()
         window = (start + config.warmup, start + config.warmup + config.duration_s)
         for backend in backends:
@@ -130,7 +130,7 @@ async def _user(
 async def _ask(node: Node, request: QueryRequest, record: Arrival) -> None:
     try:
         answer = await node.ask(request)
-    except AdmissionRefused:
+    except PromptRefused:
         record.outcome = "refused"
     except Exception as exc:  # counted and reported, never silently lost
         record.outcome = "failed"

@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import httpx
@@ -16,9 +16,16 @@ import pytest
 import trio
 
 from dmoa_p2p.backends import ChatMessage, GenerationParams
-from dmoa_p2p.backends.openai_http import UNDISCOVERED_MODEL_NAME, create
+from dmoa_p2p.backends.openai_http import UNDISCOVERED_MODEL_NAME, OpenAIHttpBackend
 from dmoa_p2p.moa import QueryRequest
+from dmoa_p2p.registry import create_plugin
 from dmoa_p2p.swarm import open_inprocess_swarm
+
+
+def create(options: Mapping[str, str]) -> OpenAIHttpBackend:
+    """The `openai` backend as a node builds it: options through the registry, loaded."""
+    backend: OpenAIHttpBackend = create_plugin("backend", "openai", options).load()
+    return backend
 
 pytestmark = pytest.mark.integration
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -11,7 +11,7 @@ import trio.testing
 
 from dmoa_p2p.admission import (
     AdmissionContext,
-    AdmissionRefused,
+    PromptRefused,
     CapAdmission,
     DegradeAdmission,
     EvenShare,
@@ -22,7 +22,7 @@ from dmoa_p2p.admission import (
     projected_rho,
 )
 from dmoa_p2p.backends.fake import FakeBackend
-from dmoa_p2p.config import ConfigError
+from dmoa_p2p.registry import PluginOptionsError
 from dmoa_p2p.moa import PeerLoad, QueryRequest
 from dmoa_p2p.node import load_admission
 from tests.unit.memory_nodes import memory_swarm
@@ -143,7 +143,7 @@ def test_cap_and_none() -> None:
 
 def test_admission_options_are_checked() -> None:
     assert load_admission("threshold", {"rho_max": "0.5"}) == ThresholdAdmission(0.5)
-    with pytest.raises(ConfigError, match="extra fields"):
+    with pytest.raises(PluginOptionsError, match=r"no option 'rho' \(did you mean 'rho_max'\?\)"):
         load_admission("threshold", {"rho": "0.5"})
 
 
@@ -158,15 +158,17 @@ async def test_a_refused_prompt_is_counted_and_explained(
         async with trio.open_nursery() as nursery:
             nursery.start_soon(origin.ask, QueryRequest("first", 0, 0))
             await trio.sleep(0.1)
-            with pytest.raises(AdmissionRefused, match=r"queue holds 1 prompts \(cap 1\)"):
+            with pytest.raises(PromptRefused, match=r"queue holds 1 prompts \(cap 1\)") as info:
                 await origin.ask(QueryRequest("second", 0, 0))
+            assert info.value.cause == "cap"
         assert origin.outcomes == {"accepted": 1, "answered": 1, "refused": 1}
-        assert origin.status()["prompts"] == {"accepted": 1, "answered": 1, "refused": 1}
+        snapshot = origin.snapshot()
+        assert snapshot.to_json()["prompts"] == {"accepted": 1, "answered": 1, "refused": 1}
         # users offered two prompts, one was admitted: both rates are advertised
         load = origin.queue.load
         assert load.arrival_rate is not None and load.admitted_rate is not None
         assert load.arrival_rate == pytest.approx(2 * load.admitted_rate)
-        presence = origin.presence()
+        presence = snapshot.presence()
         assert presence.admitted_rate is not None and presence.arrival_rate is not None
 
 
@@ -195,5 +197,5 @@ def test_degrade_never_picks_a_smaller_size_that_costs_the_same() -> None:
 
 def test_rho_max_must_keep_queues_bounded() -> None:
     for bad in ("0", "1", "1.2", "-0.5"):
-        with pytest.raises(ConfigError, match="rho_max must be above 0 and below 1"):
+        with pytest.raises(PluginOptionsError, match="rho_max must be above 0 and below 1"):
             load_admission("threshold", {"rho_max": bad})

@@ -29,7 +29,7 @@ LOCAL = {**ASK, "model": "fake"}
 @contextlib.asynccontextmanager
 async def api(node: Node, api_key: str | None = None) -> AsyncIterator[httpx.AsyncClient]:
     metrics = NodeMetrics(node)
-    node.answer_listeners.append(metrics.observe)
+    node.prompts.answer_listeners.append(metrics.observe)
     transport = httpx.ASGITransport(app=build_app(node, metrics, api_key))
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     async with httpx.AsyncClient(

@@ -33,7 +33,7 @@ async def test_peer_views_converge_and_peers_dial_each_other(
         await wait_for(
             lambda: all(n.overlay.connected_peers() == everyone - {n.peer_id} for n in nodes)
         )
-        status = nodes[1].status()
+        status = nodes[1].snapshot().to_json()
         assert {p["peer_id"] for p in status["peers"]} == everyone - {nodes[1].peer_id}
         assert status["messages"]["rejected"] == {}
 

@@ -6,7 +6,7 @@ import contextlib
 import functools
 import json
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import attrs
@@ -17,10 +17,16 @@ from dmoa_p2p.backends import BackendBusy, BackendError, ChatMessage, Generation
 from dmoa_p2p.backends.openai_http import (
     UNDISCOVERED_MODEL_NAME,
     OpenAIHttpBackend,
-    create,
     display_name,
     retry_after_s,
 )
+from dmoa_p2p.registry import PluginOptionsError, create_plugin
+
+
+def create(options: Mapping[str, str]) -> OpenAIHttpBackend:
+    """The `openai` backend as a node builds it: options through the registry, loaded."""
+    backend: OpenAIHttpBackend = create_plugin("backend", "openai", options).load()
+    return backend
 
 PARAMS = GenerationParams(max_tokens=8, temperature=0.0, seed=3)
 HELLO = [ChatMessage("system", "Be brief."), ChatMessage("user", "Say hello.")]
@@ -173,7 +179,7 @@ def test_a_missing_base_url_says_how_to_pass_it() -> None:
 
 
 def test_unknown_options_are_named_with_the_known_ones() -> None:
-    with pytest.raises(BackendError, match=r"n_threads.*known: base_url, model, api_key"):
+    with pytest.raises(PluginOptionsError, match=r"'n_threads'.*options: base_url, model, api_key"):
         create({"base_url": "http://127.0.0.1:1/v1", "n_threads": "1"})
 
 
@@ -182,7 +188,7 @@ def test_unknown_options_are_named_with_the_known_ones() -> None:
     [{"retries": "many"}, {"retries": "-1"}, {"timeout_s": "0"}, {"context_length": "0"}],
 )
 def test_bad_values_are_refused(options: dict[str, str]) -> None:
-    with pytest.raises(BackendError):
+    with pytest.raises(PluginOptionsError):
         create({"base_url": "http://127.0.0.1:1/v1", **options})
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import llama_cpp
 import trio
@@ -21,7 +21,7 @@ from dmoa_p2p.backends import (
 from dmoa_p2p_llama_cpp._chat import ChatFormat, choose_chat_format
 from dmoa_p2p_llama_cpp._generation import Stopped, TextSink, TokenJob, Vocab, run_tokens
 from dmoa_p2p_llama_cpp._loading import load_llama
-from dmoa_p2p_llama_cpp._options import MAX_SEED, LlamaOptions, parse_options
+from dmoa_p2p_llama_cpp._options import MAX_SEED, LlamaOptions
 
 log = logging.getLogger(__name__)
 ABANDONED = Generation("", 0, 0, "cancelled")
@@ -43,7 +43,7 @@ class LlamaCppBackend:
         self._closed = False
         self.options = options
         self.chat_format = chat_format
-        self._model_name = options.model.stem
+        self._model_name = options.model_file.stem
         self._context_length = llama.n_ctx()
 
     @classmethod
@@ -57,7 +57,7 @@ class LlamaCppBackend:
                 bos_token=_token_text(llama, llama.token_bos()),
                 eos_token=_token_text(llama, llama.token_eos()),
                 eos_id=llama.token_eos(),
-                model_label=options.model.name,
+                model_label=options.model_file.name,
             )
             _check_context(llama, options)
         except BaseException:
@@ -190,10 +190,5 @@ def _check_context(llama: Llama, options: LlamaOptions) -> None:
         log.warning(
             "%s was trained on contexts of %d tokens; n_ctx=%d is longer, and answers may "
             "degrade past %d tokens",
-            options.model.name, trained, options.n_ctx, trained,
+            options.model_file.name, trained, options.n_ctx, trained,
         )
-
-
-def create(options: Mapping[str, str]) -> LlamaCppBackend:
-    """Entry point: options `model`, `n_threads`, `n_ctx`, `seed`, `chat_format` (see README)."""
-    return LlamaCppBackend.load(parse_options(options))

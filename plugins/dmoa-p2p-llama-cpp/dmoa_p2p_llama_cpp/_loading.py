@@ -65,10 +65,10 @@ def check_model_file(path: Path, available: int | None) -> None:
 
 def load_llama(options: LlamaOptions) -> Llama:
     """The model in `options`, loaded quietly; every failure is a BackendError saying why."""
-    check_model_file(options.model, mem_available_bytes())
+    check_model_file(options.model_file, mem_available_bytes())
     try:
         return Llama(
-            model_path=str(options.model),
+            model_path=str(options.model_file),
             n_ctx=options.n_ctx,
             n_threads=options.n_threads,
             # prompt processing would otherwise use every core, whatever n_threads says
@@ -77,4 +77,4 @@ def load_llama(options: LlamaOptions) -> Llama:
             verbose=False,  # llama.cpp prints hundreds of lines of load details otherwise
         )
     except (ValueError, RuntimeError, OSError) as exc:
-        raise BackendError(f"llama.cpp could not load {options.model}: {exc}") from exc
+        raise BackendError(f"llama.cpp could not load {options.model_file}: {exc}") from exc

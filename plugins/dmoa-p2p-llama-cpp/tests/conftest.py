@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import trio
-from dmoa_p2p_llama_cpp import LlamaCppBackend, create
+from dmoa_p2p_llama_cpp import LlamaCppBackend, LlamaOptions
 from tiny_gguf import write_tiny_gguf
 
 
@@ -24,7 +24,7 @@ def tiny_model_without_template(tmp_path_factory: pytest.TempPathFactory) -> Pat
 
 @pytest.fixture
 def tiny(tiny_model: Path) -> Iterator[LlamaCppBackend]:
-    backend = create({"model": str(tiny_model), "n_ctx": "256"})
+    backend = LlamaOptions(model=tiny_model, n_ctx=256).load()
     yield backend
     trio.run(backend.aclose)
 
@@ -32,6 +32,6 @@ def tiny(tiny_model: Path) -> Iterator[LlamaCppBackend]:
 @pytest.fixture(scope="module")
 def smollm2() -> Iterator[LlamaCppBackend]:
     """The embedded default model, loaded once per test module (about 0.2 s)."""
-    backend = create({"n_threads": "1"})
+    backend = LlamaOptions(n_threads=1).load()
     yield backend
     trio.run(backend.aclose)

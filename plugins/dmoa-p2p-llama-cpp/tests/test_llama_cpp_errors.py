@@ -3,25 +3,33 @@
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Mapping
 from pathlib import Path
 
+import attrs
 import pytest
-from dmoa_p2p_llama_cpp import KNOWN_OPTIONS, _loading, _options, create, default_model_path
+from dmoa_p2p_llama_cpp import LlamaCppBackend, LlamaOptions, _loading, default_model_path
 
 from dmoa_p2p.backends import BackendError
-from dmoa_p2p.registry import load_plugin
+from dmoa_p2p.registry import PluginOptionsError, create_plugin, load_plugin
 
 
-def test_the_entry_point_names_the_factory() -> None:
-    assert load_plugin("backend", "llama-cpp") is create
+def create(options: Mapping[str, str]) -> LlamaCppBackend:
+    """The `llama-cpp` backend as a node builds it: options through the registry, loaded."""
+    backend: LlamaCppBackend = create_plugin("backend", "llama-cpp", options).load()
+    return backend
 
 
-def test_unknown_options_are_named_with_the_known_ones() -> None:
-    with pytest.raises(BackendError) as info:
-        create({"modle": "x.gguf", "threads": "2"})
+def test_the_entry_point_names_the_options_class() -> None:
+    assert load_plugin("backend", "llama-cpp") is LlamaOptions
+
+
+def test_unknown_options_suggest_the_closest_and_name_the_known_ones() -> None:
+    with pytest.raises(PluginOptionsError) as info:
+        create({"modle": "x.gguf"})
     message = str(info.value)
-    assert "modle, threads" in message
-    assert all(name in message for name in KNOWN_OPTIONS)
+    assert "no option 'modle' (did you mean 'model'?)" in message
+    assert all(a.name in message for a in attrs.fields(LlamaOptions))
 
 
 @pytest.mark.parametrize(
@@ -30,14 +38,15 @@ def test_unknown_options_are_named_with_the_known_ones() -> None:
      ("seed", str(2**32 - 1))],
 )
 def test_bad_numbers_say_what_is_allowed(name: str, value: str) -> None:
-    with pytest.raises(BackendError, match=f"option {name} must be an integer"):
-        _options.parse_options({name: value})
+    with pytest.raises(PluginOptionsError, match=f"{name}"):
+        create_plugin("backend", "llama-cpp", {name: value})
 
 
 def test_defaults() -> None:
-    options = _options.parse_options({})
-    assert options.model == default_model_path()
-    assert options.model.name == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    options = create_plugin("backend", "llama-cpp", {})
+    assert options.model is None
+    assert options.model_file == default_model_path()
+    assert options.model_file.name == "SmolLM2-135M-Instruct.Q4_1.gguf"
     assert (options.n_threads, options.n_ctx, options.seed, options.chat_format) == (
         1, 2048, 0, None
     )

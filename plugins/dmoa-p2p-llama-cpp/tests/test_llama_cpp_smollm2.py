@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import trio
 import trio.lowlevel
-from dmoa_p2p_llama_cpp import LlamaCppBackend, create, default_model_path
+from dmoa_p2p_llama_cpp import LlamaCppBackend, LlamaOptions, default_model_path
 from llama_cpp import Llama
 
 from dmoa_p2p.backends import BackendError, ChatMessage, GenerationParams
@@ -123,7 +123,7 @@ async def test_the_event_loop_keeps_running_while_the_model_works(
 
 
 async def test_closing_stops_a_running_generation_first() -> None:
-    backend = create({})
+    backend = LlamaOptions().load()
 
     async def generate() -> None:
         with pytest.raises(BackendError, match="the llama-cpp backend was closed"):

@@ -9,7 +9,7 @@ from typing import Any
 
 import jinja2
 import pytest
-from dmoa_p2p_llama_cpp import LlamaCppBackend, create
+from dmoa_p2p_llama_cpp import LlamaCppBackend, LlamaOptions
 from dmoa_p2p_llama_cpp._chat import ChatFormat, fold_system_messages
 from dmoa_p2p_llama_cpp._generation import _first_stop
 from llama_cpp import Llama
@@ -112,7 +112,7 @@ async def test_a_model_without_template_falls_back_to_chatml_with_a_warning(
     tiny_model_without_template: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.WARNING, logger="dmoa_p2p_llama_cpp"):
-        backend = create({"model": str(tiny_model_without_template), "n_ctx": "256"})
+        backend = LlamaOptions(model=tiny_model_without_template, n_ctx=256).load()
     try:
         assert backend.chat_format.name == "chatml"
         assert "tiny-bare.gguf has no chat template" in caplog.text
@@ -123,7 +123,7 @@ async def test_a_model_without_template_falls_back_to_chatml_with_a_warning(
 
 
 async def test_a_named_chat_format_overrides_the_template(tiny_model: Path) -> None:
-    backend = create({"model": str(tiny_model), "n_ctx": "256", "chat_format": "llama-2"})
+    backend = LlamaOptions(model=tiny_model, n_ctx=256, chat_format="llama-2").load()
     try:
         assert backend.chat_format.name == "llama-2"
         assert "[INST]" in backend.chat_format.render(QUESTION).text
@@ -149,7 +149,7 @@ def test_system_messages_are_folded_for_templates_that_refuse_them() -> None:
 
 
 async def test_a_closed_backend_refuses_work(tiny_model: Path) -> None:
-    backend = create({"model": str(tiny_model)})
+    backend = LlamaOptions(model=tiny_model).load()
     await backend.aclose()
     await backend.aclose()  # twice is fine
     with pytest.raises(BackendError, match="closed"):

@@ -1,4 +1,4 @@
-"""The node's local control endpoint: JSON lines over a unix socket only its owner can open."""
+"""A node's local control endpoint: JSON lines over a unix socket only its owner can open."""
 
 from __future__ import annotations
 
@@ -7,17 +7,18 @@ import json
 import logging
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import trio
 
-from dmoa_p2p.admission import AdmissionRefused
+from dmoa_p2p.admission import PromptRefused
 from dmoa_p2p.moa import QueryRequest
+from dmoa_p2p.node import Node
 from dmoa_p2p.registry import PluginError
 
-if TYPE_CHECKING:
-    from dmoa_p2p.node._node import Node
+Status = Callable[[], dict[str, Any]]
 
 log = logging.getLogger(__name__)
 _MAX_REQUEST_BYTES = 1 << 20
@@ -37,9 +38,14 @@ def _check_path(path: Path) -> None:
 
 
 async def serve_control(
-    node: Node, path: Path, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    node: Node,
+    path: Path,
+    status: Status,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Answer control requests for `node` on a unix socket at `path` until cancelled."""
+    """Answer control requests for `node` on a unix socket at `path` until cancelled;
+    `status` gives what the `status` request returns."""
     _prepare_socket_path(path)
     sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -48,7 +54,7 @@ async def serve_control(
         sock.listen()
         listener = trio.SocketListener(sock)
         task_status.started()
-        await trio.serve_listeners(functools.partial(_handle, node), [listener])
+        await trio.serve_listeners(functools.partial(_handle, node, status), [listener])
     finally:
         sock.close()
         _remove_socket(path)
@@ -64,11 +70,11 @@ def _remove_socket(path: Path) -> None:
     path.unlink(missing_ok=True)
 
 
-async def _handle(node: Node, stream: trio.abc.Stream) -> None:
+async def _handle(node: Node, status: Status, stream: trio.abc.Stream) -> None:
     async with stream:
         try:
             request = json.loads(await _read_line(stream))
-            response = await _dispatch(node, request)
+            response = await _dispatch(node, status, request)
         except (ValueError, KeyError, TypeError) as exc:
             response = {"error": f"bad control request: {exc}"}
         except trio.BrokenResourceError:
@@ -79,17 +85,21 @@ async def _handle(node: Node, stream: trio.abc.Stream) -> None:
             log.debug("control client left before the answer")
 
 
-async def _dispatch(node: Node, request: dict[str, Any]) -> dict[str, Any]:
+async def _dispatch(node: Node, status: Status, request: dict[str, Any]) -> dict[str, Any]:
     op = request["op"]
     if op == "status":
-        return node.status()
+        return status()
     if op == "ask":
         try:
             answer = await node.ask(QueryRequest.from_json(request["request"]))
         except (PluginError, ValueError) as exc:
             return {"error": str(exc)}
-        except AdmissionRefused as exc:
-            return {"error": f"refused: {exc}", "retry_after_s": exc.retry_after_s}
+        except PromptRefused as exc:
+            return {
+                "error": f"refused: {exc}",
+                "cause": exc.cause,
+                "retry_after_s": exc.retry_after_s,
+            }
         return answer.to_json()
     return {"error": f"unknown control operation {op!r}; try one of: status, ask"}
 
