@@ -21,7 +21,9 @@ fi
 venv=${VENV:-.venv}
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/python" -m pip install -q --upgrade pip
-"$venv/bin/python" -m pip install -q -e '.[test]'
+# compat: a path entry, not an import hook, so that mypy sees the installed package (and
+# its py.typed) the way a plugin outside this repository does
+"$venv/bin/python" -m pip install -q -e '.[test]' --config-settings editable_mode=compat
 # the plugin distributions the tests use: one shipped plugin and the template users copy
 "$venv/bin/python" -m pip install -q -e plugins/dmoa-p2p-vote -e examples/dmoa-plugin-template
 

@@ -115,10 +115,16 @@ async def answer_whole(
     """The whole answer as one JSON body; a client that leaves first cancels the query."""
     completion = Completion(chat)
     answers: list[Answer] = []
+    refusals: list[PromptRefused] = []  # raised past the nursery, it would come wrapped
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope)
-        answers.append(await answer(node, admitted))
+        try:
+            answers.append(await node.answer(admitted))
+        except PromptRefused as exc:
+            refusals.append(exc)
         nursery.cancel_scope.cancel()
+    if refusals:
+        raise refused(refusals[0])
     if not answers:  # nobody is there to read it
         return Response(status_code=499)
     return JSONResponse(completion.whole(answers[0]))

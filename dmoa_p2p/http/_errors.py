@@ -10,9 +10,10 @@ from starlette.responses import JSONResponse
 
 from dmoa_p2p.admission import PromptRefused
 
-# a refusal's cause as an HTTP status: 429 when the swarm is loaded (slow down), 503 when
-# this node cannot take the prompt (its queue, its cap, its model)
-_REFUSAL_STATUS = {"swarm_overloaded": 429, "queue_full": 503, "cap": 503, "model_unavailable": 503}
+# a refusal's cause as an HTTP status: 429 when the client should slow down (the swarm is
+# loaded, or the node's operator capped its queue), 503 when the node cannot take the
+# prompt now (its queue is full, its model cannot answer)
+_REFUSAL_STATUS = {"swarm_overloaded": 429, "cap": 429, "queue_full": 503, "model_unavailable": 503}
 
 
 class ApiError(Exception):

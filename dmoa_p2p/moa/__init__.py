@@ -20,6 +20,7 @@ from dmoa_p2p.moa._types import (
     TokenBudget,
 )
 from dmoa_p2p.moa.engine import MoaEngine, QueryPlugins
+from dmoa_p2p.moa.strategies import Draw, plan_layers, uniform_draw
 from dmoa_p2p.moa.trace import Answer, CallRecord, LayerRecord, MissingProposer, Trace
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "Answer",
     "CallRecord",
     "Composition",
+    "Draw",
     "LayerContext",
     "LayerPlan",
     "LayerRecord",
@@ -47,4 +49,6 @@ __all__ = [
     "Strategy",
     "TokenBudget",
     "Trace",
+    "plan_layers",
+    "uniform_draw",
 ]

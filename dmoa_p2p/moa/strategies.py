@@ -1,4 +1,8 @@
-"""Built-in strategies: how many layers, and which peers propose in each layer."""
+"""Built-in strategies, and `plan_layers`, the helper every strategy can build on.
+
+A strategy is created once per node (on the first query that names it) and kept while the
+node runs, so state it keeps lasts across queries; it must not block (plan is synchronous).
+"""
 
 from __future__ import annotations
 
@@ -15,19 +19,23 @@ from dmoa_p2p.moa._types import LayerPlan, PeerLoad, Plan, PromptMode, QueryRequ
 Draw = Callable[[Sequence[PeerLoad], int, random.Random], list[PeerLoad]]
 
 
-def _uniform(peers: Sequence[PeerLoad], count: int, rng: random.Random) -> list[PeerLoad]:
+def uniform_draw(peers: Sequence[PeerLoad], count: int, rng: random.Random) -> list[PeerLoad]:
+    """`count` distinct peers, uniformly at random (the paper's choice)."""
     return rng.sample(list(peers), count)
 
 
-def _plan(
+def plan_layers(
     request: QueryRequest,
     peers: Sequence[PeerLoad],
     rng: random.Random,
-    draw: Draw,
+    draw: Draw = uniform_draw,
     *,
-    raw_only: bool,
+    raw_only: bool = False,
 ) -> Plan:
-    """M layers of min(k, len(peers)) proposers, each layer drawn afresh (as in the paper)."""
+    """M layers of min(k, len(peers)) proposers, each layer drawn afresh with `draw` (as in
+    the paper); layer 1 gets the raw prompt, later ones the augmented prompt unless
+    `raw_only` (then the final aggregation sees every layer's proposals). The plan's notes
+    say when fewer than k peers are known."""
     count = min(request.proposers, len(peers))
     layers = []
     for index in range(request.layers):
@@ -58,14 +66,14 @@ class AugmentedStrategy:
     """
 
     def plan(self, request: QueryRequest, peers: Sequence[PeerLoad], rng: random.Random) -> Plan:
-        return _plan(request, peers, rng, _uniform, raw_only=False)
+        return plan_layers(request, peers, rng)
 
 
 class RawStrategy:
     """`raw`: every layer answers the raw prompt; all layers' proposals are combined at the end."""
 
     def plan(self, request: QueryRequest, peers: Sequence[PeerLoad], rng: random.Random) -> Plan:
-        return _plan(request, peers, rng, _uniform, raw_only=True)
+        return plan_layers(request, peers, rng, raw_only=True)
 
 
 def _service_times(peers: Sequence[PeerLoad]) -> list[float]:
@@ -140,4 +148,4 @@ class CapacityStrategy:
 
     def plan(self, request: QueryRequest, peers: Sequence[PeerLoad], rng: random.Random) -> Plan:
         draw = functools.partial(_systematic, spare_capacity_weights(peers, request.layers))
-        return _plan(request, peers, rng, draw, raw_only=False)
+        return plan_layers(request, peers, rng, draw)

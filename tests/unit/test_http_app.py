@@ -19,8 +19,8 @@ from dmoa_p2p.backends import BackendError, ChatMessage, GenerationParams
 from dmoa_p2p.backends.fake import FakeBackend
 from dmoa_p2p.http import NodeMetrics, build_app
 from dmoa_p2p.node import Node
+from dmoa_p2p.testing import memory_swarm
 from dmoa_p2p.wire import WireError
-from tests.unit.memory_nodes import memory_swarm
 
 ASK = {"model": "dmoa", "messages": [{"role": "user", "content": "Why is the sky blue?"}]}
 LOCAL = {**ASK, "model": "fake"}
@@ -152,7 +152,7 @@ async def test_refusals_are_429_or_503_with_retry_after(
         await trio.sleep(0.5)
         refused = await client.post("/v1/chat/completions", json={**ASK, "stream": True})
     assert refused.status_code == 429
-    assert refused.json()["error"]["code"] == "swarm_overloaded"
+    assert refused.json()["error"]["code"] == "cap"
     assert int(refused.headers["retry-after"]) >= 1
     assert float(refused.headers["retry-after-ms"]) >= 1000
     assert nodes[0].outcomes == {"accepted": 1, "answered": 1, "refused": 1}
