@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -9,10 +11,12 @@ import trio
 import trio.testing
 
 from dmoa_p2p.backends.fake import FakeBackend
-from dmoa_p2p.moa import QueryRequest
+from dmoa_p2p.moa import PeerLoad, Plan, QueryRequest, plan_layers
+from dmoa_p2p.moa.aggregators import MoaAggregator
 from dmoa_p2p.node import Node
 from dmoa_p2p.overlay import MemoryNetwork
-from tests.unit.memory_nodes import memory_node, memory_swarm, wait_for
+from dmoa_p2p.registry import registered
+from dmoa_p2p.testing import memory_node, memory_swarm, wait_for
 
 
 def fakes(n: int, mean_s: float = 1.0) -> list[FakeBackend]:
@@ -158,17 +162,23 @@ async def test_a_proposer_that_leaves_mid_layer_is_replaced(
         nursery.cancel_scope.cancel()
 
 
-@pytest.mark.parametrize("aggregator", ["shortest", "vote", "longest"])
-async def test_installed_non_llm_aggregators_answer_without_a_final_call(
+class FirstProposal(MoaAggregator):
+    """A stand-in third-party aggregator that answers without the LLM."""
+
+    def direct_answer(self, prompt: str, proposals: Sequence[str]) -> str | None:
+        return proposals[0] if proposals else ""
+
+
+@pytest.mark.parametrize("aggregator", ["first-proposal", "longest"])
+async def test_non_llm_aggregators_answer_without_a_final_call(
     tmp_path: Path, autojump_clock: trio.testing.MockClock, aggregator: str
 ) -> None:
-    # `shortest` is the template in examples/, `vote` the plugin in plugins/: both installed
-    # as separate distributions and found through their entry points
-    async with memory_swarm(tmp_path, fakes(3)) as nodes:
-        answer = await nodes[0].ask(QueryRequest("Pick one.", 1, 2, aggregator=aggregator))
-        assert len(answer.trace.calls) == 3  # proposals only
-        assert all(c.role == "proposer" for c in answer.trace.calls)
-        assert answer.text.startswith("[fake")
+    with registered("aggregator", "first-proposal", FirstProposal):
+        async with memory_swarm(tmp_path, fakes(3)) as nodes:
+            answer = await nodes[0].ask(QueryRequest("Pick one.", 1, 2, aggregator=aggregator))
+    assert len(answer.trace.calls) == 3  # proposals only
+    assert all(c.role == "proposer" for c in answer.trace.calls)
+    assert answer.text.startswith("[fake")
 
 
 async def test_a_refusing_proposer_is_replaced_by_another_peer(
@@ -189,15 +199,19 @@ async def test_a_refusing_proposer_is_replaced_by_another_peer(
         assert [m.node for m in layer.missing] == [busy.peer_id]
         assert layer.missing[0].reason.startswith("refused: ")
         assert layer.replacements == ()
-        # k = 1: when the busy node is drawn, its refusal is re-routed to a peer not yet asked
-        for _ in range(30):
-            answer = await origin.ask(QueryRequest("again", 1, 1))
-            (layer,) = answer.trace.layers
-            if layer.missing:
-                assert layer.asked[0] == busy.peer_id
-                assert len(layer.replacements) == 1
-                assert layer.answered == (origin.peer_id, layer.replacements[0])
-                break
-        else:
-            pytest.fail("the busy node was never drawn in 30 tries")
+        # k = 1 with the busy node drawn: its refusal is re-routed to a peer not yet asked
+        class BusyFirst:
+            def plan(
+                self, request: QueryRequest, peers: Sequence[PeerLoad], rng: random.Random
+            ) -> Plan:
+                ordered = sorted(peers, key=lambda peer: peer.peer_id != busy.peer_id)
+                return plan_layers(request, ordered, rng, lambda ps, n, _rng: list(ps[:n]))
+
+        with registered("strategy", "busy-first", BusyFirst):
+            answer = await origin.ask(QueryRequest("again", 1, 1, strategy="busy-first"))
+        (layer,) = answer.trace.layers
+        assert layer.asked[0] == busy.peer_id
+        assert [m.node for m in layer.missing] == [busy.peer_id]
+        assert len(layer.replacements) == 1
+        assert layer.answered == (origin.peer_id, layer.replacements[0])
         nursery.cancel_scope.cancel()

@@ -5,14 +5,18 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
+import pytest
 import trio
 import trio.testing
 
+from dmoa_p2p.backends.fake import FakeBackend
+from dmoa_p2p.http import NodeMetrics
 from dmoa_p2p.identity import NodeIdentity
+from dmoa_p2p.moa import QueryRequest
 from dmoa_p2p.node import PRESENCE_TOPIC
 from dmoa_p2p.overlay import MemoryNetwork
+from dmoa_p2p.testing import memory_node, memory_swarm, wait_for, wall_clock
 from dmoa_p2p.wire import Presence, seal
-from tests.unit.memory_nodes import memory_node, wait_for, wall_clock
 
 
 async def test_peer_views_converge_and_peers_dial_each_other(
@@ -88,3 +92,24 @@ async def test_forged_presence_is_rejected_and_counted(
             "malformed": 1,
         }
         assert victim.peer_id not in a.live_peer_ids()
+
+
+async def test_presence_status_and_metrics_read_one_snapshot(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    backends = [FakeBackend(mean_s=0.5), FakeBackend(mean_s=0.5)]
+    async with memory_swarm(tmp_path, backends, admission="threshold") as (node, peer):
+        await node.ask(QueryRequest("q", 1, 1))
+        snapshot = node.snapshot()
+        status = snapshot.to_json()
+        presence = snapshot.presence()
+        metrics = NodeMetrics(node).render().decode()
+    assert presence.mean_service_s == status["queue"]["mean_service_s"] == pytest.approx(0.5)
+    assert presence.arrival_rate == status["queue"]["arrival_rate"]
+    assert [p["peer_id"] for p in status["peers"]] == [peer.peer_id]
+    assert status["prompts"] == {"accepted": 1, "answered": 1}
+    point = status["operating_point"]
+    assert point["rho_threshold"] == 0.9  # threshold's rho_max, not the stability bound
+    assert set(point["rho_by_peer"]) == {node.peer_id, peer.peer_id}
+    assert f"dmoa_rho {point['rho']}" in metrics
+    assert 'dmoa_prompts_total{outcome="answered"} 1.0' in metrics
