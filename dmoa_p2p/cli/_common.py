@@ -16,6 +16,7 @@ from rich.console import Console
 
 from dmoa_p2p.backends import BackendError
 from dmoa_p2p.config import ConfigError
+from dmoa_p2p.exceptions import single_leaf
 from dmoa_p2p.control import ControlError
 from dmoa_p2p.identity import IdentityError
 from dmoa_p2p.logs import configure_logging
@@ -110,11 +111,17 @@ def print_json(value: Any) -> None:
 
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn errors a user can act on into a one-line message and exit code 1."""
+    """Turn errors a user can act on into a one-line message and exit code 1, also when
+    trio's nurseries wrapped one alone in an exception group."""
     try:
         yield
     except USER_ERRORS as exc:
         raise click.ClickException(str(exc)) from exc
+    except BaseExceptionGroup as group:
+        error = single_leaf(group, USER_ERRORS)
+        if error is None:
+            raise
+        raise click.ClickException(str(error)) from error
 
 
 def run_until_signalled(main: Callable[[trio.Nursery], Awaitable[None]]) -> None:
