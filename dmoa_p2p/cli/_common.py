@@ -16,8 +16,8 @@ from rich.console import Console
 
 from dmoa_p2p.backends import BackendError
 from dmoa_p2p.config import ConfigError
-from dmoa_p2p.exceptions import single_leaf
 from dmoa_p2p.control import ControlError
+from dmoa_p2p.exceptions import single_leaf
 from dmoa_p2p.identity import IdentityError
 from dmoa_p2p.logs import configure_logging
 from dmoa_p2p.overlay import OverlayError
