@@ -85,9 +85,13 @@ class NodeConfig:
     # plugin-specific settings, e.g. {"model": "/path/to/model.gguf", "n_threads": "1"}
     backend_options: dict[str, str] = attrs.field(factory=dict)
     gossip: str = "direct"
+    gossip_options: dict[str, str] = attrs.field(factory=dict)
     admission: str = "none"
     # the admission policy's fields, e.g. {"rho_max": "0.9"} or {"cap": "32"}
     admission_options: dict[str, str] = attrs.field(factory=dict)
+    # strategies' and aggregators' options by plugin name, e.g. {"first-peers": {"offset": "1"}}
+    strategy_options: dict[str, dict[str, str]] = attrs.field(factory=dict)
+    aggregator_options: dict[str, dict[str, str]] = attrs.field(factory=dict)
     queue_capacity: int = attrs.field(default=64, validator=attrs.validators.ge(1))
     control_socket: Path | None = attrs.field(
         default=None, converter=attrs.converters.optional(Path)

@@ -63,10 +63,13 @@ class OperatingPoint:
 
 @attrs.frozen
 class AdmissionContext:
+    """What a policy decides on: the prompt, the swarm's load, this node's queue, the time."""
+
     request: QueryRequest
     point: OperatingPoint
     queue_length: int
     queue_capacity: int
+    now: float = 0.0  # the node's clock (trio time), for policies that count over time
 
 
 @attrs.frozen

@@ -86,6 +86,17 @@ def parse_backend_options(pairs: tuple[str, ...]) -> dict[str, str]:
     return options
 
 
+def parse_named_options(pairs: tuple[str, ...]) -> dict[str, dict[str, str]]:
+    """NAME:KEY=VALUE pairs (options of the plugin NAME) as {NAME: {KEY: VALUE}}."""
+    options: dict[str, dict[str, str]] = {}
+    for pair in pairs:
+        name, sep, setting = pair.partition(":")
+        if not sep or not name:
+            raise click.BadParameter(f"{pair!r} is not NAME:KEY=VALUE")
+        options.setdefault(name.strip(), {}).update(parse_backend_options((setting,)))
+    return options
+
+
 def positive_numbers(
     _ctx: click.Context, _param: click.Parameter, value: str | None
 ) -> list[float] | None:

@@ -16,6 +16,7 @@ from dmoa_p2p.cli._common import (
     data_dir_option,
     json_option,
     parse_backend_options,
+    parse_named_options,
     print_json,
     run_until_signalled,
     user_errors,
@@ -65,6 +66,21 @@ def keygen(data_dir: Path, force: bool) -> None:
 @click.option("--presence-interval", type=float, help="Seconds between presence messages.")
 @backend_options
 @click.option("--gossip", help="How tasks travel: direct (streams) or pubsub. [default: direct]")
+@click.option(
+    "--gossip-option", multiple=True, metavar="KEY=VALUE", help="A gossip policy setting."
+)
+@click.option(
+    "--strategy-option",
+    multiple=True,
+    metavar="NAME:KEY=VALUE",
+    help="A setting of strategy NAME, used when a query names it (repeatable).",
+)
+@click.option(
+    "--aggregator-option",
+    multiple=True,
+    metavar="NAME:KEY=VALUE",
+    help="A setting of aggregator NAME, used when a query names it (repeatable).",
+)
 @click.option("--queue-capacity", type=click.IntRange(1), help="Prompts the queue holds.")
 @click.option(
     "--admission", help="Admission policy: none, threshold, degrade, cap. [default: none]"
@@ -97,6 +113,9 @@ def node(
     backend: str | None,
     backend_option: tuple[str, ...],
     gossip: str | None,
+    gossip_option: tuple[str, ...],
+    strategy_option: tuple[str, ...],
+    aggregator_option: tuple[str, ...],
     queue_capacity: int | None,
     admission: str | None,
     admission_option: tuple[str, ...],
@@ -113,6 +132,9 @@ def node(
         "backend": backend,
         "backend_options": parse_backend_options(backend_option) or None,
         "gossip": gossip,
+        "gossip_options": parse_backend_options(gossip_option) or None,
+        "strategy_options": parse_named_options(strategy_option) or None,
+        "aggregator_options": parse_named_options(aggregator_option) or None,
         "queue_capacity": queue_capacity,
         "admission": admission,
         "admission_options": parse_backend_options(admission_option) or None,

@@ -1,4 +1,7 @@
-"""Gossip policies: how MoA tasks and their results travel between nodes."""
+"""Gossip policies: how MoA tasks and their results travel between nodes.
+
+`Envelope`, `Overlay` and `OverlayError` are re-exported for gossip plugin authors.
+"""
 
 from dmoa_p2p.gossip._policies import (
     MOA_PROTOCOL,
@@ -10,6 +13,8 @@ from dmoa_p2p.gossip._policies import (
     PeerUnreachable,
     PubsubGossip,
 )
+from dmoa_p2p.overlay import Overlay, OverlayError
+from dmoa_p2p.wire import Envelope
 
 __all__ = [
     "MOA_PROTOCOL",
@@ -17,7 +22,10 @@ __all__ = [
     "Admit",
     "Deliver",
     "DirectGossip",
+    "Envelope",
     "GossipPolicy",
+    "Overlay",
+    "OverlayError",
     "PeerUnreachable",
     "PubsubGossip",
 ]

@@ -7,7 +7,7 @@ import hashlib
 import logging
 import random
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import attrs
 import trio
@@ -56,7 +56,9 @@ class MoaEngine:
         peers: PeerLoads,
         reachable: Callable[[str], bool],
         rng: random.Random | None = None,
+        plugin_options: Callable[[str, str], Mapping[str, str]] | None = None,
     ) -> None:
+        """`plugin_options(kind, name)` gives a strategy's or aggregator's options."""
         self.peer_id = peer_id
         self.queue = queue
         self.layer_context = LayerContext(peer_id, send, peers, reachable, rng or random.Random())
@@ -64,6 +66,7 @@ class MoaEngine:
         self._nursery: trio.Nursery | None = None
         # one instance per plugin name for the node's lifetime, so that state they keep lasts
         self._plugins: dict[tuple[str, str], Strategy | Aggregator] = {}
+        self._plugin_options = plugin_options or (lambda _kind, _name: {})
 
     def resolve(self, request: QueryRequest) -> QueryPlugins:
         """The request's strategy and aggregator; PluginError if either name is unknown."""
@@ -74,7 +77,7 @@ class MoaEngine:
     def _plugin(self, kind: str, name: str) -> Strategy | Aggregator:
         key = (kind, name)
         if key not in self._plugins:
-            self._plugins[key] = create_plugin(kind, name)
+            self._plugins[key] = create_plugin(kind, name, self._plugin_options(kind, name))
         return self._plugins[key]
 
     @contextlib.contextmanager

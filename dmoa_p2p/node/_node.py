@@ -58,7 +58,7 @@ class Node:
         self.gate = MessageGate(clock=wall_clock)
         self.peer_view = PeerView(identity.peer_id, config.missed_presence_limit)
         self.queue = InferenceQueue(backend, config.queue_capacity)
-        self.gossip: GossipPolicy = create_plugin("gossip", config.gossip)
+        self.gossip: GossipPolicy = create_plugin("gossip", config.gossip, config.gossip_options)
         self.events: Counter[str] = Counter()
         self.engine = MoaEngine(
             identity.peer_id,
@@ -67,6 +67,7 @@ class Node:
             self._peer_loads,
             lambda peer_id: self.gossip.can_reach(self.overlay, peer_id),
             rng,
+            self._plugin_options,
         )
         admission = load_admission(config.admission, config.admission_options)
         self.prompts = PromptDesk(self.engine, self.queue, admission, self.operating_point)
@@ -181,6 +182,11 @@ class Node:
     async def answer(self, admitted: AdmittedPrompt, on_text: TextCallback | None = None) -> Answer:
         """Run an admitted prompt (see `admit`)."""
         return await self.prompts.answer(admitted, on_text)
+
+    def _plugin_options(self, kind: str, name: str) -> dict[str, str]:
+        config = self.config
+        by_name = config.strategy_options if kind == "strategy" else config.aggregator_options
+        return by_name.get(name, {})
 
     def _peer_loads(self) -> list[PeerLoad]:
         return [load_of(rec.presence) for rec in self.peer_view.live(trio.current_time())]

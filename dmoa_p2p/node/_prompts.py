@@ -6,6 +6,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 
 import attrs
+import trio
 
 from dmoa_p2p.admission import (
     AdmissionContext,
@@ -68,7 +69,11 @@ class PromptDesk:
         plugins = self.engine.resolve(request)
         self.queue.load.observe_arrival()
         context = AdmissionContext(
-            request, self.operating_point(), self.queue.length, self.queue.capacity
+            request,
+            self.operating_point(),
+            self.queue.length,
+            self.queue.capacity,
+            trio.current_time(),
         )
         decision = self.policy.decide(context)
         if decision.action == "refuse":

@@ -13,6 +13,7 @@ import trio.testing
 
 from dmoa_p2p.backends import load_backend
 from dmoa_p2p.backends.fake import FakeBackend
+from dmoa_p2p.gossip import DirectGossip
 from dmoa_p2p.moa import PeerLoad, Plan, QueryRequest, plan_layers
 from dmoa_p2p.registry import PluginError, PluginOptionsError, create_plugin, registered
 from dmoa_p2p.testing import memory_swarm
@@ -30,6 +31,13 @@ class Knobs:
 
 class Bare:
     """A plugin without options may be a plain class."""
+
+
+@attrs.define
+class TunedDirect(DirectGossip):
+    """The direct gossip policy with an option (that it ignores)."""
+
+    window: int = 1
 
 
 def test_options_are_converted_to_the_fields_types() -> None:
@@ -101,3 +109,20 @@ async def test_a_strategy_lives_as_long_as_its_node(
             plugins = node.engine.resolve(QueryRequest("q", strategy="counting"))
     assert Counting.made == 1
     assert isinstance(plugins.strategy, Counting) and plugins.strategy.planned == 3
+
+
+async def test_a_nodes_configuration_gives_every_kind_its_options(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    with registered("strategy", "knobs", Knobs), registered("gossip", "tuned", TunedDirect):
+        async with memory_swarm(
+            tmp_path,
+            [FakeBackend(0.1)],
+            gossip="tuned",
+            gossip_options={"window": "2"},
+            strategy_options={"knobs": {"flag": "true"}},
+        ) as (node,):
+            plugins = node.engine.resolve(QueryRequest("q", strategy="knobs"))
+            assert node.gossip == TunedDirect(window=2)
+            built: object = plugins.strategy
+            assert built == Knobs(flag=True)
