@@ -3,7 +3,6 @@
 from collections import deque
 
 import attrs
-import trio
 
 from dmoa_p2p.admission import AdmissionContext, Decision
 
@@ -23,7 +22,7 @@ class BudgetAdmission:
     _admitted: deque[float] = attrs.field(factory=deque, init=False)
 
     def decide(self, context: AdmissionContext) -> Decision:
-        now = trio.current_time()  # trio's clock: virtual under MockClock in tests
+        now = context.now  # the node's clock: virtual under MockClock in tests
         while self._admitted and self._admitted[0] <= now - WINDOW_S:
             self._admitted.popleft()
         if len(self._admitted) < self.per_minute:
