@@ -4,15 +4,8 @@ from collections import Counter
 
 import trio
 
-from dmoa_p2p.gossip import (
-    MOA_PROTOCOL,
-    Admit,
-    Deliver,
-    DirectGossip,
-    Overlay,
-    OverlayError,
-    PeerUnreachable,
-)
+from dmoa_p2p.gossip import MOA_PROTOCOL, Admit, Deliver, DirectGossip, PeerUnreachable
+from dmoa_p2p.overlay import Overlay, OverlayError
 
 
 class CountingGossip:
