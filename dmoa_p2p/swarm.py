@@ -8,16 +8,18 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import attrs
 import trio
 
-from dmoa_p2p.config import LOCALHOST_LISTEN, NodeConfig
+from dmoa_p2p.app import App, open_app
+from dmoa_p2p.config import LOCALHOST_LISTEN, NodeConfig, control_socket_path
+from dmoa_p2p.control import ControlError, call_control
 from dmoa_p2p.moa import Answer, QueryRequest
-from dmoa_p2p.node import ControlError, Node, call_control, open_node
+from dmoa_p2p.node import Node
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +38,16 @@ class SwarmMember:
 
     @property
     def control_path(self) -> Path:
-        return self.data_dir / "control.sock"
+        return control_socket_path(self.data_dir)
 
     @property
     def dial_addr(self) -> str:
-        return next(a for a in self.listen_addrs if a.startswith("/ip4/127.0.0.1/"))
+        return dial_addr(self.listen_addrs)
+
+
+def dial_addr(listen_addrs: Sequence[str]) -> str:
+    """Where to dial a member: its 127.0.0.1 address (an in-memory node has just one)."""
+    return next((a for a in listen_addrs if a.startswith("/ip4/127.0.0.1/")), listen_addrs[0])
 
 
 def member_config(data_dir: Path, bootstrap: tuple[str, ...], **overrides: Any) -> NodeConfig:
@@ -74,36 +81,40 @@ async def wait_until_converged(
 
 
 class InProcessSwarm:
-    """N real libp2p nodes in this trio run; members can be stopped one by one."""
+    """N real libp2p nodes, each with its control socket, in this trio run; each can be stopped."""
 
     def __init__(self, nursery: trio.Nursery) -> None:
         self._nursery = nursery
-        self.nodes: list[Node] = []
+        self.apps: list[App] = []
         self._scopes: list[trio.CancelScope] = []
         self._done: list[trio.Event] = []
 
     @property
+    def nodes(self) -> list[Node]:
+        return [app.node for app in self.apps]
+
+    @property
     def members(self) -> list[SwarmMember]:
         return [
-            SwarmMember(i, n.peer_id, n.listen_addrs, n.config.data_dir, n.http_urls)
-            for i, n in enumerate(self.nodes)
+            SwarmMember(i, a.node.peer_id, a.node.listen_addrs, a.node.config.data_dir, a.http_urls)
+            for i, a in enumerate(self.apps)
         ]
 
-    async def add(self, config: NodeConfig) -> Node:
-        node: Node = await self._nursery.start(self._run_member, config)
-        return node
+    async def add(self, config: NodeConfig) -> App:
+        app: App = await self._nursery.start(self._run_member, config)
+        return app
 
     async def _run_member(
-        self, config: NodeConfig, *, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED
+        self, config: NodeConfig, *, task_status: trio.TaskStatus[App] = trio.TASK_STATUS_IGNORED
     ) -> None:
         done = trio.Event()
         try:
             with trio.CancelScope() as scope:
-                async with open_node(config) as node:
-                    self.nodes.append(node)
+                async with open_app(config) as app:
+                    self.apps.append(app)
                     self._scopes.append(scope)
                     self._done.append(done)
-                    task_status.started(node)
+                    task_status.started(app)
                     await trio.sleep_forever()
         finally:
             done.set()
@@ -114,10 +125,13 @@ class InProcessSwarm:
         await self._done[index].wait()
 
     def running(self) -> list[Node]:
-        return [n for n, d in zip(self.nodes, self._done, strict=True) if not d.is_set()]
+        return [app.node for app in self._running_apps()]
 
     async def statuses(self) -> list[dict[str, Any]]:
-        return [n.status() for n in self.running()]
+        return [app.status() for app in self._running_apps()]
+
+    def _running_apps(self) -> list[App]:
+        return [a for a, d in zip(self.apps, self._done, strict=True) if not d.is_set()]
 
     async def wait_converged(self, timeout_s: float = 30.0) -> float:
         return await wait_until_converged(self.statuses, timeout_s)
@@ -133,7 +147,7 @@ async def open_inprocess_swarm(
     i then serves its HTTP API on 127.0.0.1:`http_base_port + i`.
     """
     http_base_port: int | None = config.pop("http_base_port", None)
-    with _base_dir(base_dir) as base:
+    with swarm_dir(base_dir) as base:
         async with trio.open_nursery() as nursery:
             swarm = InProcessSwarm(nursery)
 
@@ -142,8 +156,8 @@ async def open_inprocess_swarm(
                     config["http"] = member_http(i, http_base_port)
                 return member_config(base / f"node{i}", bootstrap, **config)
 
-            first = await swarm.add(settings(0, ()))
-            bootstrap = (SwarmMember(0, first.peer_id, first.listen_addrs, base).dial_addr,)
+            await swarm.add(settings(0, ()))
+            bootstrap = (swarm.members[0].dial_addr,)
             for i in range(1, n):
                 await swarm.add(settings(i, bootstrap))
             try:
@@ -195,7 +209,7 @@ class ProcessSwarm:
             command += ["--bootstrap", addr]
         process = await trio.lowlevel.open_process(command, stdout=subprocess.DEVNULL)
         self.processes.append(process)
-        status = await _await_control(data_dir / "control.sock", process)
+        status = await _await_control(control_socket_path(data_dir), process)
         self.members.append(
             SwarmMember(
                 len(self.members),
@@ -250,7 +264,7 @@ async def open_process_swarm(
         http = member_http(i, http_base_port)
         return [*node_args, *(["--http", http] if http else [])]
 
-    with _base_dir(base_dir) as base:
+    with swarm_dir(base_dir) as base:
         swarm = ProcessSwarm()
         try:
             await swarm.start_member(base / "node0", (), verbosity, args(0))
@@ -267,11 +281,12 @@ async def open_process_swarm(
 
 
 @contextlib.contextmanager
-def _base_dir(base_dir: Path | None) -> Any:
+def swarm_dir(base_dir: Path | None, prefix: str = "dmoa-") -> Iterator[Path]:
+    """`base_dir` (created if missing) for the members' data directories, or a temporary one."""
     if base_dir is not None:
         base_dir.mkdir(parents=True, exist_ok=True)
         yield base_dir
         return
     # short path under /tmp: unix socket paths are limited to 107 bytes
-    with tempfile.TemporaryDirectory(prefix="dmoa-", dir="/tmp") as tmp:
+    with tempfile.TemporaryDirectory(prefix=prefix, dir="/tmp") as tmp:
         yield Path(tmp)

@@ -1,5 +1,24 @@
 """Benchmarks of dmoa-p2p's layers, each measured against a baseline in the same run."""
 
+from dmoa_p2p.bench._backend import run_backend_bench
+from dmoa_p2p.bench._backend_results import (
+    BACKEND_BARE_MEANS,
+    BACKEND_METHOD,
+    BARE_PATH,
+    QUEUE_PATH,
+    BackendBenchResult,
+    BackendBenchSettings,
+)
+from dmoa_p2p.bench._http import HTTP_VARIANTS, HttpBenchResult, run_http_bench
+from dmoa_p2p.bench._moa import (
+    DEFAULT_MAX_TOKENS,
+    SHARED_CPU_NOTE,
+    MoaBenchResult,
+    ModelMoaBenchResult,
+    QuerySplit,
+    run_moa_bench,
+    run_model_moa_bench,
+)
 from dmoa_p2p.bench._overlay import BenchError, ProgressCallback, run_overlay_bench
 from dmoa_p2p.bench._results import (
     BARE_MEANS,
@@ -15,19 +34,36 @@ from dmoa_p2p.bench._results import (
 from dmoa_p2p.bench._traffic import BARE, DMOA, VARIANTS
 
 __all__ = [
+    "BACKEND_BARE_MEANS",
+    "BACKEND_METHOD",
     "BARE",
     "BARE_MEANS",
+    "BARE_PATH",
+    "DEFAULT_MAX_TOKENS",
     "DELIVERIES_MEAN",
     "DMOA",
+    "HTTP_VARIANTS",
     "MEDIANS_MEAN",
+    "QUEUE_PATH",
+    "SHARED_CPU_NOTE",
     "TARGET_CPU_RATIO",
     "VARIANTS",
     "WINDOW_MEANS",
+    "BackendBenchResult",
+    "BackendBenchSettings",
     "BenchError",
     "BenchSettings",
+    "HttpBenchResult",
+    "MoaBenchResult",
+    "ModelMoaBenchResult",
     "OverlayBenchResult",
     "ProgressCallback",
+    "QuerySplit",
     "RunMetrics",
     "VariantSummary",
+    "run_backend_bench",
+    "run_http_bench",
+    "run_moa_bench",
+    "run_model_moa_bench",
     "run_overlay_bench",
 ]

@@ -21,12 +21,11 @@ from starlette.routing import Route
 from starlette.types import Message
 
 from dmoa_p2p.backends import GenerationParams
-from dmoa_p2p.bench._results import percentile
-from dmoa_p2p.http import NodeMetrics, bind_http_socket, build_app
-from dmoa_p2p.http._server import hypercorn_config
+from dmoa_p2p.http import NodeMetrics, bind_http_socket, build_app, hypercorn_config
 from dmoa_p2p.moa import QueryRequest
 from dmoa_p2p.node import Node
-from dmoa_p2p.swarm import open_inprocess_swarm
+from dmoa_p2p.simulate import percentile
+from dmoa_p2p.testing import fake_backend_config, libp2p_swarm
 
 TARGET_ADDED_P50_S = 0.005
 PROMPT = "Explain how a first-come, first-served queue works."
@@ -34,7 +33,7 @@ MAX_TOKENS = 64
 # direct: Node.ask; asgi: the node's HTTP app called in-process (our code, no server, no
 # client); bare-http: a one-line starlette endpoint calling Node.ask behind the same
 # hypercorn and httpx (what the HTTP stack itself costs); http and http-stream: the API
-VARIANTS = ("direct", "asgi", "bare-http", "http", "http-stream")
+HTTP_VARIANTS = ("direct", "asgi", "bare-http", "http", "http-stream")
 WARMUP = 5
 
 OneRequest = Callable[[], Awaitable[None]]
@@ -91,7 +90,7 @@ class HttpBenchResult:
             "rounds": self.rounds,
             "variants": {v.name: v.to_json() for v in self.variants},
             "added_p50_ms": {
-                name: round(1000 * self.added_p50_s(name), 3) for name in VARIANTS[1:]
+                name: round(1000 * self.added_p50_s(name), 3) for name in HTTP_VARIANTS[1:]
             },
             "target": f"http adds at most {1000 * TARGET_ADDED_P50_S:.0f} ms at p50",
             "passed": self.passed,
@@ -204,33 +203,29 @@ async def run_http_bench(
 ) -> HttpBenchResult:
     """`requests` per variant on a (k+1)-node fake-backend swarm, in `rounds` blocks each.
 
-    Blocks alternate between the variants (in VARIANTS' order, then in reverse) so that
+    Blocks alternate between the variants (in HTTP_VARIANTS' order, then in reverse) so that
     whatever drifts on the machine falls on all of them alike.
     """
-    config: dict[str, Any] = {
-        "backend": "fake",
-        "backend_options": {"service_time": str(service_time_s), "distribution": "fixed"},
-        "http": "127.0.0.1:0",
-        "presence_interval_s": 1.0,
-    }
+    config = {**fake_backend_config(service_time_s), "http": "127.0.0.1:0"}
     request = QueryRequest(PROMPT, layers, proposers, params=GenerationParams(MAX_TOKENS))
     limits = httpx.Limits(max_keepalive_connections=1)
     async with (
-        open_inprocess_swarm(proposers + 1, base_dir, **config) as swarm,
+        libp2p_swarm(
+            proposers + 1, base_dir, timeout_s=60, presence_interval_s=1.0, **config
+        ) as swarm,
         trio.open_nursery() as nursery,
     ):
-        await swarm.wait_converged(timeout_s=60)
         node = swarm.nodes[0]
         bare_config = hypercorn_config(bind_http_socket("127.0.0.1:0"))
         bare_urls = await nursery.start(serve, _bare_app(node, request), bare_config)
         async with (
-            httpx.AsyncClient(base_url=node.http_urls[0], limits=limits) as client,
+            httpx.AsyncClient(base_url=swarm.members[0].http_urls[0], limits=limits) as client,
             httpx.AsyncClient(base_url=bare_urls[0], limits=limits) as bare,
         ):
             calls = _requests(node, client, bare, request)
             timings = await _measure(calls, requests, rounds, progress)
         nursery.cancel_scope.cancel()
-    variants = tuple(VariantLatencies(name, tuple(timings[name])) for name in VARIANTS)
+    variants = tuple(VariantLatencies(name, tuple(timings[name])) for name in HTTP_VARIANTS)
     return HttpBenchResult(layers, proposers, service_time_s, rounds, variants)
 
 
@@ -241,10 +236,10 @@ async def _measure(
     for call in calls.values():
         for _ in range(WARMUP):
             await call()
-    timings: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    timings: dict[str, list[float]] = {name: [] for name in HTTP_VARIANTS}
     per_block = max(1, requests // rounds)
     for r in range(rounds):
-        for name in VARIANTS if r % 2 == 0 else VARIANTS[::-1]:
+        for name in HTTP_VARIANTS if r % 2 == 0 else HTTP_VARIANTS[::-1]:
             for _ in range(per_block):
                 start = time.perf_counter()
                 await calls[name]()

@@ -11,9 +11,9 @@ import attrs
 import trio
 
 from dmoa_p2p.backends import GenerationParams
-from dmoa_p2p.bench._results import percentile
 from dmoa_p2p.moa import CallRecord, QueryRequest, Trace
-from dmoa_p2p.swarm import open_inprocess_swarm
+from dmoa_p2p.simulate import percentile
+from dmoa_p2p.testing import fake_backend_config, libp2p_swarm
 
 TARGET_OVERHEAD_FRACTION = 0.05
 TARGET_OVERHEAD_PER_LAYER_S = 0.030
@@ -188,10 +188,7 @@ async def run_moa_bench(
     fixed service times; everything above it is dmoa-p2p: planning, signing, streams,
     validation, queueing, composition.
     """
-    config: dict[str, Any] = {
-        "backend": "fake",
-        "backend_options": {"service_time": str(service_time_s), "distribution": "fixed"},
-    }
+    config = fake_backend_config(service_time_s)
     request = QueryRequest(PROMPT, layers, proposers, params=GenerationParams(max_tokens))
     timed = await _timed_queries(nodes, request, queries, config, base_dir, progress)
     critical = (layers + 1) * service_time_s
@@ -242,8 +239,8 @@ async def _timed_queries(
 ) -> list[tuple[float, Trace]]:
     """Start an in-process swarm, warm it up, then time `queries` queries one at a time."""
     timed = []
-    async with open_inprocess_swarm(nodes, base_dir, presence_interval_s=1.0, **config) as swarm:
-        await swarm.wait_converged(timeout_s=60)
+    swarm_config = {"presence_interval_s": 1.0, **config}
+    async with libp2p_swarm(nodes, base_dir, timeout_s=60, **swarm_config) as swarm:
         await swarm.nodes[0].ask(request)  # warm-up: streams, caches, code paths, model pages
         for i in range(queries):
             origin = swarm.nodes[i % nodes]

@@ -10,6 +10,7 @@ from typing import Any
 import attrs
 
 from dmoa_p2p.bench._traffic import BARE, DMOA, VARIANTS
+from dmoa_p2p.simulate import percentile
 
 TARGET_CPU_RATIO = 1.10
 
@@ -35,15 +36,6 @@ MEDIANS_MEAN = (
     "alike; each metric is the median over a variant's blocks, deliveries their sum; the "
     "CPU ratio is the median of the per-round dmoa/bare ratios"
 )
-
-
-def percentile(values: Sequence[float], fraction: float) -> float:
-    """Nearest-rank percentile of `values` (0 < fraction <= 1); nan when empty."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    rank = max(1, math.ceil(fraction * len(ordered)))
-    return ordered[rank - 1]
 
 
 _at_least_1 = attrs.validators.ge(1)

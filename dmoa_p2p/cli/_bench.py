@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
 import click
-import trio
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from dmoa_p2p.bench import (
-    BARE,
-    BARE_MEANS,
-    DMOA,
-    BenchError,
-    OverlayBenchResult,
-    ProgressCallback,
-    run_overlay_bench,
-)
-from dmoa_p2p.cli._common import console, json_option, print_json, run_until_signalled
+from dmoa_p2p.bench import BARE, BARE_MEANS, DMOA, OverlayBenchResult, run_overlay_bench
+from dmoa_p2p.cli._bench_run import measure_and_report, stage_bar
+from dmoa_p2p.cli._common import console, json_option
 
 # (label, field, format): the rows of the overlay table, medians over rounds
 _ROWS = (
@@ -80,50 +67,14 @@ def overlay(
         raise click.BadParameter(
             f"{rounds} rounds need at least {rounds} messages", param_hint="--rounds"
         )
-    results: list[OverlayBenchResult] = []
 
-    async def main(nursery: trio.Nursery) -> None:
-        with _progress(enabled=not as_json) as progress:
-            results.append(
-                await run_overlay_bench(
-                    nodes, messages, warmup=warmup, rounds=rounds, window=window, progress=progress
-                )
+    async def measure() -> OverlayBenchResult:
+        with stage_bar(enabled=not as_json) as progress:
+            return await run_overlay_bench(
+                nodes, messages, warmup=warmup, rounds=rounds, window=window, progress=progress
             )
 
-    try:
-        run_until_signalled(main)
-    except BenchError as exc:
-        raise click.ClickException(str(exc)) from exc
-    if not results:
-        raise click.ClickException("interrupted")
-    if as_json:
-        print_json(results[0].to_json())
-    else:
-        _print_overlay(results[0])
-
-
-@contextlib.contextmanager
-def _progress(enabled: bool) -> Iterator[ProgressCallback | None]:
-    """A progress bar on stderr, fed with (label, published, total)."""
-    if not enabled:
-        yield None
-        return
-    bar = Progress(
-        TextColumn("{task.description:<22}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        transient=True,
-        refresh_per_second=4,  # its thread's CPU time counts in the measurement
-    )
-    task = bar.add_task("starting the swarm", total=None)
-
-    def update(label: str, done: int, total: int) -> None:
-        bar.update(task, description=label, completed=done, total=total)
-
-    with bar:
-        yield update
+    measure_and_report(measure, as_json, _print_overlay)
 
 
 def _print_overlay(result: OverlayBenchResult) -> None:

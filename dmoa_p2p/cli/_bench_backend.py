@@ -7,16 +7,16 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from dmoa_p2p.bench._backend import (
-    BARE,
-    BARE_MEANS,
-    METHOD,
-    QUEUE,
+from dmoa_p2p.bench import (
+    BACKEND_BARE_MEANS,
+    BACKEND_METHOD,
+    BARE_PATH,
+    QUEUE_PATH,
     BackendBenchResult,
     run_backend_bench,
 )
-from dmoa_p2p.cli._bench import _progress, bench
-from dmoa_p2p.cli._bench_moa import measure_and_report
+from dmoa_p2p.cli._bench import bench
+from dmoa_p2p.cli._bench_run import measure_and_report, stage_bar
 from dmoa_p2p.cli._common import console, json_option
 
 # (label, field, format): the rows of the table, medians over repeats
@@ -57,7 +57,7 @@ def backend_bench(
     same prompts at temperature 0; prompt reading and generation are timed separately.
     """
     async def measure() -> BackendBenchResult:
-        with _progress(enabled=not as_json) as progress:
+        with stage_bar(enabled=not as_json) as progress:
             return await run_backend_bench(
                 model, threads, prompt_tokens, gen_tokens, repeats, progress=progress
             )
@@ -67,7 +67,7 @@ def backend_bench(
 
 def _print_backend(result: BackendBenchResult) -> None:
     s = result.settings
-    bare, queue = result.path_runs(BARE)[0], result.path_runs(QUEUE)[0]
+    bare, queue = result.path_runs(BARE_PATH)[0], result.path_runs(QUEUE_PATH)[0]
     table = Table(
         title=f"llama-cpp backend: {Path(s.model).name}, n_threads {s.threads}, "
         f"n_ctx {s.n_ctx}, {s.repeats} repeats",
@@ -80,7 +80,9 @@ def _print_backend(result: BackendBenchResult) -> None:
     for label, field, fmt in _ROWS:
         ratio = f"{result.ratio(field):.3f}" if "_tok_per_" in field else ""
         table.add_row(
-            label, fmt.format(result.median(BARE, field)), fmt.format(result.median(QUEUE, field)),
+            label,
+            fmt.format(result.median(BARE_PATH, field)),
+            fmt.format(result.median(QUEUE_PATH, field)),
             ratio,
         )
     console.print(table)
@@ -97,5 +99,5 @@ def _print_backend(result: BackendBenchResult) -> None:
     )
     if not result.same_tokens:
         console.print("[red]the two paths did not produce the same token counts[/]")
-    console.print(f"method: {METHOD}", style="dim")
-    console.print(BARE_MEANS, style="dim")
+    console.print(f"method: {BACKEND_METHOD}", style="dim")
+    console.print(BACKEND_BARE_MEANS, style="dim")

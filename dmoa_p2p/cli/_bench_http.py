@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import click
-import trio
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from dmoa_p2p.bench._http import VARIANTS, HttpBenchResult, run_http_bench
+from dmoa_p2p.bench import HTTP_VARIANTS, HttpBenchResult, run_http_bench
 from dmoa_p2p.cli._bench import bench
-from dmoa_p2p.cli._common import console, json_option, print_json, run_until_signalled
+from dmoa_p2p.cli._bench_run import count_bar, measure_and_report
+from dmoa_p2p.cli._common import console, json_option
 
 
 @bench.command("http")
@@ -49,50 +47,26 @@ def http_bench(
     """
     if (layers == 0) != (proposers == 0):
         raise click.BadParameter("use -M 0 -k 0 (the local model) or both above 0")
-    results: list[HttpBenchResult] = []
 
-    async def main(nursery: trio.Nursery) -> None:
-        bar = Progress(
-            TextColumn("requests per variant"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            console=Console(stderr=True),
-            transient=True,
-            disable=as_json,
-        )
-        with bar:
-            task = bar.add_task("requests", total=requests)
-            results.append(
-                await run_http_bench(
-                    requests,
-                    layers,
-                    proposers,
-                    service_time,
-                    rounds,
-                    progress=lambda done: bar.update(task, completed=done),
-                )
+    async def measure() -> HttpBenchResult:
+        with count_bar("requests per variant", requests, enabled=not as_json) as progress:
+            return await run_http_bench(
+                requests, layers, proposers, service_time, rounds, progress=progress
             )
 
-    run_until_signalled(main)
-    if not results:
-        raise click.ClickException("interrupted")
-    result = results[0].to_json()
-    if as_json:
-        print_json(result)
-        return
-    _show(result, layers, proposers, service_time)
+    measure_and_report(measure, as_json, _show)
 
 
-def _show(result: dict[str, object], layers: int, proposers: int, service_time: float) -> None:
+def _show(http_result: HttpBenchResult) -> None:
+    result = http_result.to_json()
     table = Table(
-        title=f"HTTP API: M={layers}, k={proposers}, fake service {service_time * 1000:g} ms"
+        title=f"HTTP API: M={http_result.layers}, k={http_result.proposers}, "
+        f"fake service {http_result.service_time_s * 1000:g} ms"
     )
     for column in ("", "requests/s", "p50 ms", "p99 ms", "added p50 ms"):
         table.add_column(column, justify="right")
-    variants = result["variants"]
-    added = result["added_p50_ms"]
-    assert isinstance(variants, dict) and isinstance(added, dict)
-    for name in VARIANTS:
+    variants, added = result["variants"], result["added_p50_ms"]
+    for name in HTTP_VARIANTS:
         v = variants[name]
         table.add_row(
             name,

@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, Protocol, TypeVar
-
 import click
-import trio
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from dmoa_p2p.bench import BenchError
-from dmoa_p2p.bench._moa import (
+from dmoa_p2p.bench import (
     DEFAULT_MAX_TOKENS,
     SHARED_CPU_NOTE,
     MoaBenchResult,
@@ -22,87 +14,16 @@ from dmoa_p2p.bench._moa import (
     run_model_moa_bench,
 )
 from dmoa_p2p.cli._bench import bench
+from dmoa_p2p.cli._bench_run import count_bar, measure_and_report
 from dmoa_p2p.cli._common import (
-    USER_ERRORS,
     backend_options,
     console,
     json_option,
     parse_backend_options,
-    print_json,
-    run_until_signalled,
 )
 
 FAKE = "fake"
 DEFAULT_SERVICE_TIME_S = 0.2
-
-
-def run_bench(main: Callable[[trio.Nursery], Awaitable[None]]) -> None:
-    """`run_until_signalled`, with a user error from inside trio's nurseries as one line."""
-    try:
-        run_until_signalled(main)
-    except BaseExceptionGroup as group:
-        error = _only_user_error(group)
-        if error is None:
-            raise
-        raise click.ClickException(str(error)) from error
-    except BenchError as exc:
-        raise click.ClickException(str(exc)) from exc
-
-
-class _Reportable(Protocol):
-    def to_json(self) -> dict[str, Any]: ...
-
-
-R = TypeVar("R", bound=_Reportable)
-
-
-def measure_and_report(
-    measure: Callable[[], Awaitable[R]], as_json: bool, show: Callable[[R], None]
-) -> None:
-    """Run one benchmark under `run_bench`; print its JSON or `show` it."""
-    results: list[R] = []
-
-    async def main(_nursery: trio.Nursery) -> None:
-        results.append(await measure())
-
-    run_bench(main)
-    if not results:
-        raise click.ClickException("interrupted")
-    if as_json:
-        print_json(results[0].to_json())
-    else:
-        show(results[0])
-
-
-def _only_user_error(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
-    """The error in `group` if it is a single one a user can act on (a bad option, say)."""
-    leaves: list[BaseException] = []
-    pending: list[BaseException] = [group]
-    while pending:
-        exc = pending.pop()
-        if isinstance(exc, BaseExceptionGroup):
-            pending.extend(exc.exceptions)
-        else:
-            leaves.append(exc)
-    if len(leaves) == 1 and isinstance(leaves[0], (*USER_ERRORS, BenchError)):
-        return leaves[0]
-    return None
-
-
-@contextlib.contextmanager
-def query_bar(queries: int, enabled: bool) -> Iterator[Callable[[int], None]]:
-    """A progress bar on stderr, fed with the number of queries done."""
-    bar = Progress(
-        TextColumn("queries"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        console=Console(stderr=True),
-        transient=True,
-        disable=not enabled,
-    )
-    with bar:
-        task = bar.add_task("queries", total=queries)
-        yield lambda done: bar.update(task, completed=done)
 
 
 @bench.command()
@@ -170,7 +91,7 @@ def _fake_moa(
     queries: int, as_json: bool,
 ) -> None:
     async def measure() -> MoaBenchResult:
-        with query_bar(queries, enabled=not as_json) as progress:
+        with count_bar("queries", queries, enabled=not as_json) as progress:
             return await run_moa_bench(
                 nodes, layers, proposers, service_time, queries,
                 progress=progress, max_tokens=max_tokens,
@@ -206,7 +127,7 @@ def _model_moa(
     max_tokens: int, queries: int, as_json: bool,
 ) -> None:
     async def measure() -> ModelMoaBenchResult:
-        with query_bar(queries, enabled=not as_json) as progress:
+        with count_bar("queries", queries, enabled=not as_json) as progress:
             return await run_model_moa_bench(
                 nodes, layers, proposers, backend, options, queries,
                 max_tokens=max_tokens, progress=progress,

@@ -19,9 +19,16 @@ from dmoa_p2p.cli._common import (
     print_json,
     user_errors,
 )
-from dmoa_p2p.simulate import RunConfig
-from dmoa_p2p.simulate._model import STRATEGIES, UNBOUNDED_QUEUE
-from dmoa_p2p.simulate._sweep import DEFAULT_MULTIPLIERS, KNEE_MEANS, Sweep, run_sweep
+from dmoa_p2p.simulate import (
+    DEFAULT_MULTIPLIERS,
+    KNEE_MEANS,
+    STRATEGIES,
+    UNBOUNDED_QUEUE,
+    RunConfig,
+    Sweep,
+    plot_sweep,
+    run_sweep,
+)
 
 REAL_MULTIPLIERS = (0.5, 0.8, 0.9, 1.1, 1.2, 1.5)
 REAL_ALPHA_S = 0.05
@@ -122,8 +129,6 @@ def simulate(**options: Any) -> None:
     sweep = _run(base, multipliers, options["real"], options["as_json"])
     plot: Path | None = options["plot"]
     if plot is not None:
-        from dmoa_p2p.simulate._plot import plot_sweep
-
         plot_sweep(sweep, plot)
     if options["as_json"]:
         print_json({**sweep.to_json(), "plot": str(plot) if plot else None})

@@ -19,6 +19,7 @@ from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, GossipSub
 from libp2p.pubsub.pubsub import Pubsub
 from libp2p.tools.anyio_service import background_trio_service
 
+from dmoa_p2p.exceptions import leaves
 from dmoa_p2p.identity import NodeIdentity
 from dmoa_p2p.overlay._delivery import RECEIVE_CAPACITY, deliver
 from dmoa_p2p.overlay._libp2p_direct import DirectStreams, error_reason
@@ -195,12 +196,6 @@ def _is_shutdown_race(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and _SHUTDOWN_RACE in str(exc)
 
 
-def _leaves(exc: BaseException) -> list[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
-    return [exc]
-
-
 def _after_teardown(exc: BaseException, body_error: BaseException | None) -> BaseException | None:
     """What to raise once the overlay stopped with `exc`; None when only libp2p's shutdown raced.
 
@@ -225,7 +220,7 @@ def _after_teardown(exc: BaseException, body_error: BaseException | None) -> Bas
         error = OverlayError("py-libp2p stopped while the overlay was in use")
         error.__cause__ = exc
         return error
-    if body_error is not None and _leaves(rest) == [body_error]:
+    if body_error is not None and leaves(rest) == [body_error]:
         return body_error  # the caller's own exception, not wrapped by libp2p's nurseries
     return rest
 

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 import attrs
 import trio
 
+from dmoa_p2p.exceptions import leaves
 from dmoa_p2p.identity import NodeIdentity
 from dmoa_p2p.overlay._delivery import RECEIVE_CAPACITY, deliver
 from dmoa_p2p.overlay._protocol import (
@@ -86,7 +87,7 @@ class MemoryNetwork:
                     del self._by_port[port]
                     nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:
-            if body_error is None or list(group.exceptions) != [body_error]:
+            if body_error is None or leaves(group) != leaves(body_error):
                 raise
             unwrapped = body_error
         else:

@@ -12,6 +12,7 @@ import trio
 
 from dmoa_p2p.moa import QueryRequest
 from dmoa_p2p.swarm import open_inprocess_swarm, open_process_swarm
+from dmoa_p2p.testing import wait_for
 
 pytestmark = pytest.mark.integration
 FAKE = {"backend": "fake", "backend_options": {"service_time": "0.05"}}
@@ -53,7 +54,7 @@ async def test_a_node_killed_mid_query_does_not_stall_it(tmp_path: Path) -> None
         async with trio.open_nursery() as nursery:
 
             async def kill_soon() -> None:
-                await trio.sleep(0.5)  # the victim has its task and is computing
+                await wait_for(lambda: victim.queue.length == 1)  # it computes its task
                 await swarm.stop(3)
 
             nursery.start_soon(kill_soon)

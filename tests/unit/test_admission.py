@@ -11,21 +11,21 @@ import trio.testing
 
 from dmoa_p2p.admission import (
     AdmissionContext,
-    PromptRefused,
     CapAdmission,
     DegradeAdmission,
     EvenShare,
     NoAdmission,
     OperatingPoint,
+    PromptRefused,
     ThresholdAdmission,
     candidate_configurations,
     projected_rho,
 )
 from dmoa_p2p.backends.fake import FakeBackend
-from dmoa_p2p.registry import PluginOptionsError
 from dmoa_p2p.moa import PeerLoad, QueryRequest
 from dmoa_p2p.node import load_admission
-from tests.unit.memory_nodes import memory_swarm
+from dmoa_p2p.registry import PluginOptionsError
+from dmoa_p2p.testing import memory_swarm
 
 
 def point(n: int, alpha: float, rate: float) -> OperatingPoint:

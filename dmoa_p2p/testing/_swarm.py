@@ -1,0 +1,38 @@
+"""Swarms of nodes started one after another, all bootstrapping from the first."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable, Collection
+from contextlib import AbstractAsyncContextManager
+
+from dmoa_p2p.node import Node
+from dmoa_p2p.swarm import dial_addr
+from dmoa_p2p.testing._time import wait_for
+
+# opens node i, given the addresses to bootstrap from (none for the first)
+MemberOpener = Callable[[int, tuple[str, ...]], AbstractAsyncContextManager[Node]]
+
+
+def converged(nodes: Collection[Node]) -> bool:
+    """True when every node's peer view holds every other node, and only those."""
+    everyone = {n.peer_id for n in nodes}
+    return all(n.live_peer_ids() == everyone - {n.peer_id} for n in nodes)
+
+
+@contextlib.asynccontextmanager
+async def open_swarm(
+    count: int, open_member: MemberOpener, *, timeout_s: float = 30.0, poll_s: float = 0.1
+) -> AsyncIterator[list[Node]]:
+    """`count` nodes, node 0 everyone's bootstrap; yields once every peer view is complete.
+
+    trio.TooSlowError if the views are not complete after `timeout_s` (checked every
+    `poll_s`); the nodes stop, last first, when the block ends.
+    """
+    async with contextlib.AsyncExitStack() as stack:
+        nodes: list[Node] = []
+        for i in range(count):
+            bootstrap = (dial_addr(nodes[0].listen_addrs),) if nodes else ()
+            nodes.append(await stack.enter_async_context(open_member(i, bootstrap)))
+        await wait_for(lambda: converged(nodes), timeout_s, poll_s=poll_s)
+        yield nodes
