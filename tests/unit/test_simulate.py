@@ -35,6 +35,7 @@ def assert_books(result: RunResult) -> None:
     assert books_balance(result.raw)
 
 
+@pytest.mark.integration  # seconds of CPU: a long virtual run, not a unit
 def test_same_seed_same_run_other_seed_other_run() -> None:
     config = at(0.8, duration_s=150, warmup_s=20, strategy="capacity")
     first, second = run(config), run(config)
@@ -48,6 +49,7 @@ def test_same_seed_same_run_other_seed_other_run() -> None:
     assert_books(first)
 
 
+@pytest.mark.integration  # seconds of CPU: a long virtual run, not a unit
 def test_below_threshold_the_mean_queue_is_near_mm1() -> None:
     # M/M/1 at ρ = 0.8 predicts E[N] = 4 per device. The time average over 800 service
     # times has a relative standard deviation of about 35% per device (asymptotic variance
@@ -63,6 +65,7 @@ def test_below_threshold_the_mean_queue_is_near_mm1() -> None:
     assert_books(result)
 
 
+@pytest.mark.integration  # seconds of CPU: a long virtual run, not a unit
 def test_above_threshold_without_admission_the_queue_grows_with_run_length() -> None:
     short = run(at(1.2, duration_s=150, warmup_s=30))
     long = run(at(1.2, duration_s=450, warmup_s=30))
@@ -74,6 +77,7 @@ def test_above_threshold_without_admission_the_queue_grows_with_run_length() -> 
     assert_books(long)
 
 
+@pytest.mark.integration  # seconds of CPU: a long virtual run, not a unit
 @pytest.mark.parametrize("policy", ["threshold", "degrade"])
 def test_above_threshold_admission_keeps_the_queue_bounded(policy: str) -> None:
     # at ρ_max = 0.9 a queue relaxes over hundreds of service times: a 300 s warm-up lets it

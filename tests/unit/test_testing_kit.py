@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from dmoa_p2p.backends.fake import FakeBackend
 from dmoa_p2p.moa import QueryRequest
@@ -35,7 +36,7 @@ async def test_wall_clock_follows_trios_clock() -> None:
 
 
 async def test_a_memory_swarm_converges_and_answers(
-    memory_swarm_factory: MemorySwarmFactory,
+    memory_swarm_factory: MemorySwarmFactory, autojump_clock: trio.testing.MockClock
 ) -> None:
     async with memory_swarm_factory(fake_backends(3, mean_s=0.1)) as nodes:
         assert converged(nodes)
@@ -49,7 +50,7 @@ async def test_a_memory_swarm_converges_and_answers(
 
 
 async def test_the_same_seed_draws_the_same_proposers(
-    memory_swarm_factory: MemorySwarmFactory,
+    memory_swarm_factory: MemorySwarmFactory, autojump_clock: trio.testing.MockClock
 ) -> None:
     chosen = []
     for _ in range(2):
@@ -61,7 +62,10 @@ async def test_the_same_seed_draws_the_same_proposers(
 
 
 async def test_memory_node_on_the_network_fixture(
-    memory_network: MemoryNetwork, fake_backend: FakeBackend, tmp_path: Path
+    memory_network: MemoryNetwork,
+    fake_backend: FakeBackend,
+    tmp_path: Path,
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
     async with (
         memory_node(memory_network, tmp_path / "a", backend=fake_backend) as a,

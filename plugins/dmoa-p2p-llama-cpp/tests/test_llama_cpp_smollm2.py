@@ -18,6 +18,10 @@ STORY = [ChatMessage("user", "Write a very long story about a dragon who learns 
 GREEDY = GenerationParams(max_tokens=16, temperature=0.0)
 
 
+# the real default model: loading and running it is an integration test
+pytestmark = pytest.mark.integration
+
+
 async def test_a_short_answer_with_token_counts(smollm2: LlamaCppBackend) -> None:
     assert smollm2.model_name == "SmolLM2-135M-Instruct.Q4_1"
     assert smollm2.context_length == 2048

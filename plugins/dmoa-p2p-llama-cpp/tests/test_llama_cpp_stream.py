@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import trio
 from dmoa_p2p_llama_cpp import LlamaCppBackend
 from dmoa_p2p_llama_cpp._chat import ChatFormat
@@ -77,6 +78,7 @@ async def test_nothing_arrives_after_the_caller_gave_up(tiny: LlamaCppBackend) -
     assert len(pieces) == count
 
 
+@pytest.mark.integration  # the real default model
 async def test_smollm2_streams_its_answer_token_by_token(smollm2: LlamaCppBackend) -> None:
     pieces: list[tuple[float, str]] = []
     question = [ChatMessage("user", "Name three colours of the rainbow.")]
