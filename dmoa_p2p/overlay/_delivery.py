@@ -1,4 +1,5 @@
-"""Handing received pubsub messages to their subscriber without ever waiting."""
+"""Handing received messages on: pubsub ones to their subscriber without ever waiting,
+direct ones to their protocol's handler, whose failure is logged and contained."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import logging
 
 import trio
 
-from dmoa_p2p.overlay._protocol import OverlayMessage
+from dmoa_p2p.overlay._protocol import DirectHandler, OverlayMessage
 
 _log = logging.getLogger(__name__)
 
@@ -38,3 +39,11 @@ def deliver(
         _log.debug("receiver of topic %r is closed: message dropped", topic)
     except trio.ClosedResourceError:
         pass  # the overlay is closing
+
+
+async def run_handler(protocol: str, handler: DirectHandler, sender: str, data: bytes) -> None:
+    """Run a direct protocol's handler on one message; its exception is logged, not raised."""
+    try:
+        await handler(sender, data)
+    except Exception:
+        _log.exception("handler of direct protocol %r raised", protocol)

@@ -11,6 +11,7 @@ import attrs
 import trio
 from libp2p.custom_types import TProtocol
 
+from dmoa_p2p.overlay._delivery import run_handler
 from dmoa_p2p.overlay._protocol import DirectHandler, OverlayError
 
 _log = logging.getLogger(__name__)
@@ -218,17 +219,9 @@ class DirectStreams:
     def _hand_over(self, protocol: str, sender: str, data: bytes) -> None:
         handler = self._handlers[protocol].handler
         try:
-            self._nursery.start_soon(self._run_handler, protocol, handler, sender, data)
+            self._nursery.start_soon(run_handler, protocol, handler, sender, data)
         except RuntimeError:  # the overlay's nursery closed after the answer was sent
             _log.debug("direct message on %r dropped: the overlay stopped", protocol)
-
-    async def _run_handler(
-        self, protocol: str, handler: DirectHandler, sender: str, data: bytes
-    ) -> None:
-        try:
-            await handler(sender, data)
-        except Exception:
-            _log.exception("handler of direct protocol %r raised", protocol)
 
 
 def _connected_id(host: Any, peer_id: str) -> Any:

@@ -13,7 +13,7 @@ import trio
 
 from dmoa_p2p.exceptions import leaves
 from dmoa_p2p.identity import NodeIdentity
-from dmoa_p2p.overlay._delivery import RECEIVE_CAPACITY, deliver
+from dmoa_p2p.overlay._delivery import RECEIVE_CAPACITY, deliver, run_handler
 from dmoa_p2p.overlay._protocol import (
     DirectHandler,
     Overlay,
@@ -229,16 +229,8 @@ class MemoryOverlay:
             self.refused[protocol] += 1
             return "refused: larger than the receiver's limit"
         self.received[protocol] += 1
-        self._nursery.start_soon(self._run_handler, protocol, entry.handler, sender, data)
+        self._nursery.start_soon(run_handler, protocol, entry.handler, sender, data)
         return None
-
-    async def _run_handler(
-        self, protocol: str, handler: DirectHandler, sender: str, data: bytes
-    ) -> None:
-        try:
-            await handler(sender, data)
-        except Exception:
-            _log.exception("handler of direct protocol %r raised", protocol)
 
     def _check_open(self) -> None:
         if self._closed:
