@@ -58,12 +58,13 @@ async def test_a_node_killed_mid_query_does_not_stall_it(tmp_path: Path) -> None
                 await swarm.stop(3)
 
             nursery.start_soon(kill_soon)
-            start = trio.current_time()
             with trio.fail_after(30):
                 answer = await origin.ask(QueryRequest("Hi", 1, 3, layer_timeout_s=120.0))
-        assert trio.current_time() - start < 10.0
         (layer,) = answer.trace.layers
-        assert [m.node for m in layer.missing] == [victim.peer_id]
+        # noticed as gone, not waited for until the 120 s layer deadline
+        assert [(m.node, m.reason) for m in layer.missing] == [
+            (victim.peer_id, "left during the layer")
+        ]
         assert len(layer.answered) == 3  # the origin and the two survivors
         assert answer.text
 
