@@ -8,6 +8,7 @@ import logging
 import random
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TypeVar
 
 import attrs
 import trio
@@ -29,6 +30,8 @@ from dmoa_p2p.registry import create_plugin
 from dmoa_p2p.wire import ChatTurn, Message, Proposal, Refusal, Task
 
 log = logging.getLogger(__name__)
+
+P = TypeVar("P")
 
 DEPARTURE_CHECK_S = 1.0  # how often the engine checks that awaited proposers are still there
 
@@ -65,20 +68,21 @@ class MoaEngine:
         self._layers: dict[tuple[str, int], LayerRun] = {}  # this node's open layers
         self._nursery: trio.Nursery | None = None
         # one instance per plugin name for the node's lifetime, so that state they keep lasts
-        self._plugins: dict[tuple[str, str], Strategy | Aggregator] = {}
+        self._strategies: dict[str, Strategy] = {}
+        self._aggregators: dict[str, Aggregator] = {}
         self._plugin_options = plugin_options or (lambda _kind, _name: {})
 
     def resolve(self, request: QueryRequest) -> QueryPlugins:
         """The request's strategy and aggregator; PluginError if either name is unknown."""
-        strategy: Strategy = self._plugin("strategy", request.strategy)  # type: ignore[assignment]
-        aggregator: Aggregator = self._plugin("aggregator", request.aggregator)  # type: ignore[assignment]
-        return QueryPlugins(strategy, aggregator)
+        return QueryPlugins(
+            self._instance(self._strategies, "strategy", request.strategy),
+            self._instance(self._aggregators, "aggregator", request.aggregator),
+        )
 
-    def _plugin(self, kind: str, name: str) -> Strategy | Aggregator:
-        key = (kind, name)
-        if key not in self._plugins:
-            self._plugins[key] = create_plugin(kind, name, self._plugin_options(kind, name))
-        return self._plugins[key]
+    def _instance(self, made: dict[str, P], kind: str, name: str) -> P:
+        if name not in made:
+            made[name] = create_plugin(kind, name, self._plugin_options(kind, name))
+        return made[name]
 
     @contextlib.contextmanager
     def open_layer(self, query_id: str, index: int, run: LayerRun) -> Iterator[None]:
