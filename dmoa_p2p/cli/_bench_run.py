@@ -12,8 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from dmoa_p2p.bench import BenchError, ProgressCallback
-from dmoa_p2p.cli._common import print_json, run_until_signalled
-from dmoa_p2p.exceptions import single_leaf
+from dmoa_p2p.cli._common import print_json, run_until_signalled, user_errors
 
 
 class _Reportable(Protocol):
@@ -25,15 +24,8 @@ R = TypeVar("R", bound=_Reportable)
 
 def run_bench(main: Callable[[trio.Nursery], Awaitable[None]]) -> None:
     """`run_until_signalled`, with a BenchError too as one line, wrapped in a group or not."""
-    try:
+    with user_errors(also=(BenchError,)):
         run_until_signalled(main)
-    except BenchError as exc:
-        raise click.ClickException(str(exc)) from exc
-    except BaseExceptionGroup as group:
-        error = single_leaf(group, (BenchError,))
-        if error is None:
-            raise
-        raise click.ClickException(str(error)) from error
 
 
 def measure_and_report(

@@ -121,15 +121,16 @@ def print_json(value: Any) -> None:
 
 
 @contextlib.contextmanager
-def user_errors() -> Iterator[None]:
-    """Turn errors a user can act on into a one-line message and exit code 1, also when
-    trio's nurseries wrapped one alone in an exception group."""
+def user_errors(also: tuple[type[Exception], ...] = ()) -> Iterator[None]:
+    """Turn errors a user can act on (USER_ERRORS and `also`) into a one-line message and
+    exit code 1, also when trio's nurseries wrapped one alone in an exception group."""
+    kinds = (*USER_ERRORS, *also)
     try:
         yield
-    except USER_ERRORS as exc:
+    except kinds as exc:
         raise click.ClickException(str(exc)) from exc
     except BaseExceptionGroup as group:
-        error = single_leaf(group, USER_ERRORS)
+        error = single_leaf(group, kinds)
         if error is None:
             raise
         raise click.ClickException(str(error)) from error
