@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,16 @@ class ConfigError(Exception):
 def _positive(_: object, attribute: attrs.Attribute[float], value: float) -> None:
     if not value > 0:
         raise ValueError(f"{attribute.name} must be > 0, got {value!r}")
+
+
+def _between(low: float, high: float) -> Callable[[object, attrs.Attribute[Any], Any], None]:
+    """A validator: `low` <= value <= `high`, said in one sentence when not."""
+
+    def check(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if not low <= value <= high:
+            raise ValueError(f"{attribute.name} must be from {low:g} to {high:g}, got {value!r}")
+
+    return check
 
 
 def _multiaddrs(
@@ -75,7 +85,8 @@ class NodeConfig:
         default=(DEFAULT_LISTEN,), converter=_strings, validator=_multiaddrs
     )
     bootstrap: tuple[str, ...] = attrs.field(default=(), converter=_strings, validator=_multiaddrs)
-    presence_interval_s: float = attrs.field(default=2.0, validator=_positive)
+    # within what peers accept (wire.limits.MIN_INTERVAL_S..MAX_INTERVAL_S)
+    presence_interval_s: float = attrs.field(default=2.0, validator=_between(0.1, 60.0))
     # a peer is dropped from the view after this many presence periods without news
     missed_presence_limit: float = attrs.field(default=3.0, validator=_positive)
     # dial peers learnt from presence until this many connections are open
@@ -92,7 +103,7 @@ class NodeConfig:
     # strategies' and aggregators' options by plugin name, e.g. {"first-peers": {"offset": "1"}}
     strategy_options: dict[str, dict[str, str]] = attrs.field(factory=dict)
     aggregator_options: dict[str, dict[str, str]] = attrs.field(factory=dict)
-    queue_capacity: int = attrs.field(default=64, validator=attrs.validators.ge(1))
+    queue_capacity: int = attrs.field(default=64, validator=_between(1, 10**6))
     control_socket: Path | None = attrs.field(
         default=None, converter=attrs.converters.optional(Path)
     )

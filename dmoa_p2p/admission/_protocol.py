@@ -12,6 +12,10 @@ from dmoa_p2p.admission._pooling import ServiceEstimate, pooled_service_times
 from dmoa_p2p.moa import PeerLoad, QueryRequest
 
 Action = Literal["accept", "degrade", "refuse"]
+# a peer's advertised service time is believed within this factor of this node's own
+# measured one: a peer cannot make the swarm look arbitrarily slow (and so have admission
+# refuse this node's users) by claiming to be
+CLAIMED_ALPHA_FACTOR = 10.0
 # why a prompt was refused: the swarm's projected load is over the policy's threshold, this
 # node's queue is full, the node's own cap on queued prompts is reached, or its model failed
 RefusalCause = Literal["swarm_overloaded", "queue_full", "cap", "model_unavailable"]
@@ -44,7 +48,8 @@ class OperatingPoint:
 
     def alphas(self) -> list[float] | None:
         """Mean service times, pooled across devices (see `pooled_service_times`); unknown
-        ones are filled with this node's, else the known ones' mean; None if none is known."""
+        ones are filled with this node's, else the known ones' mean; None if none is known.
+        Peers' figures are clipped to within CLAIMED_ALPHA_FACTOR of this node's own."""
         known = [i for i, p in enumerate(self.loads) if p.mean_service_s]
         if not known:
             return None if self.default_alpha_s is None else [self.default_alpha_s] * self.n
@@ -55,7 +60,12 @@ class OperatingPoint:
         ]
         pooled = dict(zip(known, pooled_service_times(estimates), strict=True))
         fallback = pooled.get(0, self.default_alpha_s) or statistics.fmean(pooled.values())
-        return [pooled.get(i, fallback) for i in range(self.n)]
+        alphas = [pooled.get(i, fallback) for i in range(self.n)]
+        own = self.loads[0].mean_service_s
+        if own:
+            low, high = own / CLAIMED_ALPHA_FACTOR, own * CLAIMED_ALPHA_FACTOR
+            alphas[1:] = [min(high, max(low, alpha)) for alpha in alphas[1:]]
+        return alphas
 
     def rates(self) -> list[float]:
         return [p.arrival_rate or 0.0 for p in self.loads]

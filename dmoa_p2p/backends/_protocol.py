@@ -7,6 +7,8 @@ from typing import Literal, Protocol, runtime_checkable
 
 import attrs
 
+from dmoa_p2p.wire import limits
+
 Role = Literal["system", "user", "assistant"]
 
 
@@ -30,8 +32,16 @@ class ChatMessage:
 
 @attrs.frozen
 class GenerationParams:
-    max_tokens: int = attrs.field(default=256, validator=attrs.validators.ge(1))
-    temperature: float = attrs.field(default=0.7, validator=attrs.validators.ge(0.0))
+    """Sampling settings; their bounds are what a task may carry on the wire."""
+
+    max_tokens: int = attrs.field(
+        default=256,
+        validator=[attrs.validators.ge(1), attrs.validators.le(limits.MAX_TASK_TOKENS)],
+    )
+    temperature: float = attrs.field(
+        default=0.7,
+        validator=[attrs.validators.ge(0.0), attrs.validators.le(limits.MAX_TEMPERATURE)],
+    )
     seed: int | None = None
 
 

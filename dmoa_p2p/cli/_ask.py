@@ -26,6 +26,7 @@ from dmoa_p2p.moa import (
     MAX_PROPOSERS,
 )
 from dmoa_p2p.registry import PLUGIN_GROUPS, list_plugins
+from dmoa_p2p.wire import limits
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -63,20 +64,20 @@ def query_options(func: F) -> F:
         ),
         click.option(
             "--max-tokens",
-            type=click.IntRange(1),
+            type=click.IntRange(1, limits.MAX_TASK_TOKENS),
             default=GenerationParams().max_tokens,
             show_default=True,
             help="Answer length cap for every call.",
         ),
         click.option(
             "--temperature",
-            type=click.FloatRange(0),
+            type=click.FloatRange(0, limits.MAX_TEMPERATURE),
             default=GenerationParams().temperature,
             show_default=True,
         ),
         click.option(
             "--layer-timeout",
-            type=click.FloatRange(min=0.1),
+            type=click.FloatRange(0.1, limits.MAX_DEADLINE_S),
             default=DEFAULT_LAYER_TIMEOUT_S,
             show_default=True,
             help="Seconds a layer waits for slow proposers.",

@@ -63,7 +63,11 @@ def keygen(data_dir: Path, force: bool) -> None:
     metavar="MULTIADDR",
     help="A known peer, /ip4/HOST/tcp/PORT/p2p/PEER_ID (repeatable).",
 )
-@click.option("--presence-interval", type=float, help="Seconds between presence messages.")
+@click.option(
+    "--presence-interval",
+    type=click.FloatRange(0.1, 60.0),
+    help="Seconds between presence messages.",
+)
 @backend_options
 @click.option("--gossip", help="How tasks travel: direct (streams) or pubsub. [default: direct]")
 @click.option(
@@ -180,11 +184,19 @@ def _announce(running: App, as_json: bool) -> None:
 @data_dir_option
 @json_option
 def peers(data_dir: Path, as_json: bool) -> None:
-    """Show the peers a running node sees (its peer view)."""
+    """Show the peers a running node sees (its peer view) and what it rejected or refused."""
     with user_errors():
         status = trio.run(call_control, control_socket_path(data_dir), "status")
     if as_json:
-        print_json(status["peers"])
+        print_json(
+            {
+                "peer_id": status["peer_id"],
+                "peers": status["peers"],
+                "pending_peers": status["pending_peers"],
+                "rejected_messages": status["messages"]["rejected"],
+                "refusals": status["refusals"],
+            }
+        )
         return
     table = Table(title=f"peers seen by {status['peer_id']}")
     for column in ("peer id", "address", "models", "queue", "service s", "λ /s", "seen s ago"):
@@ -203,6 +215,11 @@ def peers(data_dir: Path, as_json: bool) -> None:
     rejected = status["messages"]["rejected"]
     if rejected:
         console.print("rejected messages: " + ", ".join(f"{k}={v}" for k, v in rejected.items()))
+    refused = {k: v for k, v in status["refusals"].items() if v}
+    if refused:
+        console.print("refused: " + ", ".join(f"{k}={v}" for k, v in refused.items()))
+    if status["pending_peers"]:
+        console.print(f"{status['pending_peers']} more peers heard of, not reached yet")
 
 
 def _maybe(value: float | None) -> str:

@@ -87,7 +87,7 @@ REAL_ALPHA_S = 0.05
 )
 @click.option(
     "--presence-interval",
-    type=click.FloatRange(min=0, min_open=True),
+    type=click.FloatRange(0.1, 60.0),
     default=1.0,
     show_default=True,
     help="Seconds between presence messages.",

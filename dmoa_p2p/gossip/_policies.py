@@ -14,9 +14,9 @@ from dmoa_p2p.wire import MAX_ENVELOPE_BYTES, PROTOCOL_VERSION, Envelope, WireEr
 MOA_PROTOCOL = f"/dmoa-p2p/moa/{PROTOCOL_VERSION}"
 MOA_TOPIC = f"dmoa-p2p/v{PROTOCOL_VERSION}/moa"
 
-# runs every receive-side check once; None when the message was rejected (and counted).
-# The second argument is the pubsub publisher whose signature the overlay verified, if any.
-Admit = Callable[[bytes, str | None], Envelope | None]
+# runs every receive-side check once and returns the envelope; raises WireError (counted)
+# when the message is rejected. The second argument is the pubsub publisher, if any.
+Admit = Callable[[bytes, str | None], Envelope]
 Deliver = Callable[[Envelope], Awaitable[None]]
 
 log = logging.getLogger(__name__)
@@ -24,6 +24,36 @@ log = logging.getLogger(__name__)
 
 class PeerUnreachable(Exception):
     """A message could not be handed to its peer (no route, the peer left, a refused stream)."""
+
+
+class ClockSkew(PeerUnreachable):
+    """The peer rejected the message as too old or too far in the future: a clock is off."""
+
+    def __init__(self, message: str, peer_id: str, detail: str) -> None:
+        super().__init__(message)
+        self.peer_id = peer_id
+        self.detail = detail  # the receiver's words, e.g. "6.2 s ahead"
+
+
+_SKEW_REASONS = ("rejected: stale: ", "rejected: future: ")
+
+
+def unreachable(peer_id: str, exc: OverlayError) -> PeerUnreachable:
+    """The gossip-level error for a failed send; ClockSkew when the peer says so."""
+    text = str(exc)
+    for marker in _SKEW_REASONS:
+        if marker in text:
+            return ClockSkew(text, peer_id, text.split(marker, 1)[1])
+    return PeerUnreachable(text)
+
+
+def admitted(admit: Admit, data: bytes, publisher: str | None) -> str | None:
+    """None if `admit` accepts the message, else why not (the wire gate's words)."""
+    try:
+        admit(data, publisher)
+    except WireError as exc:
+        return str(exc)
+    return None
 
 
 class GossipPolicy(Protocol):
@@ -58,18 +88,24 @@ class DirectGossip:
     async def start(
         self, overlay: Overlay, admit: Admit, deliver: Deliver, nursery: trio.Nursery
     ) -> None:
-        async def handle(sender: str, data: bytes) -> None:
-            envelope = admit(data, None)
-            if envelope is not None:
-                await deliver(envelope)
+        # checked before the acknowledgement, so that the sender learns why it was rejected
+        def screen(_sender: str, data: bytes) -> str | None:
+            return admitted(admit, data, None)
 
-        overlay.set_handler(MOA_PROTOCOL, handle, max_bytes=MAX_ENVELOPE_BYTES)
+        async def handle(_sender: str, data: bytes) -> None:
+            try:
+                envelope = decode_envelope(data)  # admitted by the screen
+            except WireError:
+                return
+            await deliver(envelope)
+
+        overlay.set_handler(MOA_PROTOCOL, handle, max_bytes=MAX_ENVELOPE_BYTES, screen=screen)
 
     async def send(self, overlay: Overlay, peer_id: str, data: bytes) -> None:
         try:
             await overlay.send(peer_id, MOA_PROTOCOL, data)
         except OverlayError as exc:
-            raise PeerUnreachable(str(exc)) from exc
+            raise unreachable(peer_id, exc) from exc
 
     def can_reach(self, overlay: Overlay, peer_id: str) -> bool:
         return peer_id in overlay.connected_peers()
@@ -86,7 +122,7 @@ class PubsubGossip:
         self, overlay: Overlay, admit: Admit, deliver: Deliver, nursery: trio.Nursery
     ) -> None:
         inbox = await overlay.subscribe(
-            MOA_TOPIC, lambda publisher, data: admit(data, publisher) is not None
+            MOA_TOPIC, lambda publisher, data: admitted(admit, data, publisher) is None
         )
         nursery.start_soon(self._drain, inbox, deliver)
 
@@ -104,7 +140,7 @@ class PubsubGossip:
         try:
             await overlay.publish(MOA_TOPIC, data)
         except OverlayError as exc:
-            raise PeerUnreachable(str(exc)) from exc
+            raise unreachable(peer_id, exc) from exc
 
     def can_reach(self, overlay: Overlay, peer_id: str) -> bool:
         # the mesh may still relay to a peer we have no connection to; only a timeout tells

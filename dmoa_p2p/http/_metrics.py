@@ -72,6 +72,15 @@ class NodeCollector(Collector):
         yield inferences
         yield from _messages(snapshot)
         yield from _peers(snapshot)
+        refusals = CounterMetricFamily(
+            "dmoa_refusals",
+            "What this node refused besides rejected messages: direct messages (too large, "
+            "rejected), presences it did not keep, dials it did not make, peers' tasks",
+            labels=["cause"],
+        )
+        for cause, count in snapshot.refusals.items():
+            refusals.add_metric([cause], count)
+        yield refusals
 
 
 def _load(snapshot: NodeSnapshot) -> Iterator[Metric]:
@@ -111,6 +120,10 @@ def _peers(snapshot: NodeSnapshot) -> Iterator[Metric]:
     yield GaugeMetricFamily(
         "dmoa_peers", "Peers in this node's view (seen within the expiry window)",
         value=len(snapshot.peers),
+    )
+    yield GaugeMetricFamily(
+        "dmoa_peers_pending", "Peers heard of through presence but not reached yet",
+        value=snapshot.pending_peers,
     )
     yield GaugeMetricFamily(
         "dmoa_peers_connected", "Peers with an open libp2p connection",

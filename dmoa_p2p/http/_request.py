@@ -19,6 +19,7 @@ from dmoa_p2p.moa import (
     QueryRequest,
 )
 from dmoa_p2p.registry import PluginError, load_plugin
+from dmoa_p2p.wire import limits
 
 DEFAULT_MODEL = "dmoa"
 # model-name keys and their short forms, as in the CLI's -M and -k
@@ -224,7 +225,7 @@ def _params(body: Mapping[str, Any]) -> GenerationParams:
     return GenerationParams(
         max_tokens=defaults.max_tokens
         if max_tokens is None
-        else _bounded_int(max_tokens, "max_tokens", 1),
+        else _bounded_int(max_tokens, "max_tokens", 1, limits.MAX_TASK_TOKENS),
         temperature=defaults.temperature
         if temperature is None
         else _number(temperature, "temperature", 0.0, 2.0),
@@ -248,4 +249,10 @@ def _number(value: Any, param: str, low: float, high: float | None = None) -> fl
 def _layer_timeout(extra: Mapping[str, Any] | None) -> dict[str, float]:
     if not extra or extra.get("layer_timeout_s") is None:
         return {}
-    return {"layer_timeout_s": _number(extra["layer_timeout_s"], "dmoa.layer_timeout_s", 0.0)}
+    timeout = _number(extra["layer_timeout_s"], "dmoa.layer_timeout_s", 0.0)
+    if timeout > limits.MAX_DEADLINE_S:
+        raise bad_request(
+            f"dmoa.layer_timeout_s must be at most {limits.MAX_DEADLINE_S:g}, got {timeout:g}",
+            "dmoa.layer_timeout_s",
+        )
+    return {"layer_timeout_s": timeout}

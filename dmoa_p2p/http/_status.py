@@ -70,6 +70,7 @@ def status_html(status: dict[str, Any]) -> str:
     )
     outcomes = ", ".join(f"{k} {v}" for k, v in status["prompts"].items()) or "none yet"
     rejected = ", ".join(f"{k} {v}" for k, v in status["messages"]["rejected"].items()) or "none"
+    refused = ", ".join(f"{k} {v}" for k, v in status["refusals"].items() if v) or "none"
     http = ", ".join(status.get("http", ()))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
@@ -88,7 +89,8 @@ threshold {point["rho_threshold"]:.2f} ({escape(point["threshold_source"])});
 stable while each user asks fewer than {_number(point["max_stable_rate_per_s"])} prompts/s.</p>
 <table id="peers"><thead><tr>{headers}</tr></thead>
 <tbody>{"".join(_peer_rows(status))}</tbody></table>
-<p>Prompts: {escape(outcomes)}. Rejected messages: {escape(rejected)}.</p>
+<p>Prompts: {escape(outcomes)}. Rejected messages: {escape(rejected)}.
+Refused: {escape(refused)}. Pending peers (heard of, not reached): {status["pending_peers"]}.</p>
 <p class="dim">API: {escape(http)} · <a href="/status?format=json">JSON</a> ·
 <a href="/metrics">metrics</a> · refreshes every {REFRESH_S} s</p>
 </body></html>

@@ -10,6 +10,7 @@ import attrs
 import cattrs
 
 from dmoa_p2p.backends import ChatMessage, GenerationParams
+from dmoa_p2p.wire import limits
 
 PromptMode = Literal["raw", "augmented"]
 
@@ -39,7 +40,8 @@ class QueryRequest:
     aggregator: str = DEFAULT_AGGREGATOR
     params: GenerationParams = attrs.field(factory=GenerationParams)
     layer_timeout_s: float = attrs.field(
-        default=DEFAULT_LAYER_TIMEOUT_S, validator=attrs.validators.gt(0)
+        default=DEFAULT_LAYER_TIMEOUT_S,
+        validator=[attrs.validators.gt(0), attrs.validators.le(limits.MAX_DEADLINE_S)],
     )
 
     def to_json(self) -> dict[str, Any]:

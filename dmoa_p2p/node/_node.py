@@ -15,10 +15,12 @@ import trio
 from dmoa_p2p.admission import OperatingPoint
 from dmoa_p2p.backends import Backend, TextCallback, load_backend
 from dmoa_p2p.config import NodeConfig
-from dmoa_p2p.gossip import GossipPolicy
+from dmoa_p2p.gossip import ClockSkew, GossipPolicy
 from dmoa_p2p.identity import NodeIdentity, load_or_create_identity
 from dmoa_p2p.moa import Answer, MoaEngine, PeerLoad, QueryRequest
-from dmoa_p2p.node._dialer import PeerDialer, peer_id_of_multiaddr
+from dmoa_p2p.node._clock import CLOCK_TOLERANCE_S, ClockWatch
+from dmoa_p2p.node._dialer import DialBudget, PeerDialer, peer_id_of_multiaddr
+from dmoa_p2p.node._lock import data_dir_lock
 from dmoa_p2p.node._peer_view import PeerView
 from dmoa_p2p.node._presence import PRESENCE_TOPIC, PresenceService
 from dmoa_p2p.node._prompts import AdmittedPrompt, PromptDesk, load_admission
@@ -26,7 +28,16 @@ from dmoa_p2p.node._snapshot import NodeSnapshot, PeerEntry, load_of
 from dmoa_p2p.overlay import Overlay, open_libp2p_overlay
 from dmoa_p2p.queue import InferenceQueue
 from dmoa_p2p.registry import create_plugin
-from dmoa_p2p.wire import Envelope, Message, MessageGate, WireError, seal
+from dmoa_p2p.wire import (
+    MOA_KINDS,
+    PRESENCE_KINDS,
+    Envelope,
+    Message,
+    MessageGate,
+    RejectReason,
+    WireError,
+    seal,
+)
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +66,15 @@ class Node:
         self.overlay = overlay
         self.backend = backend
         self.wall_clock = wall_clock
-        self.gate = MessageGate(clock=wall_clock)
+        self.gate = MessageGate(
+            clock=wall_clock, freshness_s=CLOCK_TOLERANCE_S, max_future_s=CLOCK_TOLERANCE_S
+        )
         self.peer_view = PeerView(identity.peer_id, config.missed_presence_limit)
+        self.dial_budget = DialBudget(trio.current_time)
         self.queue = InferenceQueue(backend, config.queue_capacity)
         self.gossip: GossipPolicy = create_plugin("gossip", config.gossip, config.gossip_options)
         self.events: Counter[str] = Counter()
+        self._clock_watch = ClockWatch(self.events)
         self.engine = MoaEngine(
             identity.peer_id,
             self.queue,
@@ -129,11 +144,13 @@ class Node:
                 )
                 for rec in self.peer_view.live(now)
             ),
+            pending_peers=len(self.peer_view.pending(now)),
             connected_peers=tuple(sorted(self.overlay.connected_peers())),
             served=self.queue.served,
             failed=self.queue.failed,
             messages_accepted=self.gate.accepted,
             messages_rejected={str(r): n for r, n in sorted(self.gate.rejections.items())},
+            refusals=self._refusals(),
             events=dict(sorted(self.events.items())),
             prompts=dict(sorted(self.outcomes.items())),
             plugins={
@@ -156,10 +173,11 @@ class Node:
                 nursery,
                 self.config.presence_interval_s,
                 self.config.max_dialed_peers,
+                self.dial_budget,
             )
             await nursery.start(self.queue.run)
             await nursery.start(self.engine.run)
-            await self.gossip.start(self.overlay, self._admit, self._deliver, nursery)
+            await self.gossip.start(self.overlay, self._admit_moa, self._deliver, nursery)
             await nursery.start(self._presence.run, presence_in, dialer)
             for addr in self.config.bootstrap:
                 nursery.start_soon(dialer.keep_connected, addr)
@@ -183,31 +201,63 @@ class Node:
         """Run an admitted prompt (see `admit`)."""
         return await self.prompts.answer(admitted, on_text)
 
+    def _refusals(self) -> dict[str, int]:
+        """Everything refused that is not a rejected message, by what refused it."""
+        overlay = self.overlay
+        counts = {
+            "direct_too_large": sum(overlay.refused.values()),
+            "direct_rejected": sum(overlay.rejected.values()),
+            "subscriber_full": sum(overlay.dropped.values()),
+            **{f"presence_{k}": n for k, n in self.peer_view.refused.items()},
+            **{f"dial_{k}": n for k, n in self.dial_budget.refused.items()},
+        }
+        return dict(sorted(counts.items()))
+
     def _plugin_options(self, kind: str, name: str) -> dict[str, str]:
         config = self.config
         by_name = config.strategy_options if kind == "strategy" else config.aggregator_options
         return by_name.get(name, {})
 
     def _peer_loads(self) -> list[PeerLoad]:
-        return [load_of(rec.presence) for rec in self.peer_view.live(trio.current_time())]
+        """The proposer candidates: verified live peers the gossip policy can reach now."""
+        return [
+            load_of(rec.presence)
+            for rec in self.peer_view.live(trio.current_time())
+            if self.gossip.can_reach(self.overlay, rec.peer_id)
+        ]
 
     async def _send_moa(self, peer_id: str, message: Message) -> None:
         data = seal(message, self.identity, now=self.wall_clock())
-        await self.gossip.send(self.overlay, peer_id, data)
-
-    def _admit(self, data: bytes, publisher: str | None = None) -> Envelope | None:
         try:
-            return self.gate.admit(data, publisher)
+            await self.gossip.send(self.overlay, peer_id, data)
+        except ClockSkew as exc:
+            self._clock_watch.refused_by(exc)
+            raise
+
+    def _admit_moa(self, data: bytes, publisher: str | None = None) -> Envelope:
+        return self._admit(data, publisher, MOA_KINDS)
+
+    def _admit(
+        self, data: bytes, publisher: str | None, kinds: tuple[type[Message], ...]
+    ) -> Envelope:
+        try:
+            return self.gate.admit(data, publisher, kinds)
         except WireError as exc:
             log.debug("rejected a message: %s", exc)
-            return None
+            raise
 
     async def _deliver(self, envelope: Envelope) -> None:
         await self.engine.receive(envelope.author, envelope.body)
 
     def _validate(self, publisher: str, data: bytes) -> bool:
         # the overlay runs GossipSub with strict signing: `publisher` signed these bytes
-        return self._admit(data, publisher) is not None
+        try:
+            self._admit(data, publisher, PRESENCE_KINDS)
+        except WireError as exc:
+            if exc.reason in (RejectReason.STALE, RejectReason.FUTURE):
+                self._clock_watch.presence_off(publisher, exc)
+            return False
+        return True
 
 
 @contextlib.asynccontextmanager
@@ -227,18 +277,19 @@ async def open_node(
     """
     for addr in config.bootstrap:
         peer_id_of_multiaddr(addr)  # fail fast on a bad bootstrap address
-    identity = identity or load_or_create_identity(config.data_dir)
-    opener = overlay_opener or open_libp2p_overlay
-    backend = backend or load_backend(config.backend, config.backend_options)
-    try:
-        async with opener(identity, config.listen_addrs) as overlay:
-            node = Node(config, identity, overlay, backend, wall_clock, rng)
-            async with trio.open_nursery() as nursery:
-                await nursery.start(node.run)
-                try:
-                    yield node
-                finally:
-                    nursery.cancel_scope.cancel()
-    finally:
-        with trio.CancelScope(shield=True):
-            await backend.aclose()
+    with data_dir_lock(config.data_dir):
+        identity = identity or load_or_create_identity(config.data_dir)
+        opener = overlay_opener or open_libp2p_overlay
+        backend = backend or load_backend(config.backend, config.backend_options)
+        try:
+            async with opener(identity, config.listen_addrs) as overlay:
+                node = Node(config, identity, overlay, backend, wall_clock, rng)
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(node.run)
+                    try:
+                        yield node
+                    finally:
+                        nursery.cancel_scope.cancel()
+        finally:
+            with trio.CancelScope(shield=True):
+                await backend.aclose()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+import hashlib
 import logging
 from collections import Counter
 from collections.abc import Callable
@@ -44,6 +46,10 @@ class PresenceService:
         self.wall_clock = wall_clock
         self.interval_s = interval_s
         self.events = events
+        # digests of this node's own recent presences: any other presence signed with its
+        # key comes from a second node running with the same identity
+        self._own: collections.deque[bytes] = collections.deque(maxlen=32)
+        self._collision_logged_at: float | None = None
 
     async def run(
         self,
@@ -65,16 +71,45 @@ class PresenceService:
                 envelope = decode_envelope(message.data)  # already admitted by the validator
             except WireError:
                 continue
-            if not isinstance(envelope.body, Presence):
+            presence = envelope.body
+            if not isinstance(presence, Presence):
                 continue
-            if self.peer_view.observe(envelope.body, trio.current_time()):
-                log.info("peer %s joined", envelope.body.peer_id)
-                self.events["peer_joined"] += 1
-                dialer.dial_if_useful(envelope.body)
+            if presence.peer_id == self.identity.peer_id:
+                self._check_own(message.data, presence)
+                continue
+            self._note_verified()
+            if self.peer_view.observe(presence, trio.current_time()):
+                self._joined(presence.peer_id)
+            if presence.peer_id not in self.overlay.connected_peers():
+                dialer.dial_if_useful(presence)  # within the dial budget
+
+    def _note_verified(self) -> None:
+        """Peers with an authenticated connection join the view once their presence is in."""
+        for peer_id in self.peer_view.verify(self.overlay.connected_peers()):
+            self._joined(peer_id)
+
+    def _joined(self, peer_id: str) -> None:
+        log.info("peer %s joined", peer_id)
+        self.events["peer_joined"] += 1
+
+    def _check_own(self, data: bytes, presence: Presence) -> None:
+        if hashlib.sha256(data).digest() in self._own:
+            return
+        self.events["identity_collision"] += 1
+        now = trio.current_time()
+        if self._collision_logged_at is None or now - self._collision_logged_at > 60:
+            self._collision_logged_at = now
+            log.error(
+                "another node is running with this node's identity %s (it listens on %s); "
+                "peers will drop one of the two: stop it, or give it its own --data-dir",
+                presence.peer_id,
+                ", ".join(presence.listen_addrs) or "no address",
+            )
 
     async def _publish(self) -> None:
         while True:
             data = seal(self.current(), self.identity, now=self.wall_clock())
+            self._own.append(hashlib.sha256(data).digest())
             try:
                 await self.overlay.publish(PRESENCE_TOPIC, data)
                 self.events["presence_published"] += 1
@@ -85,6 +120,7 @@ class PresenceService:
     async def _expire(self) -> None:
         while True:
             await trio.sleep(self.interval_s / 2)
+            self._note_verified()
             for peer_id in self.peer_view.expire(trio.current_time()):
                 log.info(
                     "peer %s left (no presence for %.1f periods)",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import attrs
@@ -9,7 +10,7 @@ import attrs
 from dmoa_p2p import stability
 from dmoa_p2p.admission import OperatingPoint
 from dmoa_p2p.moa import DEFAULT_LAYERS, DEFAULT_PROPOSERS, PeerLoad
-from dmoa_p2p.wire import Presence
+from dmoa_p2p.wire import Presence, limits
 
 STABILITY_BOUND = 1.0  # Theorem 1: queues stay bounded while ρ < 1
 
@@ -99,12 +100,14 @@ class NodeSnapshot:
     listen_addrs: tuple[str, ...]
     model: str
     own: PeerLoad  # this node's queue and estimates, as its presence advertises them
-    peers: tuple[PeerEntry, ...]
+    peers: tuple[PeerEntry, ...]  # verified: this node has had a connection to each
+    pending_peers: int  # heard of through presence, not reached yet: no proposer candidates
     connected_peers: tuple[str, ...]
     served: int
     failed: int
     messages_accepted: int
     messages_rejected: dict[str, int]
+    refusals: dict[str, int]  # direct messages, presences and dials refused, by cause
     events: dict[str, int]
     prompts: dict[str, int]
     plugins: dict[str, str]
@@ -124,31 +127,37 @@ class NodeSnapshot:
         return SwarmLoad.project(self.operating_point, self.rho_max, source)
 
     def presence(self) -> Presence:
-        """This node's presence message as it advertises itself now."""
+        """This node's presence message as it advertises itself now, its figures clamped to
+        what the wire accepts (a burst of prompts or a hung model can overshoot the bounds)."""
         own = self.own
         return Presence(
             peer_id=self.peer_id,
-            listen_addrs=self.listen_addrs,
-            models=(self.model,),
-            mean_service_s=own.mean_service_s,
-            service_var_s2=own.service_var_s2,
-            service_samples=own.service_samples,
+            listen_addrs=self.listen_addrs[: limits.MAX_LISTEN_ADDRS],
+            models=(self.model[: limits.MAX_MODEL_CHARS],),
+            mean_service_s=_at_most(own.mean_service_s, limits.MAX_SERVICE_S),
+            service_var_s2=_at_most(own.service_var_s2, limits.MAX_SERVICE_VAR_S2),
+            service_samples=min(own.service_samples, limits.MAX_SERVICE_SAMPLES),
             queue_length=own.queue_length,
             queue_capacity=own.queue_capacity,
-            arrival_rate=own.arrival_rate,
-            admitted_rate=own.admitted_rate,
+            arrival_rate=_at_most(own.arrival_rate, limits.MAX_RATE_PER_S),
+            admitted_rate=_at_most(own.admitted_rate, limits.MAX_RATE_PER_S),
             interval_s=self.presence_interval_s,
         )
 
     def to_json(self) -> dict[str, Any]:
-        """The JSON that `peers --json`, the control socket and `GET /status` return."""
+        """The JSON that `peers --json`, the control socket and `GET /status` return.
+
+        Never fails to render: a value that is not a finite number becomes null.
+        """
         own = self.own
-        return {
+        data: dict[str, Any] = finite({
             "peer_id": self.peer_id,
             "listen_addrs": list(self.listen_addrs),
             "connected_peers": list(self.connected_peers),
             "peers": [peer.to_json() for peer in self.peers],
+            "pending_peers": self.pending_peers,
             "messages": {"accepted": self.messages_accepted, "rejected": self.messages_rejected},
+            "refusals": self.refusals,
             "events": self.events,
             "queue": {
                 "length": own.queue_length,
@@ -163,4 +172,20 @@ class NodeSnapshot:
             "prompts": self.prompts,
             "plugins": {**self.plugins, "admission_options": self.admission_options},
             "operating_point": self.swarm_load.to_json(),
-        }
+        })
+        return data
+
+
+def _at_most(value: float | None, bound: float) -> float | None:
+    return None if value is None else min(value, bound)
+
+
+def finite(value: Any) -> Any:
+    """`value` with every float that is not finite (JSON has none) replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(item) for item in value]
+    return value

@@ -9,6 +9,7 @@ from dmoa_p2p.identity import NodeIdentity
 from dmoa_p2p.overlay._memory import MemoryNetwork
 from dmoa_p2p.overlay._protocol import (
     DirectHandler,
+    DirectScreen,
     Overlay,
     OverlayError,
     OverlayMessage,
@@ -17,6 +18,7 @@ from dmoa_p2p.overlay._protocol import (
 
 __all__ = [
     "DirectHandler",
+    "DirectScreen",
     "MemoryNetwork",
     "Overlay",
     "OverlayError",

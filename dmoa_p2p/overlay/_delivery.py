@@ -8,7 +8,12 @@ import logging
 
 import trio
 
-from dmoa_p2p.overlay._protocol import DirectHandler, OverlayMessage
+from dmoa_p2p.overlay._protocol import (
+    MAX_REJECTION_CHARS,
+    DirectHandler,
+    DirectScreen,
+    OverlayMessage,
+)
 
 _log = logging.getLogger(__name__)
 
@@ -47,3 +52,18 @@ async def run_handler(protocol: str, handler: DirectHandler, sender: str, data: 
         await handler(sender, data)
     except Exception:
         _log.exception("handler of direct protocol %r raised", protocol)
+
+
+def screened(screen: DirectScreen | None, sender: str, data: bytes) -> str | None:
+    """What `screen` says of a message (None: accepted), at most MAX_REJECTION_CHARS long.
+
+    A screen that raises rejects the message rather than break the stream.
+    """
+    if screen is None:
+        return None
+    try:
+        reason = screen(sender, data)
+    except Exception:
+        _log.exception("the screen of a direct protocol raised")
+        reason = "the receiver could not check the message"
+    return None if reason is None else reason[:MAX_REJECTION_CHARS]

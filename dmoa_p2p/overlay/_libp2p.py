@@ -25,6 +25,7 @@ from dmoa_p2p.overlay._delivery import RECEIVE_CAPACITY, deliver
 from dmoa_p2p.overlay._libp2p_direct import DirectStreams, error_reason
 from dmoa_p2p.overlay._protocol import (
     DirectHandler,
+    DirectScreen,
     Overlay,
     OverlayError,
     OverlayMessage,
@@ -64,6 +65,7 @@ class Libp2pOverlay:
         # direct streams opened, per protocol
         self.received = self._direct.received
         self.refused = self._direct.refused
+        self.rejected = self._direct.rejected
         self.streams_opened = self._direct.streams_opened
 
     @property
@@ -130,9 +132,16 @@ class Libp2pOverlay:
         # publish() may not yield: let the drain tasks empty libp2p's 32-slot channels
         await trio.lowlevel.checkpoint()
 
-    def set_handler(self, protocol: str, handler: DirectHandler, *, max_bytes: int) -> None:
+    def set_handler(
+        self,
+        protocol: str,
+        handler: DirectHandler,
+        *,
+        max_bytes: int,
+        screen: DirectScreen | None = None,
+    ) -> None:
         self._check_open()
-        self._direct.set_handler(protocol, handler, max_bytes=max_bytes)
+        self._direct.set_handler(protocol, handler, max_bytes=max_bytes, screen=screen)
 
     async def send(
         self, peer_id: str, protocol: str, data: bytes, *, timeout_s: float = 10.0

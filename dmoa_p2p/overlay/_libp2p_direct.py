@@ -11,8 +11,13 @@ import attrs
 import trio
 from libp2p.custom_types import TProtocol
 
-from dmoa_p2p.overlay._delivery import run_handler
-from dmoa_p2p.overlay._protocol import DirectHandler, OverlayError
+from dmoa_p2p.overlay._delivery import run_handler, screened
+from dmoa_p2p.overlay._protocol import (
+    MAX_REJECTION_CHARS,
+    DirectHandler,
+    DirectScreen,
+    OverlayError,
+)
 
 _log = logging.getLogger(__name__)
 
@@ -24,6 +29,9 @@ MAX_MESSAGE_BYTES = 2 ** (8 * _PREFIX_BYTES) - 1
 ANSWER_OK = b"\x01"
 ANSWER_TOO_LARGE = b"\x02"
 ANSWER_CLOSING = b"\x03"  # the receiving overlay is shutting down
+# rejected by the receiver's screen: followed by a 2-byte length and the reason in UTF-8
+ANSWER_REJECTED = b"\x04"
+_REASON_PREFIX_BYTES = 2
 _REFUSALS = {
     ANSWER_TOO_LARGE: "refused: larger than the receiver's limit",
     ANSWER_CLOSING: "refused: the receiver is shutting down",
@@ -42,6 +50,7 @@ _RELEASE_TIMEOUT_S = 1.0
 class _Handler:
     handler: DirectHandler
     max_bytes: int
+    screen: DirectScreen | None = None
 
 
 @attrs.define
@@ -71,17 +80,25 @@ class DirectStreams:
         self._handlers: dict[str, _Handler] = {}
         self._pools: dict[tuple[str, str], _Pool] = {}
         self._closed = False
-        # messages handed to a handler, and messages refused as too large, per protocol
+        # messages handed to a handler, refused as too large, rejected by the screen
         self.received: collections.Counter[str] = collections.Counter()
         self.refused: collections.Counter[str] = collections.Counter()
+        self.rejected: collections.Counter[str] = collections.Counter()
         # outbound streams opened, per protocol
         self.streams_opened: collections.Counter[str] = collections.Counter()
 
-    def set_handler(self, protocol: str, handler: DirectHandler, *, max_bytes: int) -> None:
+    def set_handler(
+        self,
+        protocol: str,
+        handler: DirectHandler,
+        *,
+        max_bytes: int,
+        screen: DirectScreen | None = None,
+    ) -> None:
         if not 0 <= max_bytes <= MAX_MESSAGE_BYTES:
             raise ValueError(f"max_bytes must be in [0, {MAX_MESSAGE_BYTES}], not {max_bytes}")
         known = protocol in self._handlers
-        self._handlers[protocol] = _Handler(handler, max_bytes)
+        self._handlers[protocol] = _Handler(handler, max_bytes, screen)
         if not known:  # the receive loop looks the current one up per frame
             self._host.set_stream_handler(
                 TProtocol(protocol), functools.partial(self._on_stream, protocol)
@@ -117,6 +134,8 @@ class DirectStreams:
             answer = await self._deliver(peer_id, peer, protocol, frame, what)
         if waiting.cancelled_caught:
             raise OverlayError(f"{what}: no acknowledgement within {timeout_s:g} s")
+        if answer[:1] == ANSWER_REJECTED:
+            raise OverlayError(f"{what}: rejected: {answer[1:].decode(errors='replace')}")
         if answer != ANSWER_OK:
             reason = _REFUSALS.get(answer, f"stream ended without acknowledgement ({answer!r})")
             raise OverlayError(f"{what}: {reason}")
@@ -176,14 +195,14 @@ class DirectStreams:
         """libp2p's handler for `protocol`: read frames until the stream ends; never raises."""
         try:
             sender = str(stream.muxed_conn.peer_id.to_base58())
-            while (data := await self._next_frame(protocol, stream)) is not None:
+            while (data := await self._next_frame(protocol, sender, stream)) is not None:
                 self._hand_over(protocol, sender, data)
         except Exception as exc:  # reset, timeout, a frame cut short: the sender sees no answer
             _log.debug("direct stream on %r failed: %r", protocol, exc)
             with trio.CancelScope(shield=True), trio.move_on_after(_RELEASE_TIMEOUT_S):
                 await _reset_quietly(stream)
 
-    async def _next_frame(self, protocol: str, stream: Any) -> bytes | None:
+    async def _next_frame(self, protocol: str, sender: str, stream: Any) -> bytes | None:
         """The next frame's data, acknowledged; None once the stream ended (and was closed)."""
         first = b""
         with trio.move_on_after(self._idle_timeout_s):
@@ -211,6 +230,12 @@ class DirectStreams:
             if len(body) > length:
                 raise ValueError("the sender wrote past its frame without awaiting the answer")
             data = body + await _read_exactly(stream, length - len(body))
+            reason = screened(self._handlers[protocol].screen, sender, data)
+            if reason is not None:
+                self.rejected[protocol] += 1
+                encoded = reason.encode()
+                await _refuse(stream, ANSWER_REJECTED + len(encoded).to_bytes(2, "big") + encoded)
+                return None
             # acknowledge only a whole frame, and hand it over only once acknowledged
             await stream.write(ANSWER_OK)
         self.received[protocol] += 1
@@ -269,6 +294,9 @@ async def _send_frame(stream: Any, frame: bytes) -> bytes:
             nursery.start_soon(write)
             try:
                 answer = await stream.read(1)
+                if answer == ANSWER_REJECTED:  # the reason follows
+                    length = int.from_bytes(await _read_exactly(stream, 2), "big")
+                    answer += await _read_exactly(stream, min(length, 4 * MAX_REJECTION_CHARS))
             except Exception as exc:
                 _log.debug("direct stream ended before its answer: %r", exc)
             if answer != ANSWER_OK:

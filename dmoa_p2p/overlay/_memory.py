@@ -13,9 +13,10 @@ import trio
 
 from dmoa_p2p.exceptions import leaves
 from dmoa_p2p.identity import NodeIdentity
-from dmoa_p2p.overlay._delivery import RECEIVE_CAPACITY, deliver, run_handler
+from dmoa_p2p.overlay._delivery import RECEIVE_CAPACITY, deliver, run_handler, screened
 from dmoa_p2p.overlay._protocol import (
     DirectHandler,
+    DirectScreen,
     Overlay,
     OverlayError,
     OverlayMessage,
@@ -40,6 +41,7 @@ class _Outbound:
 class _Handler:
     handler: DirectHandler
     max_bytes: int
+    screen: DirectScreen | None = None
 
 
 @attrs.define(eq=False)
@@ -152,6 +154,7 @@ class MemoryOverlay:
         # direct messages handed to a handler / refused as too large, per protocol
         self.received: collections.Counter[str] = collections.Counter()
         self.refused: collections.Counter[str] = collections.Counter()
+        self.rejected: collections.Counter[str] = collections.Counter()
 
     @property
     def peer_id(self) -> str:
@@ -193,11 +196,18 @@ class MemoryOverlay:
         except trio.ClosedResourceError:
             raise OverlayError("the overlay is closed") from None
 
-    def set_handler(self, protocol: str, handler: DirectHandler, *, max_bytes: int) -> None:
+    def set_handler(
+        self,
+        protocol: str,
+        handler: DirectHandler,
+        *,
+        max_bytes: int,
+        screen: DirectScreen | None = None,
+    ) -> None:
         self._check_open()
         if max_bytes < 0:
             raise ValueError(f"max_bytes must not be negative, not {max_bytes}")
-        self._handlers[protocol] = _Handler(handler, max_bytes)
+        self._handlers[protocol] = _Handler(handler, max_bytes, screen)
 
     async def send(
         self, peer_id: str, protocol: str, data: bytes, *, timeout_s: float = 10.0
@@ -228,6 +238,10 @@ class MemoryOverlay:
         if len(data) > entry.max_bytes:
             self.refused[protocol] += 1
             return "refused: larger than the receiver's limit"
+        reason = screened(entry.screen, sender, data)
+        if reason is not None:
+            self.rejected[protocol] += 1
+            return f"rejected: {reason}"
         self.received[protocol] += 1
         self._nursery.start_soon(run_handler, protocol, entry.handler, sender, data)
         return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
@@ -13,6 +14,10 @@ TopicValidator = Callable[[str, bytes], bool]
 
 # Called once per direct message: (sender peer id, authenticated by the secure channel; data)
 DirectHandler = Callable[[str, bytes], Awaitable[None]]
+# Called on each direct message before it is acknowledged: None accepts it; a reason
+# rejects it, and the sender's `send` raises OverlayError saying "rejected: <reason>"
+DirectScreen = Callable[[str, bytes], str | None]
+MAX_REJECTION_CHARS = 300  # of a rejection's reason, as the sender gets it
 
 
 class OverlayError(Exception):
@@ -52,6 +57,12 @@ class Overlay(Protocol):
 
     def connected_peers(self) -> frozenset[str]: ...
 
+    # per protocol: direct messages refused as too large, and rejected by their screen;
+    # per topic: pubsub messages dropped because their subscriber was full
+    refused: collections.Counter[str]
+    rejected: collections.Counter[str]
+    dropped: collections.Counter[str]
+
     async def subscribe(
         self, topic: str, validator: TopicValidator
     ) -> trio.abc.ReceiveChannel[OverlayMessage]:
@@ -68,12 +79,20 @@ class Overlay(Protocol):
         """
         ...
 
-    def set_handler(self, protocol: str, handler: DirectHandler, *, max_bytes: int) -> None:
+    def set_handler(
+        self,
+        protocol: str,
+        handler: DirectHandler,
+        *,
+        max_bytes: int,
+        screen: DirectScreen | None = None,
+    ) -> None:
         """Accept direct messages on `protocol` (e.g. "/dmoa-p2p/task/1"), replacing any handler.
 
-        Messages larger than `max_bytes` are refused unread. Each accepted message runs
-        `handler` in the overlay's own nursery after the sender got its acknowledgement;
-        an exception there is logged, never propagated.
+        Messages larger than `max_bytes` are refused unread. `screen`, if given, sees each
+        message before it is acknowledged and may reject it with a reason the sender gets.
+        Each accepted message runs `handler` in the overlay's own nursery after the sender
+        got its acknowledgement; an exception there is logged, never propagated.
         """
         ...
 

@@ -16,9 +16,11 @@ from dmoa_p2p.node import Node
 from dmoa_p2p.simulate._metrics import Arrival, Raw, RunResult
 from dmoa_p2p.simulate._model import RunConfig
 from dmoa_p2p.simulate._swarm import MeteredBackend, open_run_swarm
+from dmoa_p2p.wire import limits
 
-# a layer never times out: a slow layer must show as latency and queue, not as a lost proposal
-LAYER_TIMEOUT_S = 1e7
+# as long as a task may be given: a slow layer must show as latency and queue, not as a lost
+# proposal (runs are shorter than this, so even an overloaded one never reaches it)
+LAYER_TIMEOUT_S = limits.MAX_DEADLINE_S
 
 Progress = Callable[[float], None]  # fraction of the run's arrival period done
 

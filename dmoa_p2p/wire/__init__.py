@@ -4,9 +4,11 @@ from dmoa_p2p.wire.codec import decode_envelope, encode_envelope, seal, verify_e
 from dmoa_p2p.wire.envelope import PROTOCOL_VERSION, Envelope
 from dmoa_p2p.wire.errors import RejectReason, WireError
 from dmoa_p2p.wire.gate import MessageGate
+from dmoa_p2p.wire.limits import MAX_ENVELOPE_BYTES
 from dmoa_p2p.wire.messages import (
-    MAX_ENVELOPE_BYTES,
     MESSAGE_TYPES,
+    MOA_KINDS,
+    PRESENCE_KINDS,
     ChatTurn,
     Message,
     Presence,
@@ -18,6 +20,8 @@ from dmoa_p2p.wire.messages import (
 __all__ = [
     "MAX_ENVELOPE_BYTES",
     "MESSAGE_TYPES",
+    "MOA_KINDS",
+    "PRESENCE_KINDS",
     "PROTOCOL_VERSION",
     "ChatTurn",
     "Envelope",

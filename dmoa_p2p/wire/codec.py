@@ -19,7 +19,8 @@ from dmoa_p2p.wire.envelope import (
     Envelope,
 )
 from dmoa_p2p.wire.errors import RejectReason, WireError
-from dmoa_p2p.wire.messages import MAX_ENVELOPE_BYTES, MESSAGE_TYPES, Message
+from dmoa_p2p.wire.limits import MAX_ENVELOPE_BYTES
+from dmoa_p2p.wire.messages import MESSAGE_TYPES, Message
 
 # Signatures cover this tag too, so they cannot be replayed as some other protocol's signature.
 _SIGNING_DOMAIN = "dmoa-p2p/envelope"
@@ -97,17 +98,15 @@ def seal(body: Message, identity: NodeIdentity, now: float, nonce: bytes | None 
     return data
 
 
-def verify_envelope(env: Envelope, signed_by_author: bool = False) -> None:
+def verify_envelope(env: Envelope) -> None:
     """Raise WireError unless `author` is `author_key`'s peer id and the signature holds.
 
-    `signed_by_author`: the transport already verified the author's signature over these
-    very bytes (GossipSub strict signing with the author as publisher); checking ours again
-    would repeat the same Ed25519 verification.
+    Always checked, even when the transport has verified a signature of its own over the
+    same bytes: the envelope must not depend on which overlay carried it, nor on that
+    overlay doing its part.
     """
     if peer_id_from_public_key(env.author_key) != env.author:
         raise WireError(RejectReason.KEY_MISMATCH, f"author {env.author!r} does not own the key")
-    if signed_by_author:
-        return
     if not verify_signature(env.author_key, env.signature, signed_payload(env)):
         raise WireError(RejectReason.BAD_SIGNATURE, f"bad {env.kind} signature from {env.author}")
 

@@ -4,7 +4,8 @@ from typing import Any
 
 import attrs
 
-from dmoa_p2p.wire.messages import MAX_PEER_ID_CHARS, MESSAGE_TYPES, Message
+from dmoa_p2p.wire.limits import MAX_PEER_ID_CHARS
+from dmoa_p2p.wire.messages import MESSAGE_TYPES, Message
 from dmoa_p2p.wire.validators import as_float, bounded_str, exact_bytes, finite_float, strict_int
 
 PROTOCOL_VERSION = 2

@@ -15,6 +15,11 @@ class RejectReason(enum.StrEnum):
     STALE = "stale"
     FUTURE = "future"
     REPLAY = "replay"
+    # a kind that does not travel where it arrived (a task on the presence topic, ...)
+    WRONG_CHANNEL = "wrong_channel"
+    # a pubsub message whose publisher is not the envelope's author: someone else's
+    # message republished as one's own
+    WRONG_PUBLISHER = "wrong_publisher"
 
 
 # Details quote attacker-controlled data; keep log lines short.

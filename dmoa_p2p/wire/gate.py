@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dmoa_p2p.wire.codec import decode_envelope, verify_envelope
 from dmoa_p2p.wire.envelope import Envelope
 from dmoa_p2p.wire.errors import RejectReason, WireError
-from dmoa_p2p.wire.messages import Presence, Task
+from dmoa_p2p.wire.messages import Message, Presence, Task
 
 
 def check_consistency(env: Envelope) -> None:
@@ -65,31 +65,49 @@ class MessageGate:
     def replay_cache_size(self) -> int:
         return len(self._seen)
 
-    def admit(self, data: bytes, publisher: str | None = None) -> Envelope:
+    def admit(
+        self,
+        data: bytes,
+        publisher: str | None = None,
+        kinds: tuple[type[Message], ...] | None = None,
+    ) -> Envelope:
         """The envelope in `data` if it passes every check; raises WireError otherwise.
 
-        `publisher`: the peer whose GossipSub strict signature over `data` the overlay has
-        verified. When it is the envelope's author, the application signature is not
-        verified a second time (it is checked for every relayed or direct message).
+        `publisher`: the pubsub publisher of `data` (GossipSub keeps the original publisher
+        when relaying, so it is the author of every genuine message); None off pubsub.
+        `kinds`: the message classes the channel `data` arrived on carries (PRESENCE_KINDS,
+        MOA_KINDS); None accepts every kind. The signature is verified in every case.
         """
         try:
-            env = self._check(data, publisher)
+            env = self._check(data, publisher, kinds)
         except WireError as exc:
             self.rejections[exc.reason] += 1
             raise
         self.accepted += 1
         return env
 
-    def _check(self, data: bytes, publisher: str | None) -> Envelope:
+    def _check(
+        self, data: bytes, publisher: str | None, kinds: tuple[type[Message], ...] | None
+    ) -> Envelope:
         env = decode_envelope(data)
+        # before the signature: a kind that does not belong here is not worth verifying
+        if kinds is not None and type(env.body) not in kinds:
+            expected = ", ".join(kind.KIND for kind in kinds)
+            raise WireError(RejectReason.WRONG_CHANNEL, f"a {env.kind} where {expected} travel")
         # Authenticate before anything is remembered, so forgeries cannot fill the replay cache.
-        verify_envelope(env, signed_by_author=publisher == env.author)
+        verify_envelope(env)
         check_consistency(env)
         now = self._clock()
         if env.timestamp < now - self.freshness_s:
             raise WireError(RejectReason.STALE, f"{now - env.timestamp:.1f} s old")
         if env.timestamp > now + self.max_future_s:
             raise WireError(RejectReason.FUTURE, f"{env.timestamp - now:.1f} s ahead")
+        # Checked before the replay cache: a copy republished by another peer must not take
+        # the place of the author's own, which would then be refused as a replay.
+        if publisher is not None and publisher != env.author:
+            raise WireError(
+                RejectReason.WRONG_PUBLISHER, f"{env.kind} of {env.author} published by {publisher}"
+            )
         self._remember((env.author, env.nonce), env.timestamp, now)
         return env
 

@@ -8,23 +8,53 @@ from typing import ClassVar, TypeAlias
 
 import attrs
 
+from dmoa_p2p.wire.limits import (
+    MAX_ADDR_CHARS,
+    MAX_CHAT_TURNS,
+    MAX_DEADLINE_S,
+    MAX_ENVELOPE_BYTES,
+    MAX_INTERVAL_S,
+    MAX_LAYER,
+    MAX_LISTEN_ADDRS,
+    MAX_MODEL_CHARS,
+    MAX_MODELS,
+    MAX_PEER_ID_CHARS,
+    MAX_QUERY_ID_CHARS,
+    MAX_QUEUE_CAPACITY,
+    MAX_RATE_PER_S,
+    MAX_REASON_CHARS,
+    MAX_REPORTED_S,
+    MAX_RETRY_AFTER_S,
+    MAX_SEED,
+    MAX_SERVICE_S,
+    MAX_SERVICE_SAMPLES,
+    MAX_SERVICE_VAR_S2,
+    MAX_TASK_TOKENS,
+    MAX_TEMPERATURE,
+    MAX_TEXT_CHARS,
+    MAX_TOKEN_COUNT,
+    MIN_INTERVAL_S,
+)
 from dmoa_p2p.wire.validators import (
     as_float,
     as_optional_float,
     bounded_str,
-    non_negative_float,
-    non_negative_int,
+    float_in,
+    holds,
+    int_in,
     one_of,
-    optional_non_negative_float,
-    positive_float,
+    optional_float_in,
     str_tuple,
     tuple_of,
 )
 
-# Below py-libp2p's 1 MiB pubsub RPC cap, which also carries framing and other messages.
-MAX_ENVELOPE_BYTES = 512 * 1024
-# libp2p peer ids are ~52 base58 characters; leave room for other key types.
-MAX_PEER_ID_CHARS = 128
+# Every bound below is in `limits`, with the reason for its value.
+_PEER_ID = bounded_str(MAX_PEER_ID_CHARS)
+_QUERY_ID = bounded_str(MAX_QUERY_ID_CHARS)
+_LAYER = int_in(0, MAX_LAYER)
+_RATE = optional_float_in(0.0, MAX_RATE_PER_S)
+_TOKENS = int_in(0, MAX_TOKEN_COUNT)
+_REPORTED_S = float_in(0.0, MAX_REPORTED_S)
 
 
 @attrs.frozen
@@ -35,35 +65,31 @@ class Presence:
     # Whole envelope; a Presence with every list full and every string at its cap is ~7 KiB.
     MAX_BYTES: ClassVar[int] = 8 * 1024
 
-    peer_id: str = attrs.field(validator=bounded_str(MAX_PEER_ID_CHARS))
-    listen_addrs: tuple[str, ...] = attrs.field(validator=str_tuple(16, 256))
-    models: tuple[str, ...] = attrs.field(validator=str_tuple(16, 128))
+    peer_id: str = attrs.field(validator=_PEER_ID)
+    listen_addrs: tuple[str, ...] = attrs.field(
+        validator=str_tuple(MAX_LISTEN_ADDRS, MAX_ADDR_CHARS)
+    )
+    models: tuple[str, ...] = attrs.field(validator=str_tuple(MAX_MODELS, MAX_MODEL_CHARS))
     # None until the node has served enough prompts to measure
     mean_service_s: float | None = attrs.field(
-        converter=as_optional_float, validator=optional_non_negative_float
+        converter=as_optional_float, validator=optional_float_in(0.0, MAX_SERVICE_S)
     )
     service_var_s2: float | None = attrs.field(
-        converter=as_optional_float, validator=optional_non_negative_float
+        converter=as_optional_float, validator=optional_float_in(0.0, MAX_SERVICE_VAR_S2)
     )
     # how many service times the mean and variance rest on (how far to trust them)
-    service_samples: int = attrs.field(validator=non_negative_int)
-    queue_length: int = attrs.field(validator=non_negative_int)
-    queue_capacity: int = attrs.field(validator=non_negative_int)
+    service_samples: int = attrs.field(validator=int_in(0, MAX_SERVICE_SAMPLES))
+    queue_length: int = attrs.field(validator=int_in(0, MAX_QUEUE_CAPACITY))
+    queue_capacity: int = attrs.field(
+        validator=[int_in(1, MAX_QUEUE_CAPACITY), holds("queue_length")]
+    )
     # its users' prompts per second: all they send, and those it admitted
-    arrival_rate: float | None = attrs.field(
-        converter=as_optional_float, validator=optional_non_negative_float
-    )
-    admitted_rate: float | None = attrs.field(
-        converter=as_optional_float, validator=optional_non_negative_float
-    )
+    arrival_rate: float | None = attrs.field(converter=as_optional_float, validator=_RATE)
+    admitted_rate: float | None = attrs.field(converter=as_optional_float, validator=_RATE)
     # peers expire the sender after missing a few of these periods
-    interval_s: float = attrs.field(converter=as_float, validator=positive_float)
-
-
-# Augmented prompts carry (k+1) answers of the previous layer; the envelope cap bounds them.
-MAX_TEXT_CHARS = 200_000
-MAX_QUERY_ID_CHARS = 64
-MAX_LAYER = 64
+    interval_s: float = attrs.field(
+        converter=as_float, validator=float_in(MIN_INTERVAL_S, MAX_INTERVAL_S)
+    )
 
 
 @attrs.frozen
@@ -81,17 +107,19 @@ class Task:
     KIND: ClassVar[str] = "task"
     MAX_BYTES: ClassVar[int] = MAX_ENVELOPE_BYTES
 
-    query_id: str = attrs.field(validator=bounded_str(MAX_QUERY_ID_CHARS))
-    layer: int = attrs.field(validator=[non_negative_int, attrs.validators.le(MAX_LAYER)])
-    origin: str = attrs.field(validator=bounded_str(MAX_PEER_ID_CHARS))
-    recipient: str = attrs.field(validator=bounded_str(MAX_PEER_ID_CHARS))
-    messages: tuple[ChatTurn, ...] = attrs.field(validator=tuple_of(ChatTurn, 64))
-    max_tokens: int = attrs.field(validator=non_negative_int)
-    temperature: float = attrs.field(converter=as_float, validator=non_negative_float)
+    query_id: str = attrs.field(validator=_QUERY_ID)
+    layer: int = attrs.field(validator=_LAYER)
+    origin: str = attrs.field(validator=_PEER_ID)
+    recipient: str = attrs.field(validator=_PEER_ID)
+    messages: tuple[ChatTurn, ...] = attrs.field(validator=tuple_of(ChatTurn, MAX_CHAT_TURNS))
+    max_tokens: int = attrs.field(validator=int_in(1, MAX_TASK_TOKENS))
+    temperature: float = attrs.field(converter=as_float, validator=float_in(0.0, MAX_TEMPERATURE))
     # differs per proposer, so that identical models still propose different answers
-    seed: int = attrs.field(validator=non_negative_int)
+    seed: int = attrs.field(validator=int_in(0, MAX_SEED))
     # a duration, not a time: the two nodes' clocks need not agree
-    deadline_s: float = attrs.field(converter=as_float, validator=positive_float)
+    deadline_s: float = attrs.field(
+        converter=as_float, validator=float_in(0.0, MAX_DEADLINE_S, low_open=True)
+    )
 
 
 @attrs.frozen
@@ -101,16 +129,16 @@ class Proposal:
     KIND: ClassVar[str] = "proposal"
     MAX_BYTES: ClassVar[int] = MAX_ENVELOPE_BYTES
 
-    query_id: str = attrs.field(validator=bounded_str(MAX_QUERY_ID_CHARS))
-    layer: int = attrs.field(validator=[non_negative_int, attrs.validators.le(MAX_LAYER)])
-    origin: str = attrs.field(validator=bounded_str(MAX_PEER_ID_CHARS))
-    recipient: str = attrs.field(validator=bounded_str(MAX_PEER_ID_CHARS))
+    query_id: str = attrs.field(validator=_QUERY_ID)
+    layer: int = attrs.field(validator=_LAYER)
+    origin: str = attrs.field(validator=_PEER_ID)
+    recipient: str = attrs.field(validator=_PEER_ID)
     text: str = attrs.field(validator=bounded_str(MAX_TEXT_CHARS, min_len=0))
-    model: str = attrs.field(validator=bounded_str(128))
-    queue_wait_s: float = attrs.field(converter=as_float, validator=non_negative_float)
-    service_s: float = attrs.field(converter=as_float, validator=non_negative_float)
-    prompt_tokens: int = attrs.field(validator=non_negative_int)
-    completion_tokens: int = attrs.field(validator=non_negative_int)
+    model: str = attrs.field(validator=bounded_str(MAX_MODEL_CHARS))
+    queue_wait_s: float = attrs.field(converter=as_float, validator=_REPORTED_S)
+    service_s: float = attrs.field(converter=as_float, validator=_REPORTED_S)
+    prompt_tokens: int = attrs.field(validator=_TOKENS)
+    completion_tokens: int = attrs.field(validator=_TOKENS)
 
 
 @attrs.frozen
@@ -120,13 +148,13 @@ class Refusal:
     KIND: ClassVar[str] = "refusal"
     MAX_BYTES: ClassVar[int] = 8 * 1024
 
-    query_id: str = attrs.field(validator=bounded_str(MAX_QUERY_ID_CHARS))
-    layer: int = attrs.field(validator=[non_negative_int, attrs.validators.le(MAX_LAYER)])
-    origin: str = attrs.field(validator=bounded_str(MAX_PEER_ID_CHARS))
-    recipient: str = attrs.field(validator=bounded_str(MAX_PEER_ID_CHARS))
-    reason: str = attrs.field(validator=bounded_str(1024))
+    query_id: str = attrs.field(validator=_QUERY_ID)
+    layer: int = attrs.field(validator=_LAYER)
+    origin: str = attrs.field(validator=_PEER_ID)
+    recipient: str = attrs.field(validator=_PEER_ID)
+    reason: str = attrs.field(validator=bounded_str(MAX_REASON_CHARS))
     retry_after_s: float | None = attrs.field(
-        converter=as_optional_float, validator=optional_non_negative_float
+        converter=as_optional_float, validator=optional_float_in(0.0, MAX_RETRY_AFTER_S)
     )
 
 
@@ -136,3 +164,7 @@ Message: TypeAlias = Presence | Task | Proposal | Refusal
 MESSAGE_TYPES: Mapping[str, type[Message]] = MappingProxyType(
     {cls.KIND: cls for cls in (Presence, Task, Proposal, Refusal)}
 )
+
+# Which kinds each channel carries; MessageGate.admit(kinds=...) rejects any other.
+PRESENCE_KINDS: tuple[type[Message], ...] = (Presence,)
+MOA_KINDS: tuple[type[Message], ...] = (Task, Proposal, Refusal)

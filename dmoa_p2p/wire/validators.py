@@ -35,10 +35,16 @@ def strict_int(_instance: object, attribute: attrs.Attribute[Any], value: object
         raise TypeError(f"{attribute.name} must be an int, not {_type_name(value)}")
 
 
-def non_negative_int(instance: object, attribute: attrs.Attribute[Any], value: int) -> None:
-    strict_int(instance, attribute, value)
-    if not 0 <= value <= MAX_WIRE_INT:
-        raise ValueError(f"{attribute.name} must be in 0..2**63-1, not {value}")
+def int_in(low: int, high: int) -> Validator:
+    """An int (not a bool) from `low` to `high`, both included."""
+    assert -MAX_WIRE_INT - 1 <= low <= high <= MAX_WIRE_INT
+
+    def check(instance: object, attribute: attrs.Attribute[Any], value: int) -> None:
+        strict_int(instance, attribute, value)
+        if not low <= value <= high:
+            raise ValueError(f"{attribute.name} must be in {low}..{high}, not {value}")
+
+    return check
 
 
 def finite_float(_instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -48,23 +54,39 @@ def finite_float(_instance: object, attribute: attrs.Attribute[Any], value: obje
         raise ValueError(f"{attribute.name} must be finite, not {value}")
 
 
-def non_negative_float(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
-    finite_float(instance, attribute, value)
-    if value < 0:
-        raise ValueError(f"{attribute.name} must be >= 0, not {value}")
+def float_in(low: float, high: float, *, low_open: bool = False) -> Validator:
+    """A finite float from `low` to `high` included; above `low` only, if `low_open`."""
+
+    def check(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
+        finite_float(instance, attribute, value)
+        above_low = value > low if low_open else value >= low
+        if not above_low or value > high:
+            bounds = f"({low:g}, {high:g}]" if low_open else f"[{low:g}, {high:g}]"
+            raise ValueError(f"{attribute.name} must be in {bounds}, not {value:g}")
+
+    return check
 
 
-def positive_float(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
-    finite_float(instance, attribute, value)
-    if value <= 0:
-        raise ValueError(f"{attribute.name} must be > 0, not {value}")
+def optional_float_in(low: float, high: float) -> Validator:
+    """None (not measured yet) or a float from `low` to `high`."""
+    bounded = float_in(low, high)
+
+    def check(instance: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
+        if value is not None:
+            bounded(instance, attribute, value)
+
+    return check
 
 
-def optional_non_negative_float(
-    instance: object, attribute: attrs.Attribute[Any], value: float | None
-) -> None:
-    if value is not None:
-        non_negative_float(instance, attribute, value)
+def holds(count_field: str) -> Validator:
+    """A capacity at least the value of `count_field`, a field validated before this one."""
+
+    def check(instance: object, attribute: attrs.Attribute[Any], value: int) -> None:
+        count = getattr(instance, count_field)
+        if count > value:
+            raise ValueError(f"{count_field} {count} exceeds {attribute.name} {value}")
+
+    return check
 
 
 def bounded_str(max_len: int, min_len: int = 1) -> Validator:

@@ -142,8 +142,11 @@ async def test_node_processes_and_the_peers_command(tmp_path: Path) -> None:
              "--data-dir", str(swarm.members[0].data_dir)],
             capture_stdout=True,
         )
-        seen = {peer["peer_id"] for peer in json.loads(result.stdout)}
+        report = json.loads(result.stdout)
+        seen = {peer["peer_id"] for peer in report["peers"]}
         assert seen == {m.peer_id for m in swarm.members[1:]}
+        assert report["peer_id"] == swarm.members[0].peer_id
+        assert report["rejected_messages"] == {} and "direct_too_large" in report["refusals"]
     assert all(p.returncode == 0 for p in swarm.processes)
 
 

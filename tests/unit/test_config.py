@@ -26,7 +26,8 @@ def test_from_toml_with_overrides(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("values", "message"),
     [
-        ({"data_dir": "d", "presence_interval_s": -1}, "presence_interval_s must be > 0"),
+        ({"data_dir": "d", "presence_interval_s": -1}, "presence_interval_s must be from 0.1 to"),
+        ({"data_dir": "d", "presence_interval_s": 600}, "presence_interval_s must be from 0.1"),
         ({"data_dir": "d", "colour": "blue"}, "extra fields found"),
         ({"data_dir": "d", "listen_addrs": ["localhost:4001"]}, "is not a multiaddr"),
         ({}, "required field missing @ config.data_dir"),

@@ -20,6 +20,7 @@ from dmoa_p2p.wire import (
     WireError,
     decode_envelope,
     encode_envelope,
+    limits,
     seal,
     verify_envelope,
 )
@@ -78,8 +79,14 @@ MAXIMAL = presence(
     peer_id="p" * 128,
     listen_addrs=tuple("a" * 256 for _ in range(16)),
     models=tuple("m" * 128 for _ in range(16)),
-    queue_length=2**63 - 1,
-    queue_capacity=2**63 - 1,
+    mean_service_s=limits.MAX_SERVICE_S,
+    service_var_s2=limits.MAX_SERVICE_VAR_S2,
+    service_samples=limits.MAX_SERVICE_SAMPLES,
+    queue_length=limits.MAX_QUEUE_CAPACITY,
+    queue_capacity=limits.MAX_QUEUE_CAPACITY,
+    arrival_rate=limits.MAX_RATE_PER_S,
+    admitted_rate=limits.MAX_RATE_PER_S,
+    interval_s=limits.MAX_INTERVAL_S,
 )
 
 
@@ -89,8 +96,8 @@ MAXIMAL = presence(
         presence(),
         presence(listen_addrs=(), models=()),
         presence(mean_service_s=None, service_var_s2=None, arrival_rate=None),
-        presence(mean_service_s=0.0, queue_length=0, queue_capacity=0, interval_s=1e-6),
-        presence(models=("ünïcödé-模型",), arrival_rate=1e300),
+        presence(mean_service_s=0.0, queue_length=0, queue_capacity=1, interval_s=0.1),
+        presence(models=("ünïcödé-模型",), arrival_rate=1000),
         MAXIMAL,
     ],
 )

@@ -17,6 +17,7 @@ from dmoa_p2p.wire import (
     RejectReason,
     WireError,
     decode_envelope,
+    limits,
     seal,
 )
 
@@ -80,9 +81,11 @@ BODY_TYPES: dict[str, tuple[type, ...]] = {
     "models": (list,),
     "mean_service_s": OPTIONAL_FLOAT,
     "service_var_s2": OPTIONAL_FLOAT,
+    "service_samples": (int,),
     "queue_length": (int,),
     "queue_capacity": (int,),
     "arrival_rate": OPTIONAL_FLOAT,
+    "admitted_rate": OPTIONAL_FLOAT,
     "interval_s": (float, int),
 }
 
@@ -179,27 +182,36 @@ def test_random_arrays_only_raise_wire_error(fields: list[Any]) -> None:
 
 
 short_text = st.text(min_size=1, max_size=40)
-optional_metric = st.none() | st.floats(min_value=0, max_value=1e12)
 
-presences = st.builds(
-    Presence,
-    peer_id=st.just(ALICE.peer_id),
-    listen_addrs=st.lists(short_text, max_size=16).map(tuple),
-    models=st.lists(short_text, max_size=16).map(tuple),
-    mean_service_s=optional_metric,
-    service_var_s2=optional_metric,
-    service_samples=st.integers(min_value=0, max_value=2**63 - 1),
-    queue_length=st.integers(min_value=0, max_value=2**63 - 1),
-    queue_capacity=st.integers(min_value=0, max_value=1000),
-    arrival_rate=optional_metric,
-    admitted_rate=optional_metric,
-    interval_s=st.floats(min_value=1e-3, max_value=3600),
-)
+
+def optional_metric(high: float) -> st.SearchStrategy[float | None]:
+    return st.none() | st.floats(min_value=0, max_value=high)
+
+
+@st.composite
+def presences(draw: st.DrawFn) -> Presence:
+    """Any presence inside the bounds, the bounds themselves included."""
+    capacity = draw(st.integers(min_value=1, max_value=limits.MAX_QUEUE_CAPACITY))
+    return Presence(
+        peer_id=ALICE.peer_id,
+        listen_addrs=tuple(draw(st.lists(short_text, max_size=limits.MAX_LISTEN_ADDRS))),
+        models=tuple(draw(st.lists(short_text, max_size=limits.MAX_MODELS))),
+        mean_service_s=draw(optional_metric(limits.MAX_SERVICE_S)),
+        service_var_s2=draw(optional_metric(limits.MAX_SERVICE_VAR_S2)),
+        service_samples=draw(st.integers(min_value=0, max_value=limits.MAX_SERVICE_SAMPLES)),
+        queue_length=draw(st.integers(min_value=0, max_value=capacity)),
+        queue_capacity=capacity,
+        arrival_rate=draw(optional_metric(limits.MAX_RATE_PER_S)),
+        admitted_rate=draw(optional_metric(limits.MAX_RATE_PER_S)),
+        interval_s=draw(st.floats(limits.MIN_INTERVAL_S, limits.MAX_INTERVAL_S)),
+    )
 
 
 @FUZZ
 @given(
-    presences, st.floats(min_value=NOW - 60, max_value=NOW + 5), st.binary(min_size=16, max_size=16)
+    presences(),
+    st.floats(min_value=NOW - 60, max_value=NOW + 5),
+    st.binary(min_size=16, max_size=16),
 )
 def test_valid_presences_round_trip_through_the_gate(
     body: Presence, timestamp: float, nonce: bytes
@@ -208,3 +220,45 @@ def test_valid_presences_round_trip_through_the_gate(
     assert seal(body, ALICE, timestamp, nonce) == data
     env = MessageGate(clock=lambda: NOW).admit(data)
     assert (env.body, env.timestamp, env.nonce) == (body, timestamp, nonce)
+
+
+# (field, lowest, highest) of each number in a presence; None passes where it is optional.
+PRESENCE_RANGES: list[tuple[str, float, float]] = [
+    ("mean_service_s", 0.0, limits.MAX_SERVICE_S),
+    ("service_var_s2", 0.0, limits.MAX_SERVICE_VAR_S2),
+    ("service_samples", 0, limits.MAX_SERVICE_SAMPLES),
+    ("queue_length", 0, limits.MAX_QUEUE_CAPACITY),
+    ("queue_capacity", 1, limits.MAX_QUEUE_CAPACITY),
+    ("arrival_rate", 0.0, limits.MAX_RATE_PER_S),
+    ("admitted_rate", 0.0, limits.MAX_RATE_PER_S),
+    ("interval_s", limits.MIN_INTERVAL_S, limits.MAX_INTERVAL_S),
+]
+# around and beyond the bounds, on both sides, and far out
+any_number = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.floats(min_value=-1.0, max_value=2 * limits.MAX_SERVICE_VAR_S2),
+    st.integers(min_value=-(2**63), max_value=2**64 - 1),
+    st.integers(min_value=-2, max_value=2 * limits.MAX_QUEUE_CAPACITY),
+)
+
+
+@FUZZ_STRUCTURED
+@given(st.data())
+def test_a_decoded_presence_is_always_within_bounds(data: st.DataObject) -> None:
+    fields = list(VALID_FIELDS)
+    body = dict(fields[6])
+    for name, _low, _high in PRESENCE_RANGES:
+        if data.draw(st.booleans(), label=f"change {name}"):
+            body[name] = data.draw(any_number, label=name)
+    fields[6] = body
+    try:
+        env = decode_envelope(pack(fields))
+    except WireError as error:
+        assert error.reason is RejectReason.MALFORMED
+        return
+    decoded = env.body
+    assert isinstance(decoded, Presence)
+    for name, low, high in PRESENCE_RANGES:
+        value = getattr(decoded, name)
+        assert value is None or low <= value <= high, (name, value)
+    assert decoded.queue_length <= decoded.queue_capacity

@@ -13,10 +13,14 @@ import pytest
 from dmoa_p2p.identity import NodeIdentity
 from dmoa_p2p.wire import (
     MAX_ENVELOPE_BYTES,
+    MOA_KINDS,
+    PRESENCE_KINDS,
     PROTOCOL_VERSION,
+    ChatTurn,
     MessageGate,
     Presence,
     RejectReason,
+    Task,
     WireError,
     decode_envelope,
     encode_envelope,
@@ -221,18 +225,89 @@ def test_bad_settings_are_refused(kwargs: dict[str, Any]) -> None:
         MessageGate(**kwargs)
 
 
-def test_signature_is_trusted_only_when_the_transport_verified_the_author() -> None:
+def task(identity: NodeIdentity = ALICE) -> Task:
+    return Task(
+        query_id="q1",
+        layer=1,
+        origin=identity.peer_id,
+        recipient=BOB.peer_id,
+        messages=(ChatTurn("user", "hello"),),
+        max_tokens=256,
+        temperature=0.7,
+        seed=7,
+        deadline_s=300.0,
+    )
+
+
+def test_the_signature_is_verified_even_when_the_author_published() -> None:
+    # the transport's own signature is the overlay's business: ours is checked regardless
     tampered = tamper_body(sealed())
-    # no transport signature, or one by somebody else: our own check runs and rejects
-    for publisher in (None, BOB.peer_id):
-        gate = MessageGate(clock=lambda: NOW)
+    for publisher in (None, ALICE.peer_id, BOB.peer_id):
+        gate = MessageGate(clock=FakeClock())
         with pytest.raises(WireError) as info:
             gate.admit(tampered, publisher)
         assert info.value.reason is RejectReason.BAD_SIGNATURE
-    # GossipSub strict signing by the author covered these exact bytes already
-    gate = MessageGate(clock=lambda: NOW)
-    assert gate.admit(tampered, ALICE.peer_id).author == ALICE.peer_id
-    # the key must still belong to the claimed author
+        assert gate.rejections == collections.Counter({RejectReason.BAD_SIGNATURE: 1})
+        assert gate.replay_cache_size == 0
+
+
+def test_the_key_must_belong_to_the_author_whoever_published() -> None:
+    gate = MessageGate(clock=FakeClock())
     with pytest.raises(WireError) as info:
         gate.admit(claiming_bob(sealed()), BOB.peer_id)
     assert info.value.reason is RejectReason.KEY_MISMATCH
+
+
+def test_a_message_republished_by_another_peer_does_not_take_the_authors_place() -> None:
+    gate = MessageGate(clock=FakeClock())
+    data = sealed()
+    with pytest.raises(WireError) as info:
+        gate.admit(data, BOB.peer_id)
+    assert info.value.reason is RejectReason.WRONG_PUBLISHER
+    # not remembered: the author's own copy still gets through, once
+    assert gate.admit(data, ALICE.peer_id).author == ALICE.peer_id
+    assert rejection(gate, data) is RejectReason.REPLAY
+    assert gate.rejections == collections.Counter(
+        {RejectReason.WRONG_PUBLISHER: 1, RejectReason.REPLAY: 1}
+    )
+
+
+def test_off_pubsub_there_is_no_publisher_to_compare() -> None:
+    gate = MessageGate(clock=FakeClock())
+    assert gate.admit(sealed(), None).author == ALICE.peer_id
+
+
+def test_each_channel_admits_its_own_kinds() -> None:
+    gate = MessageGate(clock=FakeClock())
+    assert isinstance(gate.admit(sealed(), ALICE.peer_id, PRESENCE_KINDS).body, Presence)
+    assert isinstance(gate.admit(seal(task(), ALICE, NOW), None, MOA_KINDS).body, Task)
+    assert gate.accepted == 2
+
+
+@pytest.mark.parametrize(
+    ("make", "kinds"),
+    [
+        (lambda: sealed(), MOA_KINDS),
+        (lambda: seal(task(), ALICE, NOW), PRESENCE_KINDS),
+        # rejected before the signature is even checked
+        (lambda: tamper_body(sealed()), MOA_KINDS),
+    ],
+    ids=["presence on the moa channel", "task on the presence topic", "tampered and misplaced"],
+)
+def test_a_kind_on_the_wrong_channel_is_rejected_and_counted(
+    make: Callable[[], bytes], kinds: tuple[type[Any], ...]
+) -> None:
+    gate = MessageGate(clock=FakeClock())
+    with pytest.raises(WireError) as info:
+        gate.admit(make(), ALICE.peer_id, kinds)
+    assert info.value.reason is RejectReason.WRONG_CHANNEL
+    assert gate.rejections == collections.Counter({RejectReason.WRONG_CHANNEL: 1})
+    assert gate.accepted == 0
+    assert gate.replay_cache_size == 0
+
+
+def test_without_kinds_every_kind_is_admitted() -> None:
+    gate = MessageGate(clock=FakeClock())
+    gate.admit(sealed())
+    gate.admit(seal(task(), ALICE, NOW))
+    assert gate.accepted == 2

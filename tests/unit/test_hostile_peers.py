@@ -1,0 +1,176 @@
+"""Hostile peers on the in-memory overlay: a view that must be earned, bounded dialling,
+identity collisions, clock skew told to the sender."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from pathlib import Path
+
+import attrs
+import pytest
+import trio
+import trio.testing
+
+from dmoa_p2p.backends.fake import FakeBackend
+from dmoa_p2p.config import ConfigError
+from dmoa_p2p.identity import NodeIdentity
+from dmoa_p2p.moa import QueryRequest
+from dmoa_p2p.node import PRESENCE_TOPIC, PeerView
+from dmoa_p2p.node._dialer import DialBudget, PeerDialer
+from dmoa_p2p.node._lock import data_dir_lock
+from dmoa_p2p.node._presence import PresenceService
+from dmoa_p2p.overlay import MemoryNetwork
+from dmoa_p2p.testing import memory_node, memory_swarm, wait_for, wall_clock
+from dmoa_p2p.wire import Presence, seal
+
+
+def presence(peer_id: str, ip: str = "127.0.0.1", interval_s: float = 1.0) -> Presence:
+    return Presence(
+        peer_id=peer_id,
+        listen_addrs=(f"/ip4/{ip}/tcp/4001/p2p/{peer_id}",),
+        models=("m",),
+        mean_service_s=None,
+        service_var_s2=None,
+        service_samples=0,
+        queue_length=0,
+        queue_capacity=1,
+        arrival_rate=None,
+        admitted_rate=None,
+        interval_s=interval_s,
+    )
+
+
+def test_a_presence_alone_does_not_make_a_proposer_candidate() -> None:
+    view = PeerView("me", missed_limit=3.0)
+    assert view.observe(presence("phantom"), now=0.0) is False
+    assert view.live_ids(0.0) == frozenset()
+    assert [r.peer_id for r in view.pending(0.0)] == ["phantom"]
+    assert view.verify(["phantom"]) == ["phantom"]  # this node reached it
+    assert view.live_ids(0.0) == {"phantom"}
+    view.expire(10.0)
+    # back after expiring: already verified once, so it joins at once
+    assert view.observe(presence("phantom"), now=11.0) is True
+
+
+def test_pending_peers_and_peers_per_ip_are_bounded() -> None:
+    view = PeerView("me", missed_limit=3.0, max_pending=4, max_per_ip=2)
+    for i in range(10):
+        view.observe(presence(f"p{i}", ip=f"10.0.0.{i}", interval_s=60.0), now=float(i))
+    assert [r.peer_id for r in view.pending(9.0)] == ["p6", "p7", "p8", "p9"]
+    assert view.refused["pending_full"] == 6
+    for i in range(3):
+        view.observe(presence(f"same{i}", ip="192.0.2.7", interval_s=60.0), now=10.0)
+    assert view.refused["same_ip"] == 1
+    assert len(view) == 4  # pending still bounded
+
+
+def test_the_dial_budget_limits_each_peer_each_address_and_the_total() -> None:
+    now = [0.0]
+    budget = DialBudget(lambda: now[0], per_peer_s=30, per_address_s=60, rate_per_s=1, burst=2)
+    assert budget.allow_peer("a") and not budget.allow_peer("a")
+    assert budget.allow_address("/ip4/192.0.2.1/tcp/1") and not budget.allow_address(
+        "/ip4/192.0.2.1/tcp/1"
+    )
+    assert budget.allow_peer("b") and not budget.allow_peer("c")  # the burst is spent
+    now[0] = 1.0
+    assert budget.allow_peer("c")
+    now[0] = 61.0
+    assert budget.allow_address("/ip4/192.0.2.1/tcp/1") and budget.allow_peer("a")
+    assert budget.refused == {
+        "peer_recently_dialled": 1,
+        "address_recently_dialled": 1,
+        "dial_rate": 1,
+    }
+
+
+async def test_three_hundred_phantoms_are_dialled_once_and_never_proposers(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    network = MemoryNetwork(latency_s=0.005)
+    async with (
+        memory_node(network, tmp_path / "a") as node,
+        memory_node(network, tmp_path / "b", node.listen_addrs) as honest,
+    ):
+        await wait_for(lambda: node.live_peer_ids() == {honest.peer_id})
+        target = f"/memory/999/p2p/{NodeIdentity.generate().peer_id}"  # nobody answers there
+        for _ in range(300):
+            # a made-up identity connects to the honest node, announces an address of the
+            # attacker's choosing, and leaves; the honest node relays it on
+            phantom = NodeIdentity.generate()
+            fake = attrs.evolve(presence(phantom.peer_id), listen_addrs=(target,), interval_s=60.0)
+            async with network.open_overlay(phantom) as raw:
+                await raw.connect(honest.listen_addrs[0])
+                await raw.publish(PRESENCE_TOPIC, seal(fake, phantom, wall_clock()))
+                await trio.sleep(0.05)
+        await trio.sleep(5)
+        snapshot = node.snapshot()
+        assert [p.load.peer_id for p in snapshot.peers] == [honest.peer_id]
+        assert 0 < snapshot.pending_peers <= 64
+        assert snapshot.refusals["presence_pending_full"] > 0
+        assert snapshot.refusals["dial_address_recently_dialled"] > 0
+        # the relay had a connection to each phantom, but none is there any more
+        assert len(honest.snapshot().peers) > 1
+        for asker in (node, honest):
+            answer = await asker.ask(QueryRequest("q", 1, 2))
+            (layer,) = answer.trace.layers
+            assert set(layer.answered) == {node.peer_id, honest.peer_id}
+            assert layer.missing == ()
+
+
+def test_a_data_directory_takes_one_node(tmp_path: Path) -> None:
+    with (
+        data_dir_lock(tmp_path),
+        pytest.raises(ConfigError, match="already running"),
+        data_dir_lock(tmp_path),
+    ):
+        pass
+    with data_dir_lock(tmp_path):  # released when the first left
+        pass
+
+
+async def test_a_second_node_with_this_nodes_key_is_reported(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    identity = NodeIdentity.generate()
+    network = MemoryNetwork(latency_s=0.005)
+    events: Counter[str] = Counter()
+    async with network.open_overlay(identity) as overlay, trio.open_nursery() as nursery:
+        inbox = await overlay.subscribe(PRESENCE_TOPIC, lambda _publisher, _data: True)
+        service = PresenceService(
+            overlay,
+            identity,
+            PeerView(identity.peer_id, 3.0),
+            lambda: presence(identity.peer_id),
+            wall_clock,
+            1.0,
+            events,
+        )
+        await nursery.start(service.run, inbox, PeerDialer(overlay, nursery, 1.0, 16))
+        await trio.sleep(5)  # its own presences come back: they are no collision
+        assert events["presence_published"] >= 5 and events["identity_collision"] == 0
+        # a presence signed with this node's key that it did not publish: a twin
+        twin = attrs.evolve(presence(identity.peer_id), listen_addrs=("/memory/77/p2p/x",))
+        with caplog.at_level(logging.ERROR, logger="dmoa_p2p.node"):
+            await overlay.publish(PRESENCE_TOPIC, seal(twin, identity, wall_clock()))
+            await wait_for(lambda: events["identity_collision"] == 1)
+        nursery.cancel_scope.cancel()
+    assert "another node is running with this node's identity" in caplog.text
+    assert "/memory/77/p2p/x" in caplog.text
+
+
+async def test_a_sender_with_a_wrong_clock_is_told_and_moves_on(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with memory_swarm(tmp_path, [FakeBackend(0.5), FakeBackend(0.5)]) as (fast, peer):
+        fast.wall_clock = lambda: wall_clock() + 45.0  # its tasks now look 45 s ahead
+        started = trio.current_time()
+        with caplog.at_level(logging.WARNING, logger="dmoa_p2p.node"):
+            answer = await fast.ask(QueryRequest("q", 1, 1, layer_timeout_s=300.0))
+        (layer,) = answer.trace.layers
+        (missing,) = layer.missing
+        assert missing.node == peer.peer_id and "rejected: future" in missing.reason
+        assert trio.current_time() - started < 5  # not the 300 s layer deadline
+        assert fast.events["clock_skew_reported"] == 1
+        assert peer.snapshot().refusals["direct_rejected"] == 1
+    assert "this node's clock is off" in caplog.text
