@@ -22,7 +22,7 @@ from dmoa_p2p.node._clock import CLOCK_TOLERANCE_S, ClockWatch
 from dmoa_p2p.node._dialer import DialBudget, PeerDialer, peer_id_of_multiaddr
 from dmoa_p2p.node._lock import data_dir_lock
 from dmoa_p2p.node._peer_view import PeerView
-from dmoa_p2p.node._presence import PRESENCE_TOPIC, PresenceService
+from dmoa_p2p.node._presence import PRESENCE_TOPIC, PresencePace, PresenceService
 from dmoa_p2p.node._prompts import AdmittedPrompt, PromptDesk, load_admission
 from dmoa_p2p.node._snapshot import NodeSnapshot, PeerEntry, load_of
 from dmoa_p2p.overlay import Overlay, open_libp2p_overlay
@@ -75,6 +75,7 @@ class Node:
         self.gossip: GossipPolicy = create_plugin("gossip", config.gossip, config.gossip_options)
         self.events: Counter[str] = Counter()
         self._clock_watch = ClockWatch(self.events)
+        self._presence_pace = PresencePace()
         self.engine = MoaEngine(
             identity.peer_id,
             self.queue,
@@ -208,6 +209,7 @@ class Node:
             "direct_too_large": sum(overlay.refused.values()),
             "direct_rejected": sum(overlay.rejected.values()),
             "subscriber_full": sum(overlay.dropped.values()),
+            "presence_too_frequent": self._presence_pace.dropped,
             **{f"presence_{k}": n for k, n in self.peer_view.refused.items()},
             **{f"dial_{k}": n for k, n in self.dial_budget.refused.items()},
         }
@@ -251,12 +253,15 @@ class Node:
 
     def _validate(self, publisher: str, data: bytes) -> bool:
         # the overlay runs GossipSub with strict signing: `publisher` signed these bytes
+        if self._presence_pace.too_soon(data):
+            return False
         try:
-            self._admit(data, publisher, PRESENCE_KINDS)
+            envelope = self._admit(data, publisher, PRESENCE_KINDS)
         except WireError as exc:
             if exc.reason in (RejectReason.STALE, RejectReason.FUTURE):
                 self._clock_watch.presence_off(publisher, exc)
             return False
+        self._presence_pace.accepted(envelope.author)
         return True
 
 

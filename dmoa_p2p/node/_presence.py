@@ -128,3 +128,37 @@ class PresenceService:
                     self.peer_view.missed_limit,
                 )
                 self.events["peer_expired"] += 1
+
+
+class PresencePace:
+    """At most one presence per author per half its own interval.
+
+    Faster ones are dropped before their signature is checked and are not relayed, so one
+    peer cannot make every node verify, and the swarm carry, a flood of presences. Only
+    presences that passed every check set the pace, so a forger cannot slow a real peer's.
+    """
+
+    def __init__(self, remembered: int = 4096) -> None:
+        self._last: collections.OrderedDict[str, float] = collections.OrderedDict()
+        self._remembered = remembered
+        self.dropped = 0
+
+    def too_soon(self, data: bytes) -> bool:
+        try:
+            envelope = decode_envelope(data)
+        except WireError:
+            return False  # the gate rejects it, and counts why
+        presence = envelope.body
+        last = self._last.get(envelope.author)
+        if not isinstance(presence, Presence) or last is None:
+            return False
+        if trio.current_time() - last < presence.interval_s / 2:
+            self.dropped += 1
+            return True
+        return False
+
+    def accepted(self, author: str) -> None:
+        self._last[author] = trio.current_time()
+        self._last.move_to_end(author)
+        while len(self._last) > self._remembered:
+            self._last.popitem(last=False)

@@ -15,10 +15,10 @@ import pytest
 import trio
 
 from dmoa_p2p.identity import NodeIdentity
-from dmoa_p2p.node import PRESENCE_TOPIC
+from dmoa_p2p.node import PRESENCE_TOPIC, Node
 from dmoa_p2p.overlay import OverlayMessage, open_libp2p_overlay
 from dmoa_p2p.swarm import open_inprocess_swarm, open_process_swarm
-from dmoa_p2p.wire import Presence, seal
+from dmoa_p2p.wire import Presence, WireError, seal
 
 pytestmark = pytest.mark.integration
 LOCALHOST = "/ip4/127.0.0.1/tcp/0"
@@ -41,10 +41,23 @@ def presence_of(identity: NodeIdentity) -> Presence:
     )
 
 
+def gate_check(node: Node) -> Callable[[str, bytes], bool]:
+    def check(publisher: str, data: bytes) -> bool:
+        try:
+            node.gate.admit(data, publisher)
+        except WireError:
+            return False
+        return True
+
+    return check
+
+
 async def test_five_nodes_converge_and_a_message_reaches_all(tmp_path: Path) -> None:
     async with open_inprocess_swarm(5, tmp_path, **FAKE) as swarm:
         await swarm.wait_converged(timeout_s=20)  # raises if it does not
-        inboxes = [await n.overlay.subscribe("test/v1", n._validate) for n in swarm.nodes]
+        # each node's wire gate checks the test topic (not its presence pace, which the
+        # sender's own presences set)
+        inboxes = [await n.overlay.subscribe("test/v1", gate_check(n)) for n in swarm.nodes]
         sender = swarm.nodes[0]
         data = seal(presence_of(sender.identity), sender.identity, now=sender.wall_clock())
 
@@ -83,25 +96,32 @@ async def test_forged_messages_from_a_raw_peer_are_rejected_and_not_forwarded(
                     await trio.sleep(0.2)
             now = honest.wall_clock()
             # the last message sent, told apart from the greetings by its queue capacity
-            marked = attrs.evolve(presence_of(raw_identity), queue_capacity=7)
+            # (a short interval, so the node's presence pace lets it follow the greeting)
+            marked = attrs.evolve(presence_of(raw_identity), queue_capacity=7, interval_s=0.2)
             valid = seal(marked, raw_identity, now)
             # someone else's genuine message, its body changed on the way
             victim = NodeIdentity.generate()
             fields = msgpack.unpackb(seal(presence_of(victim), victim, now))
             fields[6]["queue_capacity"] = 99  # the body changed, the signature kept
             tampered = msgpack.packb(fields)
-            impostor = seal(presence_of(honest.identity), raw_identity, now)  # claims honest's id
-            stale = seal(presence_of(raw_identity), raw_identity, now - 3600)
+            claims_honest = attrs.evolve(presence_of(honest.identity), interval_s=0.2)
+            impostor = seal(claims_honest, raw_identity, now)  # signed by raw, for honest's id
+            short = attrs.evolve(presence_of(raw_identity), interval_s=0.2)  # past the pace
+            stale = seal(short, raw_identity, now - 3600)
+            await trio.sleep(0.15)  # the presence pace: one per author per half its interval
             for data in (tampered, impostor, stale, b"\xc1junk"):
                 await raw.publish(PRESENCE_TOPIC, data)
             await raw.publish(PRESENCE_TOPIC, valid)
+
             # the valid message sent after the forged ones crosses to the node behind...
-            await wait_for(
-                lambda: any(
-                    p.load.peer_id == raw_identity.peer_id and p.load.queue_capacity == 7
-                    for p in behind.snapshot().peers
+            def heard_marked() -> bool:  # pending there: the node behind never reached it
+                records = behind.peer_view.pending(trio.current_time())
+                return any(
+                    r.peer_id == raw_identity.peer_id and r.presence.queue_capacity == 7
+                    for r in records
                 )
-            )
+
+            await wait_for(heard_marked)
             await wait_for(lambda: sum(honest.gate.rejections.values()) >= 4)
             rejected = {str(reason): n for reason, n in honest.gate.rejections.items()}
             assert rejected == {
