@@ -19,7 +19,7 @@ from dmoa_p2p.moa import QueryRequest
 from dmoa_p2p.node import PRESENCE_TOPIC, PeerView
 from dmoa_p2p.node._dialer import DialBudget, PeerDialer
 from dmoa_p2p.node._lock import data_dir_lock
-from dmoa_p2p.node._presence import PresenceService
+from dmoa_p2p.node._presence import PresencePace, PresenceService
 from dmoa_p2p.overlay import MemoryNetwork
 from dmoa_p2p.testing import memory_node, memory_swarm, wait_for, wall_clock
 from dmoa_p2p.wire import Presence, seal
@@ -174,3 +174,22 @@ async def test_a_sender_with_a_wrong_clock_is_told_and_moves_on(
         assert fast.events["clock_skew_reported"] == 1
         assert peer.snapshot().refusals["direct_rejected"] == 1
     assert "this node's clock is off" in caplog.text
+
+
+async def test_presences_faster_than_half_their_interval_are_dropped_unverified(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    pace = PresencePace()
+    identity = NodeIdentity.generate()
+
+    def sealed() -> bytes:
+        return seal(presence(identity.peer_id, interval_s=2.0), identity, wall_clock())
+
+    assert not pace.too_soon(sealed())  # nothing accepted from this author yet
+    pace.accepted(identity.peer_id)
+    await trio.sleep(0.5)
+    assert pace.too_soon(sealed())  # within half of its 2 s interval
+    await trio.sleep(0.6)
+    assert not pace.too_soon(sealed())
+    assert not pace.too_soon(b"\xc1junk")  # the gate rejects that, and counts why
+    assert pace.dropped == 1
