@@ -1,10 +1,11 @@
-"""The bounded FCFS queue in front of a node's LLM, with online estimates of its load."""
+"""The bounded queue in front of a node's LLM, fair among origins, with estimates of its load."""
 
 from __future__ import annotations
 
 import collections
 import statistics
 from collections.abc import Callable, Sequence
+from typing import Literal
 
 import attrs
 import trio
@@ -18,16 +19,36 @@ from dmoa_p2p.backends import (
     TextCallback,
 )
 
+# Why a queue refused a prompt: all its slots are taken; peers' tasks hold every slot not
+# reserved for this node's own users; this one peer holds as many as one peer may.
+QueueFullCause = Literal["queue_full", "peers_share_full", "origin_share_full"]
+
 
 class QueueFull(Exception):
-    """The queue holds `capacity` prompts already; try again later."""
+    """The queue, or the share of it the asker may hold, is full; try again later.
 
-    def __init__(self, capacity: int, retry_after_s: float) -> None:
-        super().__init__(
-            f"the model's queue is full ({capacity} prompts); retry in {retry_after_s:.1f} s"
-        )
+    `cause` says which (see `QueueFullCause`); the message says it in words.
+    """
+
+    def __init__(
+        self, cause: QueueFullCause, reason: str, capacity: int, retry_after_s: float
+    ) -> None:
+        super().__init__(f"{reason}; retry in {retry_after_s:.1f} s")
+        self.cause: QueueFullCause = cause
+        self.reason = reason
         self.capacity = capacity
         self.retry_after_s = retry_after_s
+
+
+def default_reserved(capacity: int) -> int:
+    """Slots kept for the node's own users: a quarter, at least 1 (none in a one-slot queue,
+    which could otherwise never serve a peer)."""
+    return 0 if capacity <= 1 else max(1, capacity // 4)
+
+
+def default_per_origin(capacity: int, reserved: int) -> int:
+    """Slots one peer may hold: a quarter of the peers' share, at least 1."""
+    return max(1, (capacity - reserved) // 4)
 
 
 @attrs.frozen
@@ -37,11 +58,12 @@ class Served:
     service_s: float
 
 
-@attrs.define
+@attrs.define(eq=False)  # a job is itself: queues find and remove it by identity
 class _Job:
     messages: Sequence[ChatMessage]
     params: GenerationParams
     enqueued_at: float
+    origin: str | None
     on_text: TextCallback | None = None
     done: trio.Event = attrs.field(factory=trio.Event)
     result: Served | None = None
@@ -136,22 +158,62 @@ class LoadEstimator:
 
 
 class InferenceQueue:
-    """One LLM, one prompt at a time, first come first served, at most `capacity` held."""
+    """One LLM, one prompt at a time, at most `capacity` held, shared fairly among origins.
 
-    def __init__(self, backend: Backend, capacity: int) -> None:
+    A prompt's origin is None for this node's own users and a peer id for a peer's task.
+    Peers' tasks together hold at most `capacity − reserved` slots, so the node's own users
+    always find `reserved` free (a quarter by default, see `default_reserved`), and one peer
+    at most `per_origin` (`default_per_origin`). Service is round robin over the origins that
+    have prompts waiting (own users count as one origin), first come first served within an
+    origin: a flooding peer delays another origin's next prompt by one service per turn.
+
+    The order is work-conserving (the model never idles while a prompt waits), so Theorem 1's
+    stability condition is unchanged; and since it does not look at service times, with iid
+    service times and the same arrivals the number in system has the same law as under FCFS,
+    hence the same mean (and, by Little's law, the same mean sojourn over all prompts). Only
+    who waits changes. (In a swarm a layer's tasks go out when the previous layer is done,
+    so arrivals do depend on the order: BENCHMARKS.md, "Fair share", measures that.)
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        capacity: int,
+        reserved: int | None = None,
+        per_origin: int | None = None,
+    ) -> None:
         self.backend = backend
         self.capacity = capacity
+        self.reserved = default_reserved(capacity) if reserved is None else reserved
+        if not 0 <= self.reserved <= capacity:
+            raise ValueError(f"reserved = {self.reserved} is not within 0..{capacity}")
+        self.per_origin = (
+            default_per_origin(capacity, self.reserved) if per_origin is None else per_origin
+        )
+        if self.per_origin < 1:
+            raise ValueError(f"per_origin = {self.per_origin} must be at least 1")
         self.load = LoadEstimator(trio.current_time)
-        self._waiting: collections.deque[_Job] = collections.deque()
+        self._waiting: dict[str | None, collections.deque[_Job]] = {}
+        self._turns: collections.deque[str | None] = collections.deque()  # round-robin order
+        self._held: collections.Counter[str | None] = collections.Counter()  # waiting + served
+        self._length = 0
         self._wakeup = trio.Event()
-        self._in_service = 0
         self.served = 0
         self.failed = 0
 
     @property
     def length(self) -> int:
         """Prompts waiting plus the one being served."""
-        return len(self._waiting) + self._in_service
+        return self._length
+
+    @property
+    def peers_held(self) -> int:
+        """Peers' tasks waiting or in service."""
+        return self._length - self._held[None]
+
+    def held_by(self, origin: str | None) -> int:
+        """Prompts of `origin` (None: own users) waiting or in service."""
+        return self._held[origin]
 
     def retry_after_s(self) -> float:
         mean = self.load.mean_service_s or 1.0
@@ -162,43 +224,96 @@ class InferenceQueue:
         messages: Sequence[ChatMessage],
         params: GenerationParams,
         on_text: TextCallback | None = None,
+        *,
+        origin: str | None = None,
     ) -> Served:
-        """Queue a prompt and wait for its answer; raise QueueFull at capacity.
+        """Queue a prompt of `origin` (None: this node's own users; else the peer's id) and
+        wait for its answer; raise QueueFull when the queue or the origin's share is full.
 
         With `on_text`, the answer's text is also passed to it piece by piece while the model
         produces it (in one piece at the end for backends that cannot stream). Calls may go
         on after the asker gave up mid-answer, so `on_text` must tolerate that.
         """
-        if self.length >= self.capacity:
-            raise QueueFull(self.capacity, self.retry_after_s())
-        job = _Job(messages, params, trio.current_time(), on_text)
-        self._waiting.append(job)
-        self._wakeup.set()
+        self._check_room(origin)
+        job = _Job(messages, params, trio.current_time(), origin, on_text)
+        self._hold(job)
         try:
             await job.done.wait()
         finally:
-            if not job.done.is_set() and job in self._waiting:
-                # the asker gave up while waiting: don't spend the model on it
-                self._waiting.remove(job)
+            if not job.done.is_set() and self._withdraw(job):
+                self._release(job)  # the asker gave up while waiting: don't spend the model
         if job.error is not None:
             raise job.error
         assert job.result is not None
         return job.result
 
+    def _check_room(self, origin: str | None) -> None:
+        if self._length >= self.capacity:
+            reason = f"the model's queue is full ({self.capacity} prompts)"
+            raise QueueFull("queue_full", reason, self.capacity, self.retry_after_s())
+        if origin is None:
+            return
+        share = self.capacity - self.reserved
+        if self.peers_held >= share:
+            reason = (
+                f"this node's queue share for peers is full ({share} of {self.capacity} "
+                f"slots; {self.reserved} are kept for its own users)"
+            )
+            raise QueueFull("peers_share_full", reason, self.capacity, self.retry_after_s())
+        if self._held[origin] >= self.per_origin:
+            reason = f"this node's queue share for peer {origin} is full ({self.per_origin} slots)"
+            raise QueueFull("origin_share_full", reason, self.capacity, self.retry_after_s())
+
+    def _hold(self, job: _Job) -> None:
+        if job.origin not in self._waiting:
+            self._waiting[job.origin] = collections.deque()
+            self._turns.append(job.origin)
+        self._waiting[job.origin].append(job)
+        self._held[job.origin] += 1
+        self._length += 1
+        self._wakeup.set()
+
+    def _withdraw(self, job: _Job) -> bool:
+        """Take a waiting job out of its origin's line; False if it is not waiting."""
+        jobs = self._waiting.get(job.origin)
+        if jobs is None or job not in jobs:
+            return False
+        jobs.remove(job)
+        if not jobs:
+            del self._waiting[job.origin]
+            self._turns.remove(job.origin)
+        return True
+
+    def _next(self) -> _Job:
+        """The next origin's first job; that origin goes to the back of the line."""
+        origin = self._turns.popleft()
+        jobs = self._waiting[origin]
+        job = jobs.popleft()
+        if jobs:
+            self._turns.append(origin)
+        else:
+            del self._waiting[origin]
+        return job
+
+    def _release(self, job: _Job) -> None:
+        self._held[job.origin] -= 1
+        if not self._held[job.origin]:
+            del self._held[job.origin]  # memory stays bounded by the origins holding slots
+        self._length -= 1
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve queued prompts until cancelled."""
         task_status.started()
         while True:
-            if not self._waiting:
+            if not self._turns:
                 self._wakeup = trio.Event()
                 await self._wakeup.wait()
                 continue
-            job = self._waiting.popleft()
-            self._in_service = 1
+            job = self._next()
             try:
                 await self._serve(job)
             finally:
-                self._in_service = 0
+                self._release(job)
 
     async def _serve(self, job: _Job) -> None:
         started = trio.current_time()

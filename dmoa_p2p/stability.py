@@ -244,6 +244,55 @@ def crossing(f: Callable[[float], float], start: float) -> float:
     return high
 
 
+def fair_task_rate(alpha: float, devices: int) -> float:
+    """μ/n = 1/(α·n): one origin's fair share of a device's service rate. Exact (a definition).
+
+    A device serves 1/α inferences per second (μ; the paper's 1/α). Its own users and each of
+    its n − 1 peers are one origin each; splitting μ equally among the n of them gives each
+    μ/n, the max-min fair share when every origin wants more than that.
+    """
+    if devices < 1:
+        raise ValueError(f"a swarm has at least one device, not {devices}")
+    return 1.0 / (alpha * devices)
+
+
+def uniform_task_rate(rate: float, devices: int, layers: int, proposers: int) -> float:
+    """λ·k·M/(n−1): tasks per second one origin sends one given peer under uniform choice.
+
+    Exact as a mean: the origin's users send λ prompts per second, and in each of the M
+    layers the origin draws k of its n − 1 peers uniformly, so a given peer is drawn with
+    probability k/(n−1). Re-routed tasks (after a refusal or a departure) come on top, and
+    only after such an event. No peers (n = 1) or no layers: 0.
+
+    Below Theorem 1's threshold an honest origin never exceeds the fair rate μ/n
+    (`fair_task_rate`) when k ≤ n − 1. Proof: λ·k·M/(n−1) ≤ 1/(α·n) ⟺ α·λ·n·k·M ≤ n − 1.
+    Below the threshold α·λ < 1/((k+1)M+1), so it suffices that
+    n·k·M ≤ (n−1)·((k+1)M+1) = n·k·M + (n−1) + M·(n−1−k), i.e. 0 ≤ (n−1) + M·(n−1−k),
+    which holds for k ≤ n − 1 (strictly, for n ≥ 2). Hence the uniform task rate is at most
+    ρ·`honest_share_of_fair_rate` < ρ < 1 times μ/n, with ρ Theorem 1's utilisation. With
+    unequal devices the same holds at each device below Remark 1's bound (α_i ≤ α_max).
+    """
+    if devices <= 1 or layers == 0:
+        return 0.0
+    _check_proposers(devices, proposers)
+    return rate * proposers * layers / (devices - 1)
+
+
+def honest_share_of_fair_rate(devices: int, layers: int, proposers: int) -> float:
+    """n·k·M/((n−1)·((k+1)M+1)): an honest origin's task rate over μ/n at Theorem 1's threshold.
+
+    Exact: `uniform_task_rate` / `fair_task_rate` at λ = `max_stable_rate`; at a lower λ the
+    ratio is this times ρ. Below 1 whenever k ≤ n − 1 (see `uniform_task_rate`), and the
+    margin 1 − share is how far Poisson bursts of an honest origin may go before a token
+    bucket at μ/n refuses one.
+    """
+    if devices <= 1 or layers == 0:
+        return 0.0
+    _check_proposers(devices, proposers)
+    per_prompt = inferences_per_prompt(layers, proposers)
+    return devices * proposers * layers / ((devices - 1) * per_prompt)
+
+
 @attrs.frozen
 class QueuePrediction:
     """Mean queue and delay of one device; `model` names the (approximate) queueing model."""

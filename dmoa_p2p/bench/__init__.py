@@ -9,6 +9,9 @@ from dmoa_p2p.bench._backend_results import (
     BackendBenchResult,
     BackendBenchSettings,
 )
+from dmoa_p2p.bench._flood import run_flood_bench
+from dmoa_p2p.bench._flood_peer import FloodCounts, FloodLimits
+from dmoa_p2p.bench._flood_results import SHARE_MEANS, FloodBenchResult, FloodSettings
 from dmoa_p2p.bench._http import HTTP_VARIANTS, HttpBenchResult, run_http_bench
 from dmoa_p2p.bench._moa import (
     DEFAULT_MAX_TOKENS,
@@ -46,6 +49,7 @@ __all__ = [
     "MEDIANS_MEAN",
     "QUEUE_PATH",
     "SHARED_CPU_NOTE",
+    "SHARE_MEANS",
     "TARGET_CPU_RATIO",
     "VARIANTS",
     "WINDOW_MEANS",
@@ -53,6 +57,10 @@ __all__ = [
     "BackendBenchSettings",
     "BenchError",
     "BenchSettings",
+    "FloodBenchResult",
+    "FloodCounts",
+    "FloodLimits",
+    "FloodSettings",
     "HttpBenchResult",
     "MoaBenchResult",
     "ModelMoaBenchResult",
@@ -62,6 +70,7 @@ __all__ = [
     "RunMetrics",
     "VariantSummary",
     "run_backend_bench",
+    "run_flood_bench",
     "run_http_bench",
     "run_moa_bench",
     "run_model_moa_bench",

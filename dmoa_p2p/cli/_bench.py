@@ -6,6 +6,7 @@ import click
 from rich.table import Table
 
 from dmoa_p2p.bench import BARE, BARE_MEANS, DMOA, OverlayBenchResult, run_overlay_bench
+from dmoa_p2p.cli._bench_flood import flood
 from dmoa_p2p.cli._bench_run import measure_and_report, stage_bar
 from dmoa_p2p.cli._common import console, json_option
 
@@ -22,6 +23,9 @@ _LAYER_ROW = ("  of which variant code (ms)", "layer_cpu_ms_per_delivery", "{:.3
 @click.group()
 def bench() -> None:
     """Measure dmoa-p2p against baselines on this machine."""
+
+
+bench.add_command(flood)
 
 
 @bench.command()

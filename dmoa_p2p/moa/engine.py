@@ -7,6 +7,7 @@ import hashlib
 import logging
 import random
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TypeVar
 
@@ -15,6 +16,7 @@ import trio
 
 from dmoa_p2p.backends import ChatMessage, GenerationParams, TextCallback
 from dmoa_p2p.gossip import PeerUnreachable
+from dmoa_p2p.moa._fair_share import FairRateLimiter, TaskRefusal, TaskRefusalCause
 from dmoa_p2p.moa._layer import LayerContext, LayerRun, PeerLoads, Reply, SendMessage
 from dmoa_p2p.moa._types import (
     Aggregator,
@@ -71,6 +73,9 @@ class MoaEngine:
         self._strategies: dict[str, Strategy] = {}
         self._aggregators: dict[str, Aggregator] = {}
         self._plugin_options = plugin_options or (lambda _kind, _name: {})
+        # peers' tasks: each origin held to its fair rate; refused ones counted by cause
+        self.fair_share = FairRateLimiter()
+        self.task_refusals: Counter[TaskRefusalCause] = Counter()
 
     def resolve(self, request: QueryRequest) -> QueryPlugins:
         """The request's strategy and aggregator; PluginError if either name is unknown."""
@@ -121,40 +126,40 @@ class MoaEngine:
                 run.deliver(Reply(author, message))
 
     async def _serve_task(self, task: Task) -> None:
-        params = GenerationParams(
-            max_tokens=task.max_tokens, temperature=task.temperature, seed=task.seed
-        )
+        """Answer a peer's task within its fair share of this node's model, or say why not.
+
+        Beyond its rate (`FairRateLimiter`, μ/n) or its share of the queue the task is
+        refused with the reason and when to retry; every refusal is counted by cause in
+        `task_refusals`.
+        """
+        devices = 1 + len(self.layer_context.peers())
+        outcome: Served | TaskRefusal | None
+        outcome = self.fair_share.refusal(task.origin, self.queue.load, devices)
+        if outcome is None:
+            outcome = await self._run_task(task)
         reply: Message
-        served: Served | None = None
-        reason = "deadline passed while queued"
-        with trio.move_on_after(task.deadline_s):
-            try:
-                served = await self.queue.submit(_from_turns(task.messages), params)
-            except QueueFull as exc:
-                reason = str(exc)
-            except Exception as exc:  # the origin learns why; this node keeps serving
-                reason = f"model failed: {exc}"
-        if served is not None:
-            reply = Proposal(
-                query_id=task.query_id,
-                layer=task.layer,
-                origin=task.origin,
-                recipient=task.origin,
-                text=served.generation.text,
-                model=self.queue.backend.model_name,
-                queue_wait_s=served.queue_wait_s,
-                service_s=served.service_s,
-                prompt_tokens=served.generation.prompt_tokens,
-                completion_tokens=served.generation.completion_tokens,
-            )
-        else:
+        if isinstance(outcome, TaskRefusal):
+            self.task_refusals[outcome.cause] += 1
             reply = Refusal(
                 query_id=task.query_id,
                 layer=task.layer,
                 origin=task.origin,
                 recipient=task.origin,
-                reason=reason,
-                retry_after_s=self.queue.retry_after_s(),
+                reason=outcome.reason,
+                retry_after_s=outcome.retry_after_s,
+            )
+        else:
+            reply = Proposal(
+                query_id=task.query_id,
+                layer=task.layer,
+                origin=task.origin,
+                recipient=task.origin,
+                text=outcome.generation.text,
+                model=self.queue.backend.model_name,
+                queue_wait_s=outcome.queue_wait_s,
+                service_s=outcome.service_s,
+                prompt_tokens=outcome.generation.prompt_tokens,
+                completion_tokens=outcome.generation.completion_tokens,
             )
         try:
             await self.layer_context.send(task.origin, reply)
@@ -166,6 +171,23 @@ class MoaEngine:
                 task.origin,
                 exc,
             )
+
+    async def _run_task(self, task: Task) -> Served | TaskRefusal:
+        """The task through the queue as its origin's, before its deadline; or why not."""
+        params = GenerationParams(
+            max_tokens=task.max_tokens, temperature=task.temperature, seed=task.seed
+        )
+        with trio.move_on_after(task.deadline_s):
+            try:
+                messages = _from_turns(task.messages)
+                return await self.queue.submit(messages, params, origin=task.origin)
+            except QueueFull as exc:
+                return TaskRefusal(exc.cause, str(exc), exc.retry_after_s)
+            except Exception as exc:  # the origin learns why; this node keeps serving
+                reason = f"model failed: {exc}"
+                return TaskRefusal("model_failed", reason, self.queue.retry_after_s())
+        reason = "deadline passed while queued"
+        return TaskRefusal("deadline", reason, self.queue.retry_after_s())
 
     # ---- asking ----------------------------------------------------------------------
 

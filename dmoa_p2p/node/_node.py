@@ -212,6 +212,7 @@ class Node:
             "presence_too_frequent": self._presence_pace.dropped,
             **{f"presence_{k}": n for k, n in self.peer_view.refused.items()},
             **{f"dial_{k}": n for k, n in self.dial_budget.refused.items()},
+            **{f"task_{k}": n for k, n in self.engine.task_refusals.items()},
         }
         return dict(sorted(counts.items()))
 

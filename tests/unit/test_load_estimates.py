@@ -6,11 +6,15 @@ import random
 import statistics
 
 import pytest
+import trio
+import trio.testing
 
 from dmoa_p2p.admission import OperatingPoint
 from dmoa_p2p.admission._pooling import ServiceEstimate, pooled_service_times
+from dmoa_p2p.backends import ChatMessage, GenerationParams
+from dmoa_p2p.backends.fake import FakeBackend
 from dmoa_p2p.moa import PeerLoad
-from dmoa_p2p.queue import LoadEstimator
+from dmoa_p2p.queue import InferenceQueue, LoadEstimator
 
 
 class Clock:
@@ -118,3 +122,28 @@ def test_operating_point_pools_and_fills_unknown_service_times() -> None:
     assert alphas[0] == pytest.approx((1.05 * 0.95) ** 0.5)
     assert OperatingPoint((PeerLoad("me"), PeerLoad("a")), None).alphas() is None
     assert OperatingPoint((PeerLoad("me"), PeerLoad("a")), 2.0).alphas() == [2.0, 2.0]
+
+
+async def test_the_queue_measures_every_origins_services(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The service time behind μ = 1/α (and so the fair task rate μ/n) counts own users'
+    prompts and peers' tasks alike, and queue and wait times are those of its order."""
+    queue = InferenceQueue(FakeBackend(mean_s=2.0), 8)
+    params = GenerationParams(max_tokens=8)
+    waits: dict[str | None, float] = {}
+
+    async def ask(origin: str | None) -> None:
+        served = await queue.submit([ChatMessage("user", "hi")], params, origin=origin)
+        waits[origin] = served.queue_wait_s
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(queue.run)
+        async with trio.open_nursery() as asks:
+            for origin in (None, "peer-a", "peer-b"):
+                asks.start_soon(ask, origin)
+                await trio.sleep(0.5)
+        nursery.cancel_scope.cancel()
+    assert queue.load.service_samples == 3 and queue.load.mean_service_s == pytest.approx(2.0)
+    assert waits == pytest.approx({None: 0.0, "peer-a": 1.5, "peer-b": 3.0})
+    assert (queue.served, queue.length) == (3, 0)

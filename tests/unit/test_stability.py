@@ -158,3 +158,41 @@ def test_crossing_fails_loudly_instead_of_searching_forever() -> None:
         st.crossing(lambda s: 0.5, 1.0)
     with pytest.raises(ValueError, match="start above 0"):
         st.crossing(lambda s: s, 0.0)
+
+
+def test_fair_and_honest_task_rates() -> None:
+    assert st.fair_task_rate(1.0, 4) == pytest.approx(0.25)  # μ/n
+    assert st.fair_task_rate(0.5, 1) == pytest.approx(2.0)  # alone: all of μ
+    with pytest.raises(ValueError, match="at least one device"):
+        st.fair_task_rate(1.0, 0)
+    # n=4, M=2, k=2: a given peer is drawn with probability 2/3 in each of 2 layers
+    assert st.uniform_task_rate(0.3, 4, 2, 2) == pytest.approx(0.3 * 4 / 3)
+    assert st.uniform_task_rate(0.3, 1, 2, 0) == 0.0  # no peers
+    assert st.uniform_task_rate(0.3, 4, 0, 0) == 0.0  # M = 0: no tasks
+    assert st.honest_share_of_fair_rate(4, 2, 2) == pytest.approx(16 / 21)
+    with pytest.raises(ValueError, match="need at least 4 devices"):
+        st.uniform_task_rate(0.3, 3, 1, 3)
+
+
+def test_honest_origins_stay_below_the_fair_rate_below_theorem1() -> None:
+    """Over a grid of (n, M, k ≤ n−1, α, λ < λ*): λ·k·M/(n−1) < ρ·μ/n < μ/n, and at λ*
+    the ratio is exactly `honest_share_of_fair_rate`, below 1."""
+    for n in range(2, 13):
+        for layers in range(0, 6):
+            for proposers in range(0, n):
+                share = st.honest_share_of_fair_rate(n, layers, proposers)
+                assert 0.0 <= share < 1.0
+                # the proof's inequality, with its slack (n−1) + M·(n−1−k)
+                lhs = n * proposers * layers
+                rhs = (n - 1) * st.inferences_per_prompt(layers, proposers)
+                assert rhs - lhs == (n - 1) + layers * (n - 1 - proposers) > 0
+                for alpha in (0.05, 1.0, 7.5):
+                    threshold = st.max_stable_rate(alpha, layers, proposers)
+                    fair = st.fair_task_rate(alpha, n)
+                    at_threshold = st.uniform_task_rate(threshold, n, layers, proposers)
+                    assert at_threshold == pytest.approx(share * fair, abs=1e-12)
+                    for fraction in (0.1, 0.5, 0.9, 0.999):
+                        honest = st.uniform_task_rate(fraction * threshold, n, layers, proposers)
+                        rho = st.utilisation(alpha, fraction * threshold, layers, proposers)
+                        assert honest <= rho * fair * (1 + 1e-12)
+                        assert honest < fair

@@ -1,0 +1,275 @@
+"""A hostile peer's toolkit for the adversary tests: raw py-libp2p peers, hand-built envelopes.
+
+A raw peer is a bare `open_libp2p_overlay`: libp2p (strict GossipSub signing, the Noise
+channel) and nothing else, so it can publish and send whatever bytes it likes. The
+envelopes here are built from msgpack fields by hand, because the message classes refuse
+to exist outside their bounds, and re-signed with the attacker's own key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any
+
+import msgpack
+import pytest
+import trio
+
+from dmoa_p2p.gossip import MOA_PROTOCOL
+from dmoa_p2p.identity import NodeIdentity
+from dmoa_p2p.moa import QueryRequest
+from dmoa_p2p.node import PRESENCE_TOPIC, Node
+from dmoa_p2p.overlay import Overlay, OverlayMessage, open_libp2p_overlay
+from dmoa_p2p.wire import (
+    MAX_ENVELOPE_BYTES,
+    ChatTurn,
+    Envelope,
+    Message,
+    Presence,
+    Proposal,
+    Refusal,
+    Task,
+    WireError,
+    decode_envelope,
+    seal,
+)
+
+LOCALHOST = "/ip4/127.0.0.1/tcp/0"
+# real nodes on 127.0.0.1 with the fake backend: 50 ms per prompt, presence twice a second
+SWARM: dict[str, Any] = {
+    "backend": "fake",
+    "backend_options": {"service_time": "0.05"},
+    "presence_interval_s": 0.5,
+}
+# what envelope signatures cover besides the fields (wire.codec's domain tag); `resign`
+# checks that it still reproduces the codec's own signatures
+SIGNING_DOMAIN = "dmoa-p2p/envelope"
+# envelope fields: [version, kind, author, author_key, timestamp, nonce, body, signature]
+BODY, SIGNATURE = 6, 7
+
+
+async def wait_for(condition: Callable[[], bool], timeout_s: float = 15.0) -> None:
+    with trio.fail_after(timeout_s):
+        while not condition():  # noqa: ASYNC110 - polling other tasks' state is the point
+            await trio.sleep(0.02)
+
+
+# ---- envelopes --------------------------------------------------------------------------
+
+
+def presence_of(identity: NodeIdentity, **changes: Any) -> Presence:
+    fields: dict[str, Any] = {
+        "peer_id": identity.peer_id,
+        "listen_addrs": (),
+        "models": ("fake",),
+        "mean_service_s": None,
+        "service_var_s2": None,
+        "service_samples": 0,
+        "queue_length": 0,
+        "queue_capacity": 1,
+        "arrival_rate": None,
+        "admitted_rate": None,
+        "interval_s": 60.0,
+    }
+    return Presence(**{**fields, **changes})
+
+
+def task_for(origin: NodeIdentity, recipient: str, query_id: str = "q-flood") -> Task:
+    return Task(
+        query_id=query_id,
+        layer=1,
+        origin=origin.peer_id,
+        recipient=recipient,
+        messages=(ChatTurn(role="user", content="fill your queue with my prompts"),),
+        max_tokens=16,
+        temperature=0.0,
+        seed=1,
+        deadline_s=30.0,
+    )
+
+
+def proposal_for(recipient: str) -> Proposal:
+    return Proposal(
+        query_id="q-wrong-channel",
+        layer=1,
+        origin=recipient,
+        recipient=recipient,
+        text="an answer nobody asked for",
+        model="fake",
+        queue_wait_s=0.0,
+        service_s=0.1,
+        prompt_tokens=1,
+        completion_tokens=1,
+    )
+
+
+def refusal_for(recipient: str) -> Refusal:
+    return Refusal(
+        query_id="q-replay",
+        layer=1,
+        origin=recipient,
+        recipient=recipient,
+        reason="busy",
+        retry_after_s=1.0,
+    )
+
+
+def fields_of(data: bytes) -> list[Any]:
+    fields = msgpack.unpackb(data, raw=False)
+    assert isinstance(fields, list) and len(fields) == 8
+    return fields
+
+
+def resign(fields: list[Any], identity: NodeIdentity) -> bytes:
+    """The envelope bytes of `fields` with a fresh, valid signature by `identity`."""
+    payload = msgpack.packb([SIGNING_DOMAIN, *fields[:SIGNATURE]], use_bin_type=True)
+    signed = [*fields[:SIGNATURE], identity.sign(payload)]
+    data = msgpack.packb(signed, use_bin_type=True)
+    assert isinstance(data, bytes)
+    return data
+
+
+def check_resign_matches_the_codec(identity: NodeIdentity, now: float) -> None:
+    """Ed25519 is deterministic: re-signing a sealed envelope must give the same bytes."""
+    sealed = seal(presence_of(identity), identity, now)
+    assert resign(fields_of(sealed), identity) == sealed
+
+
+def out_of_bounds_presence(identity: NodeIdentity, now: float, **body: Any) -> bytes:
+    """A presence signed by `identity` whose body says `body`, however absurd."""
+    fields = fields_of(seal(presence_of(identity), identity, now))
+    for key, value in body.items():
+        assert key in fields[BODY], key
+        fields[BODY][key] = value
+    return resign(fields, identity)
+
+
+def tampered(data: bytes, **body: Any) -> bytes:
+    """`data` with its body changed and its signature kept."""
+    fields = fields_of(data)
+    fields[BODY].update(body)
+    packed = msgpack.packb(fields, use_bin_type=True)
+    assert isinstance(packed, bytes)
+    return packed
+
+
+def oversized_frame() -> bytes:
+    return b"\x00" * (MAX_ENVELOPE_BYTES + 1)
+
+
+# ---- raw peers --------------------------------------------------------------------------
+
+
+class Replies:
+    """A direct handler on MOA_PROTOCOL that collects what peers send back to a raw peer."""
+
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+        self.undecodable = 0
+
+    async def __call__(self, _sender: str, data: bytes) -> None:
+        try:
+            envelope: Envelope = decode_envelope(data)
+        except WireError:
+            self.undecodable += 1
+        else:
+            self.messages.append(envelope.body)
+        await trio.lowlevel.checkpoint()
+
+    def of_kind(self, kind: type[Message]) -> list[Message]:
+        return [m for m in self.messages if isinstance(m, kind)]
+
+
+@contextlib.asynccontextmanager
+async def raw_peer(
+    target: Node,
+    identity: NodeIdentity | None = None,
+    *,
+    replies: Replies | None = None,
+    presence_ready: bool = False,
+) -> AsyncIterator[tuple[NodeIdentity, Overlay]]:
+    """A bare libp2p peer connected to `target` only.
+
+    With `replies`, it accepts direct messages on MOA_PROTOCOL into it. With
+    `presence_ready`, it returns once it has heard `target` on the presence topic (so its
+    own publishes there reach `target` for certain), without publishing anything itself.
+    """
+    identity = identity or NodeIdentity.generate()
+    async with open_libp2p_overlay(identity, [LOCALHOST]) as raw:
+        if replies is not None:
+            raw.set_handler(MOA_PROTOCOL, replies, max_bytes=MAX_ENVELOPE_BYTES)
+        inbox = None
+        if presence_ready:
+            inbox = await raw.subscribe(PRESENCE_TOPIC, lambda _publisher, _data: True)
+        await raw.connect(target.listen_addrs[0])
+        await wait_for(lambda: target.peer_id in raw.connected_peers())
+        if inbox is not None:
+            with trio.fail_after(15):
+                async for message in inbox:
+                    if message.publisher == target.peer_id:
+                        break
+            # drain the rest in the background: an unread subscriber would count drops
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_discard, inbox)
+                yield identity, raw
+                nursery.cancel_scope.cancel()
+        else:
+            yield identity, raw
+
+
+async def _discard(inbox: trio.abc.ReceiveChannel[OverlayMessage]) -> None:
+    async for _ in inbox:
+        pass
+
+
+# ---- what every attack must leave intact ------------------------------------------------
+
+
+def rejections(node: Node) -> dict[str, int]:
+    return {str(reason): n for reason, n in node.gate.rejections.items() if n}
+
+
+def no_tracebacks(caplog: pytest.LogCaptureFixture) -> None:
+    """No captured log record (dmoa_p2p's at DEBUG, others at WARNING) carries a traceback."""
+    bad = [
+        f"{r.name}:{r.levelname}: {r.getMessage()[:200]}"
+        for r in caplog.records
+        if r.exc_info is not None or r.exc_text or "Traceback" in r.getMessage()
+    ]
+    assert not bad, bad
+
+
+async def settled(count: Callable[[], int], quiet_s: float = 1.0, timeout_s: float = 15.0) -> int:
+    """`count()` once it has not changed for `quiet_s`."""
+    with trio.fail_after(timeout_s):
+        last = count()
+        while True:
+            await trio.sleep(quiet_s)
+            now = count()
+            if now == last:
+                return now
+            last = now
+
+
+def capture_logs(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="dmoa_p2p")
+
+
+async def still_answers(asker: Node, proposer: Node, timeout_s: float = 20.0) -> None:
+    """A real query at `asker` gets `proposer`'s proposal and the asker's own aggregation."""
+    with trio.fail_after(timeout_s):
+        answer = await asker.ask(QueryRequest("q", 1, 1))
+    assert answer.text
+    answered = {peer for layer in answer.trace.layers for peer in layer.answered}
+    assert proposer.peer_id in answered, answer.trace
+    assert any(
+        call.role == "aggregator" and call.node == asker.peer_id for call in answer.trace.calls
+    ), answer.trace
+
+
+def members(nodes: Iterable[Node]) -> tuple[Node, Node]:
+    """A (the bootstrap, which the attacker connects to) and B, connected to A only."""
+    honest, behind = nodes
+    return honest, behind
