@@ -22,7 +22,7 @@ from dmoa_p2p.node._clock import CLOCK_TOLERANCE_S, ClockWatch
 from dmoa_p2p.node._dialer import DialBudget, PeerDialer, peer_id_of_multiaddr
 from dmoa_p2p.node._lock import data_dir_lock
 from dmoa_p2p.node._peer_view import PeerView
-from dmoa_p2p.node._presence import PRESENCE_TOPIC, PresencePace, PresenceService
+from dmoa_p2p.node._presence import BLOCK_S, PRESENCE_TOPIC, PresencePace, PresenceService
 from dmoa_p2p.node._prompts import AdmittedPrompt, PromptDesk, load_admission
 from dmoa_p2p.node._snapshot import NodeSnapshot, PeerEntry, load_of
 from dmoa_p2p.overlay import Overlay, open_libp2p_overlay
@@ -76,6 +76,7 @@ class Node:
         self.events: Counter[str] = Counter()
         self._clock_watch = ClockWatch(self.events)
         self._presence_pace = PresencePace()
+        self.blocked_until: dict[str, float] = {}  # presence flooders, until when
         self.engine = MoaEngine(
             identity.peer_id,
             self.queue,
@@ -182,6 +183,7 @@ class Node:
             await nursery.start(self._presence.run, presence_in, dialer)
             for addr in self.config.bootstrap:
                 nursery.start_soon(dialer.keep_connected, addr)
+            nursery.start_soon(self._lift_blocks)
             task_status.started()
 
     async def ask(self, request: QueryRequest, on_text: TextCallback | None = None) -> Answer:
@@ -202,6 +204,30 @@ class Node:
         """Run an admitted prompt (see `admit`)."""
         return await self.prompts.answer(admitted, on_text)
 
+    def _block(self, peer_id: str) -> None:
+        """Stop listening to a presence flooder's pubsub messages for BLOCK_S."""
+        if peer_id == self.peer_id:
+            return
+        self.overlay.block(peer_id)
+        self.blocked_until[peer_id] = trio.current_time() + BLOCK_S
+        self.events["flooder_blocked"] += 1
+        log.warning(
+            "peer %s sends presences far faster than its own interval: ignoring its pubsub "
+            "messages for %.0f s",
+            peer_id,
+            BLOCK_S,
+        )
+
+    async def _lift_blocks(self) -> None:
+        """Lift the blocks whose time is up."""
+        while True:
+            await trio.sleep(BLOCK_S / 10)
+            now = trio.current_time()
+            for peer_id, until in list(self.blocked_until.items()):
+                if until <= now:
+                    del self.blocked_until[peer_id]
+                    self.overlay.unblock(peer_id)
+
     def _refusals(self) -> dict[str, int]:
         """Everything refused that is not a rejected message, by what refused it."""
         overlay = self.overlay
@@ -210,6 +236,7 @@ class Node:
             "direct_rejected": sum(overlay.rejected.values()),
             "subscriber_full": sum(overlay.dropped.values()),
             "presence_too_frequent": self._presence_pace.dropped,
+            "presence_flooders_blocked": len(self.blocked_until),
             **{f"presence_{k}": n for k, n in self.peer_view.refused.items()},
             **{f"dial_{k}": n for k, n in self.dial_budget.refused.items()},
             **{f"task_{k}": n for k, n in self.engine.task_refusals.items()},
@@ -255,6 +282,8 @@ class Node:
     def _validate(self, publisher: str, data: bytes) -> bool:
         # the overlay runs GossipSub with strict signing: `publisher` signed these bytes
         if self._presence_pace.too_soon(data):
+            for flooder in self._presence_pace.flooders():
+                self._block(flooder)
             return False
         try:
             envelope = self._admit(data, publisher, PRESENCE_KINDS)

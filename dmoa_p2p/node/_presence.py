@@ -130,6 +130,10 @@ class PresenceService:
                 self.events["peer_expired"] += 1
 
 
+FLOOD_LIMIT = 60  # too-soon presences a minute before a peer counts as a flooder
+BLOCK_S = 600.0  # how long a flooder's pubsub messages are dropped unread
+
+
 class PresencePace:
     """At most one presence per author per half its own interval.
 
@@ -142,6 +146,10 @@ class PresencePace:
         self._last: collections.OrderedDict[str, float] = collections.OrderedDict()
         self._remembered = remembered
         self.dropped = 0
+        # too-soon presences per author in the current minute: a peer far over its pace is
+        # flooding, and the node stops listening to it for a while (see `flooders`)
+        self._early: collections.Counter[str] = collections.Counter()
+        self._minute_started = trio.current_time()
 
     def too_soon(self, data: bytes) -> bool:
         try:
@@ -154,8 +162,21 @@ class PresencePace:
             return False
         if trio.current_time() - last < presence.interval_s / 2:
             self.dropped += 1
+            if len(self._early) < self._remembered or envelope.author in self._early:
+                self._early[envelope.author] += 1
             return True
         return False
+
+    def flooders(self, limit: int = FLOOD_LIMIT) -> list[str]:
+        """Authors with more than `limit` too-soon presences this minute (each named once)."""
+        now = trio.current_time()
+        if now - self._minute_started >= 60.0:
+            self._early.clear()
+            self._minute_started = now
+        found = [author for author, n in self._early.items() if n > limit]
+        for author in found:
+            del self._early[author]
+        return found
 
     def accepted(self, author: str) -> None:
         self._last[author] = trio.current_time()

@@ -79,6 +79,14 @@ class Libp2pOverlay:
     def connected_peers(self) -> frozenset[str]:
         return frozenset(str(p.to_base58()) for p in self._host.get_connected_peers())
 
+    def block(self, peer_id: str) -> None:
+        # py-libp2p checks its blacklist against forwarder and originator before it verifies
+        # a message's signature; it also drops the peer's pubsub stream
+        self._pubsub.add_to_blacklist(ID.from_base58(peer_id))
+
+    def unblock(self, peer_id: str) -> None:
+        self._pubsub.remove_from_blacklist(ID.from_base58(peer_id))
+
     async def connect(self, multiaddr_: str) -> str:
         self._check_open()
         try:

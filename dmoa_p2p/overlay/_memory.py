@@ -118,6 +118,8 @@ class MemoryNetwork:
         while frontier:
             node = frontier.popleft()
             # an unsubscribed publisher still sends to its subscribed peers (GossipSub fanout)
+            if origin.peer_id in node.blocked:
+                continue
             if (node is not origin or topic in node._topics) and not node._receive(
                 origin.peer_id, topic, data
             ):
@@ -155,6 +157,7 @@ class MemoryOverlay:
         self.received: collections.Counter[str] = collections.Counter()
         self.refused: collections.Counter[str] = collections.Counter()
         self.rejected: collections.Counter[str] = collections.Counter()
+        self.blocked: set[str] = set()  # publishers whose pubsub messages are dropped
 
     @property
     def peer_id(self) -> str:
@@ -195,6 +198,12 @@ class MemoryOverlay:
             await self._outbound.send(_Outbound(topic, bytes(data), due))
         except trio.ClosedResourceError:
             raise OverlayError("the overlay is closed") from None
+
+    def block(self, peer_id: str) -> None:
+        self.blocked.add(peer_id)
+
+    def unblock(self, peer_id: str) -> None:
+        self.blocked.discard(peer_id)
 
     def set_handler(
         self,

@@ -63,6 +63,13 @@ class Overlay(Protocol):
     rejected: collections.Counter[str]
     dropped: collections.Counter[str]
 
+    def block(self, peer_id: str) -> None:
+        """Drop every pubsub message `peer_id` publishes or forwards, before any check (its
+        signature is not even verified) and without relaying it, until `unblock`."""
+        ...
+
+    def unblock(self, peer_id: str) -> None: ...
+
     async def subscribe(
         self, topic: str, validator: TopicValidator
     ) -> trio.abc.ReceiveChannel[OverlayMessage]:

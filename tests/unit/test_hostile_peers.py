@@ -193,3 +193,29 @@ async def test_presences_faster_than_half_their_interval_are_dropped_unverified(
     assert not pace.too_soon(sealed())
     assert not pace.too_soon(b"\xc1junk")  # the gate rejects that, and counts why
     assert pace.dropped == 1
+
+
+async def test_a_presence_flooder_is_blocked_for_a_while(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    network = MemoryNetwork(latency_s=0.005)
+    flooder = NodeIdentity.generate()
+    async with (
+        memory_node(network, tmp_path / "a") as node,
+        network.open_overlay(flooder) as raw,
+    ):
+        await raw.connect(node.listen_addrs[0])
+        own = presence(flooder.peer_id, interval_s=2.0)
+        for _ in range(200):  # its own presence, 200 times in a second: 2 s is its interval
+            await raw.publish(PRESENCE_TOPIC, seal(own, flooder, wall_clock()))
+            await trio.sleep(0.005)
+        await trio.sleep(1)
+        assert node.events["flooder_blocked"] == 1
+        refusals = node.snapshot().refusals
+        assert refusals["presence_flooders_blocked"] == 1
+        dropped = refusals["presence_too_frequent"]
+        assert 60 < dropped < 200  # once blocked, the overlay drops them before any check
+        await trio.sleep(700)  # the block is lifted after 10 minutes
+        assert node.snapshot().refusals["presence_flooders_blocked"] == 0
+        await raw.publish(PRESENCE_TOPIC, seal(presence(flooder.peer_id), flooder, wall_clock()))
+        await wait_for(lambda: flooder.peer_id in node.live_peer_ids())  # heard again
