@@ -71,12 +71,14 @@ class DialBudget:
         return True
 
     def allow_address(self, addr: str) -> bool:
-        """True (and the dial counted) if `addr` may be dialled now."""
+        """True (and the dial counted) if `addr` may be dialled now; the address is its
+        transport part (host and port), whatever /p2p/<id> a presence puts after it."""
         now = self._clock()
-        if not _due(self._addresses, addr, now, self.per_address_s):
+        where = addr.split("/p2p/", 1)[0]
+        if not _due(self._addresses, where, now, self.per_address_s):
             self.refused["address_recently_dialled"] += 1
             return False
-        _remember(self._addresses, addr, now, self._remembered)
+        _remember(self._addresses, where, now, self._remembered)
         return True
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import math
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
@@ -249,6 +250,22 @@ def _listen_multiaddrs(listen_addrs: Sequence[str]) -> list[Any]:
         raise OverlayError(f"bad listen address in {list(listen_addrs)}: {exc}") from exc
 
 
+def _unleak_inbound_slots(host: Any) -> None:
+    """Work around py-libp2p 0.8.1 locking a node out after 250 inbound connections.
+
+    Its `Swarm._handle_inbound_connection` takes a slot of `_inbound_limiter`
+    (max_connections − min_connections = 250) and gives it back only when the handler
+    returns, which `_do_handle_inbound_connection` makes wait for the whole swarm to stop:
+    every inbound connection ever accepted holds a slot, closed or not, and the 251st
+    newcomer is refused. An unlimited limiter restores what the cap was meant to leave
+    open; connections per peer stay capped at one. Shown by tests/integration/
+    test_adversary.py::test_hundreds_of_identities_that_connect_and_leave_do_not_lock_newcomers_out.
+    """
+    network = host.get_network()
+    if isinstance(getattr(network, "_inbound_limiter", None), trio.CapacityLimiter):
+        network._inbound_limiter = trio.CapacityLimiter(math.inf)
+
+
 @contextlib.asynccontextmanager
 async def open_libp2p_overlay(
     identity: NodeIdentity,
@@ -265,6 +282,7 @@ async def open_libp2p_overlay(
         # without it every connect() waits 250 ms for a second connection
         connection_config=ConnectionConfig(max_connections_per_peer=1),
     )
+    _unleak_inbound_slots(host)
     gossipsub = _new_router(heartbeat_interval)
     pubsub = Pubsub(host, gossipsub, strict_signing=True)
     body_error: BaseException | None = None

@@ -177,12 +177,13 @@ async def test_made_up_identities_leave_bounded_views_and_one_dial_per_address(
         elapsed, locked_out = await run_identities(honest, IDENTITIES, lambda _i: (victim,))
         assert locked_out == []
         assert elapsed < 60, f"{IDENTITIES} identities took {elapsed:.0f} s"
-        for node in (honest, behind):
+        for node, other in ((honest, behind), (behind, honest)):
             snapshot = node.snapshot()
             assert snapshot.pending_peers <= 64
             assert len(snapshot.peers) <= 256
-            # the made-up peers left: only the real one is a proposer candidate
-            assert candidates(node) == {(behind if node is honest else honest).peer_id}
+            # the made-up peers left (A notices within moments): only the real one is a
+            # proposer candidate
+            await wait_for(lambda: candidates(node) == {other.peer_id}, 5)  # noqa: B023
         # B never reached any of them: none is in its view proper
         assert {p.load.peer_id for p in behind.snapshot().peers} == {honest.peer_id}
         refused = behind.snapshot().refusals
@@ -204,15 +205,11 @@ async def test_made_up_identities_leave_bounded_views_and_one_dial_per_address(
 SYBILS = 300
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="py-libp2p 0.8.1 holds an inbound-connection slot (Swarm._inbound_limiter, "
-    "max_connections - min_connections = 250) until the swarm stops, even after the "
-    "connection closed: 250 peers that connect and leave lock every newcomer out",
-)
 async def test_hundreds_of_identities_that_connect_and_leave_do_not_lock_newcomers_out(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """py-libp2p 0.8.1 keeps an inbound slot per connection ever accepted (250 in all); the
+    overlay works around it (`overlay/_libp2p.py`, `_unleak_inbound_slots`)."""
     capture_logs(caplog)
     async with open_inprocess_swarm(2, tmp_path, **SWARM) as swarm:
         await swarm.wait_converged(timeout_s=20)
@@ -230,11 +227,6 @@ async def test_hundreds_of_identities_that_connect_and_leave_do_not_lock_newcome
     assert (locked_out[:1], newcomer) == ([], None), f"{len(locked_out)} of {SYBILS} locked out"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DialBudget keys per_address_s on the whole multiaddr string: the same host:port "
-    "with a different /p2p/<id> suffix per made-up identity is dialled again each time",
-)
 async def test_one_host_port_behind_many_peer_ids_is_dialled_at_most_once_a_minute(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
