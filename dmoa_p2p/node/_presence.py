@@ -6,7 +6,7 @@ import collections
 import hashlib
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import trio
@@ -77,15 +77,19 @@ class PresenceService:
             if presence.peer_id == self.identity.peer_id:
                 self._check_own(message.data, presence)
                 continue
-            self._note_verified()
+            connected = presence.peer_id in self.overlay.connected_peers()
+            if connected:  # the others are promoted by the expiry round once reached
+                self._note_verified((presence.peer_id,))
             if self.peer_view.observe(presence, trio.current_time()):
                 self._joined(presence.peer_id)
-            if presence.peer_id not in self.overlay.connected_peers():
+            if not connected:
                 dialer.dial_if_useful(presence)  # within the dial budget
 
-    def _note_verified(self) -> None:
-        """Peers with an authenticated connection join the view once their presence is in."""
-        for peer_id in self.peer_view.verify(self.overlay.connected_peers()):
+    def _note_verified(self, peer_ids: Iterable[str] | None = None) -> None:
+        """Peers with an authenticated connection (`peer_ids`, else all connected ones) join
+        the view once their presence is in."""
+        connected = self.overlay.connected_peers() if peer_ids is None else peer_ids
+        for peer_id in self.peer_view.verify(connected):
             self._joined(peer_id)
 
     def _joined(self, peer_id: str) -> None:
