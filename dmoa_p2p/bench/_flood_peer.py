@@ -27,6 +27,7 @@ from dmoa_p2p.gossip import MOA_PROTOCOL
 from dmoa_p2p.identity import NodeIdentity
 from dmoa_p2p.node import PRESENCE_TOPIC
 from dmoa_p2p.overlay import Overlay, OverlayError, OverlayMessage, open_libp2p_overlay
+from dmoa_p2p.testing import idle_presence
 from dmoa_p2p.wire import (
     MAX_ENVELOPE_BYTES,
     ChatTurn,
@@ -282,17 +283,10 @@ class Flooder:
                 await trio.sleep(QUIET_PRESENCE_S)
 
     def _presence(self) -> Presence:
-        return Presence(
-            peer_id=self.peer_id,
+        return idle_presence(
+            self.peer_id,
             listen_addrs=self.overlay.listen_addrs,
-            models=("fake",),
-            mean_service_s=None,
-            service_var_s2=None,
-            service_samples=0,
-            queue_length=0,
             queue_capacity=64,
-            arrival_rate=None,
-            admitted_rate=None,
             interval_s=QUIET_PRESENCE_S,
         )
 

@@ -9,6 +9,7 @@ from dmoa_p2p.testing._memory import (
     memory_swarm,
     seeded_identity,
 )
+from dmoa_p2p.testing._messages import idle_presence
 from dmoa_p2p.testing._swarm import MemberOpener, converged, open_swarm
 from dmoa_p2p.testing._time import EPOCH, wait_for, wall_clock
 
@@ -20,6 +21,7 @@ __all__ = [
     "converged",
     "fake_backend_config",
     "fake_backends",
+    "idle_presence",
     "libp2p_swarm",
     "memory_node",
     "memory_opener",

@@ -22,6 +22,7 @@ from dmoa_p2p.identity import NodeIdentity
 from dmoa_p2p.moa import QueryRequest
 from dmoa_p2p.node import PRESENCE_TOPIC, Node
 from dmoa_p2p.overlay import Overlay, OverlayMessage, open_libp2p_overlay
+from dmoa_p2p.testing import idle_presence
 from dmoa_p2p.wire import (
     MAX_ENVELOPE_BYTES,
     ChatTurn,
@@ -60,20 +61,7 @@ async def wait_for(condition: Callable[[], bool], timeout_s: float = 15.0) -> No
 
 
 def presence_of(identity: NodeIdentity, **changes: Any) -> Presence:
-    fields: dict[str, Any] = {
-        "peer_id": identity.peer_id,
-        "listen_addrs": (),
-        "models": ("fake",),
-        "mean_service_s": None,
-        "service_var_s2": None,
-        "service_samples": 0,
-        "queue_length": 0,
-        "queue_capacity": 1,
-        "arrival_rate": None,
-        "admitted_rate": None,
-        "interval_s": 60.0,
-    }
-    return Presence(**{**fields, **changes})
+    return idle_presence(identity.peer_id, **changes)
 
 
 def task_for(origin: NodeIdentity, recipient: str, query_id: str = "q-flood") -> Task:

@@ -18,6 +18,7 @@ from dmoa_p2p.identity import NodeIdentity
 from dmoa_p2p.node import PRESENCE_TOPIC, Node
 from dmoa_p2p.overlay import OverlayMessage, open_libp2p_overlay
 from dmoa_p2p.swarm import open_inprocess_swarm, open_process_swarm
+from dmoa_p2p.testing import idle_presence
 from dmoa_p2p.wire import Presence, WireError, seal
 
 pytestmark = pytest.mark.integration
@@ -34,11 +35,7 @@ async def wait_for(condition: Callable[[], bool], timeout_s: float = 15.0) -> No
 
 
 def presence_of(identity: NodeIdentity) -> Presence:
-    return Presence(
-        peer_id=identity.peer_id, listen_addrs=(), models=(), mean_service_s=None,
-        service_var_s2=None, service_samples=0, queue_length=0, queue_capacity=1,
-        arrival_rate=None, admitted_rate=None, interval_s=60.0,
-    )
+    return idle_presence(identity.peer_id)
 
 
 def gate_check(node: Node) -> Callable[[str, bytes], bool]:

@@ -21,24 +21,13 @@ from dmoa_p2p.node._dialer import DialBudget, PeerDialer
 from dmoa_p2p.node._lock import data_dir_lock
 from dmoa_p2p.node._presence import PresencePace, PresenceService
 from dmoa_p2p.overlay import MemoryNetwork
-from dmoa_p2p.testing import memory_node, memory_swarm, wait_for, wall_clock
+from dmoa_p2p.testing import idle_presence, memory_node, memory_swarm, wait_for, wall_clock
 from dmoa_p2p.wire import Presence, seal
 
 
 def presence(peer_id: str, ip: str = "127.0.0.1", interval_s: float = 1.0) -> Presence:
-    return Presence(
-        peer_id=peer_id,
-        listen_addrs=(f"/ip4/{ip}/tcp/4001/p2p/{peer_id}",),
-        models=("m",),
-        mean_service_s=None,
-        service_var_s2=None,
-        service_samples=0,
-        queue_length=0,
-        queue_capacity=1,
-        arrival_rate=None,
-        admitted_rate=None,
-        interval_s=interval_s,
-    )
+    addr = f"/ip4/{ip}/tcp/4001/p2p/{peer_id}"
+    return idle_presence(peer_id, listen_addrs=(addr,), models=("m",), interval_s=interval_s)
 
 
 def test_a_presence_alone_does_not_make_a_proposer_candidate() -> None:

@@ -15,8 +15,8 @@ from dmoa_p2p.identity import NodeIdentity
 from dmoa_p2p.moa import QueryRequest
 from dmoa_p2p.node import PRESENCE_TOPIC
 from dmoa_p2p.overlay import MemoryNetwork
-from dmoa_p2p.testing import memory_node, memory_swarm, wait_for, wall_clock
-from dmoa_p2p.wire import Presence, seal
+from dmoa_p2p.testing import idle_presence, memory_node, memory_swarm, wait_for, wall_clock
+from dmoa_p2p.wire import seal
 
 
 async def test_peer_views_converge_and_peers_dial_each_other(
@@ -68,19 +68,7 @@ async def test_forged_presence_is_rejected_and_counted(
         await intruder.connect(a.listen_addrs[0])
         victim = NodeIdentity.generate()
         # a presence in the victim's name, signed by someone else's key
-        forged = Presence(
-            peer_id=victim.peer_id,
-            listen_addrs=(),
-            models=(),
-            mean_service_s=None,
-            service_var_s2=None,
-            service_samples=0,
-            queue_length=0,
-            queue_capacity=1,
-            arrival_rate=None,
-            admitted_rate=None,
-            interval_s=1.0,
-        )
+        forged = idle_presence(victim.peer_id, interval_s=1.0)
         await intruder.publish(PRESENCE_TOPIC, seal(forged, NodeIdentity.generate(), wall_clock()))
         stale = seal(forged, victim, wall_clock() - 3600)
         await intruder.publish(PRESENCE_TOPIC, stale)
