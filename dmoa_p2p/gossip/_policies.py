@@ -15,7 +15,8 @@ MOA_PROTOCOL = f"/dmoa-p2p/moa/{PROTOCOL_VERSION}"
 MOA_TOPIC = f"dmoa-p2p/v{PROTOCOL_VERSION}/moa"
 
 # runs every receive-side check once and returns the envelope; raises WireError (counted)
-# when the message is rejected. The second argument is the pubsub publisher, if any.
+# when the message is rejected. The second argument is the peer the channel authenticated as
+# the message's author (a pubsub publisher, a direct stream's sender), if any.
 Admit = Callable[[bytes, str | None], Envelope]
 Deliver = Callable[[Envelope], Awaitable[None]]
 
@@ -88,9 +89,10 @@ class DirectGossip:
     async def start(
         self, overlay: Overlay, admit: Admit, deliver: Deliver, nursery: trio.Nursery
     ) -> None:
-        # checked before the acknowledgement, so that the sender learns why it was rejected
-        def screen(_sender: str, data: bytes) -> str | None:
-            return admitted(admit, data, None)
+        # checked before the acknowledgement, so that the sender learns why it was rejected;
+        # the secure channel authenticated the sender, who sends only what it wrote
+        def screen(sender: str, data: bytes) -> str | None:
+            return admitted(admit, data, sender)
 
         async def handle(_sender: str, data: bytes) -> None:
             try:

@@ -125,18 +125,25 @@ class MoaEngine:
             if message.recipient == self.peer_id and message.origin == self.peer_id and run:
                 run.deliver(Reply(author, message))
 
-    async def _serve_task(self, task: Task) -> None:
-        """Answer a peer's task within its fair share of this node's model, or say why not.
+    def over_fair_rate(self, task: Task) -> TaskRefusal | None:
+        """Why `task` is refused before anything else is spent on it: its origin, known to be
+        genuine, is over its fair rate (`FairRateLimiter`, μ/n); None spends one of its tokens.
 
-        Beyond its rate (`FairRateLimiter`, μ/n) or its share of the queue the task is
-        refused with the reason and when to retry; every refusal is counted by cause in
-        `task_refusals`.
+        The node asks this of every task addressed to it as it arrives (the wire gate's
+        precheck), so a flooder's excess costs no signature check and no signed refusal.
         """
+        if task.recipient != self.peer_id:
+            return None
         devices = 1 + len(self.layer_context.peers())
-        outcome: Served | TaskRefusal | None
-        outcome = self.fair_share.refusal(task.origin, self.queue.load, devices)
-        if outcome is None:
-            outcome = await self._run_task(task)
+        return self.fair_share.refusal(task.origin, self.queue.load, devices)
+
+    async def _serve_task(self, task: Task) -> None:
+        """Answer a peer's task within its share of this node's queue, or say why not.
+
+        Beyond its share of the queue, or past its deadline, the task is refused with the
+        reason and when to retry; every refusal is counted by cause in `task_refusals`.
+        """
+        outcome = await self._run_task(task)
         reply: Message
         if isinstance(outcome, TaskRefusal):
             self.task_refusals[outcome.cause] += 1

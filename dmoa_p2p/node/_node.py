@@ -34,7 +34,9 @@ from dmoa_p2p.wire import (
     Envelope,
     Message,
     MessageGate,
+    Precheck,
     RejectReason,
+    Task,
     WireError,
     seal,
 )
@@ -265,13 +267,22 @@ class Node:
             raise
 
     def _admit_moa(self, data: bytes, publisher: str | None = None) -> Envelope:
-        return self._admit(data, publisher, MOA_KINDS)
+        return self._admit(data, publisher, MOA_KINDS, self._within_fair_rate)
+
+    def _within_fair_rate(self, envelope: Envelope) -> None:
+        task = envelope.body
+        if isinstance(task, Task) and (refusal := self.engine.over_fair_rate(task)) is not None:
+            raise WireError(RejectReason.OVER_FAIR_RATE, refusal.reason)
 
     def _admit(
-        self, data: bytes, publisher: str | None, kinds: tuple[type[Message], ...]
+        self,
+        data: bytes,
+        publisher: str | None,
+        kinds: tuple[type[Message], ...],
+        precheck: Precheck | None = None,
     ) -> Envelope:
         try:
-            return self.gate.admit(data, publisher, kinds)
+            return self.gate.admit(data, publisher, kinds, precheck)
         except WireError as exc:
             log.debug("rejected a message: %s", exc)
             raise
@@ -281,7 +292,7 @@ class Node:
 
     def _validate(self, publisher: str, data: bytes) -> bool:
         # the overlay runs GossipSub with strict signing: `publisher` signed these bytes
-        if self._presence_pace.too_soon(data):
+        if self._presence_pace.too_soon(data, publisher):
             for flooder in self._presence_pace.flooders():
                 self._block(flooder)
             return False

@@ -155,14 +155,17 @@ class PresencePace:
         self._early: collections.Counter[str] = collections.Counter()
         self._minute_started = trio.current_time()
 
-    def too_soon(self, data: bytes) -> bool:
+    def too_soon(self, data: bytes, publisher: str) -> bool:
+        """Whether `publisher` (authenticated by GossipSub) sent its own presence too soon."""
         try:
             envelope = decode_envelope(data)
         except WireError:
             return False  # the gate rejects it, and counts why
         presence = envelope.body
         last = self._last.get(envelope.author)
-        if not isinstance(presence, Presence) or last is None:
+        # another's presence passed on is the gate's (wrong publisher): counted against the
+        # author, it would let anyone get an honest peer blocked as a flooder
+        if envelope.author != publisher or not isinstance(presence, Presence) or last is None:
             return False
         if trio.current_time() - last < presence.interval_s / 2:
             self.dropped += 1

@@ -3,7 +3,7 @@
 from dmoa_p2p.wire.codec import decode_envelope, encode_envelope, seal, verify_envelope
 from dmoa_p2p.wire.envelope import PROTOCOL_VERSION, Envelope
 from dmoa_p2p.wire.errors import RejectReason, WireError
-from dmoa_p2p.wire.gate import MessageGate
+from dmoa_p2p.wire.gate import MessageGate, Precheck
 from dmoa_p2p.wire.limits import MAX_ENVELOPE_BYTES
 from dmoa_p2p.wire.messages import (
     MESSAGE_TYPES,
@@ -27,6 +27,7 @@ __all__ = [
     "Envelope",
     "Message",
     "MessageGate",
+    "Precheck",
     "Presence",
     "Proposal",
     "Refusal",

@@ -17,9 +17,11 @@ class RejectReason(enum.StrEnum):
     REPLAY = "replay"
     # a kind that does not travel where it arrived (a task on the presence topic, ...)
     WRONG_CHANNEL = "wrong_channel"
-    # a pubsub message whose publisher is not the envelope's author: someone else's
-    # message republished as one's own
+    # a message whose publisher or sender is not the envelope's author: someone else's
+    # message passed on as one's own
     WRONG_PUBLISHER = "wrong_publisher"
+    # a task from a peer over its fair share of the receiver's model (refused unverified)
+    OVER_FAIR_RATE = "over_fair_rate"
 
 
 # Details quote attacker-controlled data; keep log lines short.

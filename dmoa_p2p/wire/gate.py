@@ -11,6 +11,10 @@ from dmoa_p2p.wire.envelope import Envelope
 from dmoa_p2p.wire.errors import RejectReason, WireError
 from dmoa_p2p.wire.messages import Message, Presence, Task
 
+# A receiver's own check of a message whose author is known to be genuine, before anything is
+# remembered: raises WireError to refuse it (e.g. a peer over its rate, refused cheaply).
+Precheck = Callable[[Envelope], None]
+
 
 def check_consistency(env: Envelope) -> None:
     """Kind-specific rules that tie the body to its authenticated author."""
@@ -70,16 +74,20 @@ class MessageGate:
         data: bytes,
         publisher: str | None = None,
         kinds: tuple[type[Message], ...] | None = None,
+        precheck: Precheck | None = None,
     ) -> Envelope:
         """The envelope in `data` if it passes every check; raises WireError otherwise.
 
-        `publisher`: the pubsub publisher of `data` (GossipSub keeps the original publisher
-        when relaying, so it is the author of every genuine message); None off pubsub.
+        `publisher`: the peer the channel authenticated as the author of `data`, or None: the
+        pubsub publisher (GossipSub keeps the original publisher when relaying) or the sender
+        of a direct stream (its secure channel authenticates it; senders send their own).
         `kinds`: the message classes the channel `data` arrived on carries (PRESENCE_KINDS,
         MOA_KINDS); None accepts every kind. The signature is verified in every case.
+        `precheck` runs as soon as the author is known to be genuine: before the signature is
+        verified when `publisher` vouches for it (so refusing costs no verification), after.
         """
         try:
-            env = self._check(data, publisher, kinds)
+            env = self._check(data, publisher, kinds, precheck)
         except WireError as exc:
             self.rejections[exc.reason] += 1
             raise
@@ -87,27 +95,35 @@ class MessageGate:
         return env
 
     def _check(
-        self, data: bytes, publisher: str | None, kinds: tuple[type[Message], ...] | None
+        self,
+        data: bytes,
+        publisher: str | None,
+        kinds: tuple[type[Message], ...] | None,
+        precheck: Precheck | None,
     ) -> Envelope:
         env = decode_envelope(data)
         # before the signature: a kind that does not belong here is not worth verifying
         if kinds is not None and type(env.body) not in kinds:
             expected = ", ".join(kind.KIND for kind in kinds)
             raise WireError(RejectReason.WRONG_CHANNEL, f"a {env.kind} where {expected} travel")
+        # Before the replay cache: a copy republished by another peer must not take the place
+        # of the author's own, which would then be refused as a replay.
+        if publisher is not None and publisher != env.author:
+            raise WireError(
+                RejectReason.WRONG_PUBLISHER, f"{env.kind} of {env.author} sent by {publisher}"
+            )
+        if precheck is not None and publisher is not None:
+            precheck(env)
         # Authenticate before anything is remembered, so forgeries cannot fill the replay cache.
         verify_envelope(env)
         check_consistency(env)
+        if precheck is not None and publisher is None:
+            precheck(env)
         now = self._clock()
         if env.timestamp < now - self.freshness_s:
             raise WireError(RejectReason.STALE, f"{now - env.timestamp:.1f} s old")
         if env.timestamp > now + self.max_future_s:
             raise WireError(RejectReason.FUTURE, f"{env.timestamp - now:.1f} s ahead")
-        # Checked before the replay cache: a copy republished by another peer must not take
-        # the place of the author's own, which would then be refused as a replay.
-        if publisher is not None and publisher != env.author:
-            raise WireError(
-                RejectReason.WRONG_PUBLISHER, f"{env.kind} of {env.author} published by {publisher}"
-            )
         self._remember((env.author, env.nonce), env.timestamp, now)
         return env
 

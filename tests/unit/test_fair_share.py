@@ -11,6 +11,7 @@ import trio.testing
 from dmoa_p2p import stability as st
 from dmoa_p2p.backends import ChatMessage, GenerationParams
 from dmoa_p2p.backends.fake import FakeBackend
+from dmoa_p2p.gossip import PeerUnreachable
 from dmoa_p2p.moa import QueryRequest
 from dmoa_p2p.moa._fair_share import (
     BURST,
@@ -23,7 +24,7 @@ from dmoa_p2p.queue import InferenceQueue, LoadEstimator, QueueFull
 from dmoa_p2p.simulate import RunConfig
 from dmoa_p2p.simulate import simulate as run_simulation
 from dmoa_p2p.testing import memory_swarm
-from dmoa_p2p.wire import ChatTurn, Task
+from dmoa_p2p.wire import ChatTurn, RejectReason, Task
 
 PARAMS = GenerationParams(max_tokens=16)
 
@@ -278,20 +279,28 @@ async def test_a_flooding_peer_leaves_the_own_users_their_model(
     async with memory_swarm(tmp_path, backends) as nodes:
         victim, flooder = nodes
         send = flooder.engine.layer_context.send
+        told: list[str] = []
+
+        async def flood_one(i: int) -> None:
+            try:
+                await send(victim.peer_id, flood_task(flooder.peer_id, victim.peer_id, i))
+            except PeerUnreachable as exc:
+                told.append(str(exc))
+
         async with trio.open_nursery() as flood:
             for i in range(300):
-                flood.start_soon(
-                    send, victim.peer_id, flood_task(flooder.peer_id, victim.peer_id, i)
-                )
+                flood.start_soon(flood_one, i)
                 await trio.sleep(4.0 / 300)
         assert victim.queue.held_by(flooder.peer_id) <= victim.queue.per_origin
         answer = await victim.ask(QueryRequest("mine", 1, 1, layer_timeout_s=60.0))
-        refusals = victim.engine.task_refusals
+        # beyond its rate a task is rejected on arrival, unverified, and the flooder told why
+        over_rate = victim.gate.rejections[RejectReason.OVER_FAIR_RATE]
+        assert over_rate == len(told) and all("over its fair share" in t for t in told)
         # α not measured yet: the generous rate 1/(0.1 s · 2) for the flood's ~4 s, plus the burst
         generous = fair_rate_now(LoadEstimator(Clock()), 2)
-        assert 300 - refusals["over_fair_rate"] <= BURST + 5.0 * generous
-        assert refusals["origin_share_full"] > 0  # and the queue held it to its 12 slots
-        assert set(refusals) == {"over_fair_rate", "origin_share_full"}
+        assert 300 - over_rate <= BURST + 5.0 * generous
+        refusals = victim.engine.task_refusals  # the rest held by the queue to its 12 slots
+        assert set(refusals) == {"origin_share_full"} and refusals["origin_share_full"] > 0
         assert not any("own model" in note for note in answer.trace.notes), answer.trace.notes
         roles = [c.role for c in answer.trace.calls if c.node == victim.peer_id]
         assert roles == ["proposer", "aggregator"]
@@ -309,20 +318,18 @@ async def test_a_peer_over_its_fair_rate_is_refused_and_recovers(
         for i in range(MIN_SERVICE_SAMPLES):  # measured: α = 0.01 s, so μ/n = 50 tasks/s
             await victim.queue.submit(prompt(f"warm {i}"), PARAMS)
         assert fair_rate_now(victim.queue.load, 2) == pytest.approx(50.0)
-        for i in range(int(BURST) + 1):  # all at once: the burst passes, the next does not
-            await engine.receive(flooder.peer_id, flood_task(flooder.peer_id, victim.peer_id, i))
-        await trio.testing.wait_all_tasks_blocked()
-        assert engine.task_refusals == {"over_fair_rate": 1}
-        refusal = engine.fair_share.refusal(flooder.peer_id, victim.queue.load, 2)
+        for i in range(int(BURST)):  # all at once: the burst passes, the next does not
+            assert engine.over_fair_rate(flood_task(flooder.peer_id, victim.peer_id, i)) is None
+        refusal = engine.over_fair_rate(flood_task(flooder.peer_id, victim.peer_id, 99))
         assert refusal is not None and refusal.cause == "over_fair_rate"
         assert f"peer {flooder.peer_id} is over its fair share" in refusal.reason
         assert "50 tasks/s = μ/n, n = 2" in refusal.reason
         assert 0 < refusal.retry_after_s <= 1 / 50 + 1e-9
+        elsewhere = flood_task(flooder.peer_id, flooder.peer_id, 100)  # not this node's task
+        assert engine.over_fair_rate(elsewhere) is None
         await trio.sleep(refusal.retry_after_s)
-        assert engine.fair_share.refusal(flooder.peer_id, victim.queue.load, 2) is None
-        await trio.sleep(1.0)  # the burst's tasks are served meanwhile
-        assert victim.queue.held_by(flooder.peer_id) == 0
-        assert engine.task_refusals == {"over_fair_rate": 1}
+        assert engine.over_fair_rate(flood_task(flooder.peer_id, victim.peer_id, 101)) is None
+        assert engine.over_fair_rate(flood_task(flooder.peer_id, victim.peer_id, 102)) is not None
 
 
 def test_honest_uniform_load_below_the_threshold_is_never_refused() -> None:

@@ -22,7 +22,7 @@ from dmoa_p2p.node._lock import data_dir_lock
 from dmoa_p2p.node._presence import PresencePace, PresenceService
 from dmoa_p2p.overlay import MemoryNetwork
 from dmoa_p2p.testing import idle_presence, memory_node, memory_swarm, wait_for, wall_clock
-from dmoa_p2p.wire import Presence, seal
+from dmoa_p2p.wire import Presence, RejectReason, seal
 
 
 def presence(peer_id: str, ip: str = "127.0.0.1", interval_s: float = 1.0) -> Presence:
@@ -174,14 +174,41 @@ async def test_presences_faster_than_half_their_interval_are_dropped_unverified(
     def sealed() -> bytes:
         return seal(presence(identity.peer_id, interval_s=2.0), identity, wall_clock())
 
-    assert not pace.too_soon(sealed())  # nothing accepted from this author yet
-    pace.accepted(identity.peer_id)
+    me = identity.peer_id
+    assert not pace.too_soon(sealed(), me)  # nothing accepted from this author yet
+    pace.accepted(me)
     await trio.sleep(0.5)
-    assert pace.too_soon(sealed())  # within half of its 2 s interval
+    assert pace.too_soon(sealed(), me)  # within half of its 2 s interval
     await trio.sleep(0.6)
-    assert not pace.too_soon(sealed())
-    assert not pace.too_soon(b"\xc1junk")  # the gate rejects that, and counts why
+    assert not pace.too_soon(sealed(), me)
+    assert not pace.too_soon(b"\xc1junk", me)  # the gate rejects that, and counts why
     assert pace.dropped == 1
+
+
+async def test_copies_of_a_peers_presence_sent_by_another_never_get_it_blocked(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A framer republishes an honest peer's genuine presence, 200 times in a second, as its
+    own: the gate refuses every copy (wrong publisher); none counts against the honest peer."""
+    network = MemoryNetwork(latency_s=0.005)
+    honest, framer = NodeIdentity.generate(), NodeIdentity.generate()
+    async with (
+        memory_node(network, tmp_path / "a") as node,
+        network.open_overlay(framer) as raw,
+        network.open_overlay(honest) as own,
+    ):
+        await raw.connect(node.listen_addrs[0])
+        await own.connect(node.listen_addrs[0])
+        await own.publish(PRESENCE_TOPIC, seal(presence(honest.peer_id), honest, wall_clock()))
+        await wait_for(lambda: node.gate.accepted > 0)  # the honest peer's pace is set
+        for _ in range(200):
+            genuine = seal(presence(honest.peer_id, interval_s=2.0), honest, wall_clock())
+            await raw.publish(PRESENCE_TOPIC, genuine)
+            await trio.sleep(0.005)
+        await trio.sleep(1)
+        assert node.events["flooder_blocked"] == 0
+        assert node.snapshot().refusals["presence_too_frequent"] == 0
+        assert node.gate.rejections[RejectReason.WRONG_PUBLISHER] == 200
 
 
 async def test_a_presence_flooder_is_blocked_for_a_while(

@@ -61,22 +61,26 @@ async def test_forged_presence_is_rejected_and_counted(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
     network = MemoryNetwork()
+    me = NodeIdentity.generate()
     async with (
         memory_node(network, tmp_path / "a") as a,
-        network.open_overlay(NodeIdentity.generate()) as intruder,
+        network.open_overlay(me) as intruder,
     ):
         await intruder.connect(a.listen_addrs[0])
         victim = NodeIdentity.generate()
-        # a presence in the victim's name, signed by someone else's key
+        # a presence in the victim's name, signed by the intruder's key
         forged = idle_presence(victim.peer_id, interval_s=1.0)
-        await intruder.publish(PRESENCE_TOPIC, seal(forged, NodeIdentity.generate(), wall_clock()))
-        stale = seal(forged, victim, wall_clock() - 3600)
+        await intruder.publish(PRESENCE_TOPIC, seal(forged, me, wall_clock()))
+        stale = seal(idle_presence(me.peer_id, interval_s=1.0), me, wall_clock() - 3600)
         await intruder.publish(PRESENCE_TOPIC, stale)
+        # the victim's own presence, passed on as the intruder's
+        await intruder.publish(PRESENCE_TOPIC, seal(forged, victim, wall_clock()))
         await intruder.publish(PRESENCE_TOPIC, b"\xc1 never valid msgpack")
-        await wait_for(lambda: sum(a.gate.rejections.values()) == 3)
+        await wait_for(lambda: sum(a.gate.rejections.values()) == 4)
         assert {str(r): n for r, n in a.gate.rejections.items()} == {
             "key_mismatch": 1,
             "stale": 1,
+            "wrong_publisher": 1,
             "malformed": 1,
         }
         assert victim.peer_id not in a.live_peer_ids()

@@ -17,6 +17,7 @@ from dmoa_p2p.wire import (
     PRESENCE_KINDS,
     PROTOCOL_VERSION,
     ChatTurn,
+    Envelope,
     MessageGate,
     Presence,
     RejectReason,
@@ -242,13 +243,42 @@ def task(identity: NodeIdentity = ALICE) -> Task:
 def test_the_signature_is_verified_even_when_the_author_published() -> None:
     # the transport's own signature is the overlay's business: ours is checked regardless
     tampered = tamper_body(sealed())
-    for publisher in (None, ALICE.peer_id, BOB.peer_id):
+    # another publisher is refused first, before the signature is worth checking
+    cases = {
+        None: RejectReason.BAD_SIGNATURE,
+        ALICE.peer_id: RejectReason.BAD_SIGNATURE,
+        BOB.peer_id: RejectReason.WRONG_PUBLISHER,
+    }
+    for publisher, reason in cases.items():
         gate = MessageGate(clock=FakeClock())
         with pytest.raises(WireError) as info:
             gate.admit(tampered, publisher)
-        assert info.value.reason is RejectReason.BAD_SIGNATURE
-        assert gate.rejections == collections.Counter({RejectReason.BAD_SIGNATURE: 1})
+        assert info.value.reason is reason
+        assert gate.rejections == collections.Counter({reason: 1})
         assert gate.replay_cache_size == 0
+
+
+def test_a_precheck_vouched_for_by_the_channel_runs_before_the_signature() -> None:
+    seen: list[str] = []
+
+    def over_rate(env: Envelope) -> None:
+        seen.append(env.author)
+        raise WireError(RejectReason.OVER_FAIR_RATE, f"{env.author} sends too much")
+
+    tampered = tamper_body(sealed())
+    gate = MessageGate(clock=FakeClock())
+    # the channel authenticated Alice: refused for her rate, no signature checked
+    with pytest.raises(WireError) as info:
+        gate.admit(tampered, ALICE.peer_id, precheck=over_rate)
+    assert info.value.reason is RejectReason.OVER_FAIR_RATE and seen == [ALICE.peer_id]
+    # no channel vouches: the author is believed only once the signature holds
+    with pytest.raises(WireError) as info:
+        gate.admit(tampered, None, precheck=over_rate)
+    assert info.value.reason is RejectReason.BAD_SIGNATURE and seen == [ALICE.peer_id]
+    with pytest.raises(WireError) as info:
+        gate.admit(sealed(), None, precheck=over_rate)
+    assert info.value.reason is RejectReason.OVER_FAIR_RATE and len(seen) == 2
+    assert gate.replay_cache_size == 0  # nothing refused is remembered
 
 
 def test_the_key_must_belong_to_the_author_whoever_published() -> None:
