@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import tomllib
 from collections.abc import Callable, Iterable
@@ -12,6 +13,7 @@ import attrs
 import cattrs
 
 DEFAULT_LISTEN = "/ip4/0.0.0.0/tcp/4001"
+BOOTSTRAP_FORM = "/ip4/HOST/tcp/PORT/p2p/PEER_ID"
 CONTROL_SOCKET_NAME = "control.sock"
 LOCALHOST_LISTEN = "/ip4/127.0.0.1/tcp/0"
 
@@ -45,8 +47,32 @@ def _multiaddrs(
             )
 
 
+def _bootstrap_addrs(
+    _: object, attribute: attrs.Attribute[tuple[str, ...]], value: tuple[str, ...]
+) -> None:
+    """Each bootstrap address names the peer it reaches: it ends with /p2p/<peer id>."""
+    _multiaddrs(_, attribute, value)
+    for addr in value:
+        head, sep, peer_id = addr.rpartition("/p2p/")
+        if not sep or head.strip("/") == "" or not peer_id or "/" in peer_id:
+            raise ValueError(
+                f"{attribute.name}: {addr!r} does not end with /p2p/<peer id>; expected "
+                f"{BOOTSTRAP_FORM} (the address a node prints when it starts)"
+            )
+
+
 def _strings(value: Iterable[str]) -> tuple[str, ...]:
     return tuple(value)
+
+
+def _structure_strings(value: Any, _: type) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise ValueError(f'expected a list of strings, e.g. ["{value}"]')
+    return tuple(str(item) for item in value)
+
+
+def _expanded(value: str | Path) -> Path:
+    return Path(value).expanduser()
 
 
 DEFAULT_HTTP_HOST = "127.0.0.1"
@@ -80,11 +106,13 @@ def is_loopback(host: str) -> bool:
 class NodeConfig:
     """Everything a node needs to start; the CLI and tests build one of these."""
 
-    data_dir: Path = attrs.field(converter=Path)
+    data_dir: Path = attrs.field(converter=_expanded)
     listen_addrs: tuple[str, ...] = attrs.field(
         default=(DEFAULT_LISTEN,), converter=_strings, validator=_multiaddrs
     )
-    bootstrap: tuple[str, ...] = attrs.field(default=(), converter=_strings, validator=_multiaddrs)
+    bootstrap: tuple[str, ...] = attrs.field(
+        default=(), converter=_strings, validator=_bootstrap_addrs
+    )
     # within what peers accept (wire.limits.MIN_INTERVAL_S..MAX_INTERVAL_S)
     presence_interval_s: float = attrs.field(default=2.0, validator=_between(0.1, 60.0))
     # a peer is dropped from the view after this many presence periods without news
@@ -105,7 +133,7 @@ class NodeConfig:
     aggregator_options: dict[str, dict[str, str]] = attrs.field(factory=dict)
     queue_capacity: int = attrs.field(default=64, validator=_between(1, 10**6))
     control_socket: Path | None = attrs.field(
-        default=None, converter=attrs.converters.optional(Path)
+        default=None, converter=attrs.converters.optional(_expanded)
     )
     # the OpenAI-compatible HTTP API, "HOST:PORT" or "PORT" (on 127.0.0.1); None: off
     http: str | None = None
@@ -128,21 +156,82 @@ class NodeConfig:
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> NodeConfig:
+        """A NodeConfig from plain values (TOML's, or the CLI's); ConfigError in one line."""
+        check_keys(values)
         try:
             return _converter.structure(values, cls)
         except (cattrs.BaseValidationError, ValueError, TypeError) as exc:
             raise ConfigError(f"bad node configuration: {_explain(exc)}") from exc
 
     @classmethod
-    def from_toml(cls, path: Path, **overrides: Any) -> NodeConfig:
+    def from_toml(
+        cls, path: Path, *, defaults: dict[str, Any] | None = None, **overrides: Any
+    ) -> NodeConfig:
+        """The file's settings over `defaults`, under `overrides` (those not None): the
+        command line's. A table such as backend_options merges key by key."""
         try:
             values = tomllib.loads(path.read_text())
         except OSError as exc:
             raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config {path} is not valid TOML: {exc}") from exc
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls.from_mapping(values)
+        try:
+            check_keys(values)
+        except ConfigError as exc:
+            raise ConfigError(f"config {path}: {exc}") from exc
+        given = {k: v for k, v in overrides.items() if v is not None}
+        # a bad value may be the file's or an option's: the message names the key
+        return cls.from_mapping(_merged(_merged(defaults or {}, values), given))
+
+
+def _merged(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """`top` over `base`; where both hold a table, its keys merge the same way."""
+    merged = dict(base)
+    for key, value in top.items():
+        below = merged.get(key)
+        if isinstance(below, dict) and isinstance(value, dict):
+            merged[key] = _merged(below, value)
+        else:
+            merged[key] = value
+    return merged
+
+
+# what users write for a key when they think of the command-line flag
+FLAG_SPELLINGS = {
+    "listen": "listen_addrs",
+    "presence_interval": "presence_interval_s",
+    "backend_option": "backend_options",
+    "gossip_option": "gossip_options",
+    "admission_option": "admission_options",
+    "strategy_option": "strategy_options",
+    "aggregator_option": "aggregator_options",
+    "api_key": "http_api_key",
+}
+
+
+def config_keys() -> list[str]:
+    """Every key a node configuration (TOML file) may hold: NodeConfig's fields."""
+    return [field.name for field in attrs.fields(NodeConfig)]
+
+
+def check_keys(values: dict[str, Any]) -> None:
+    """ConfigError naming the first unknown key and the closest known one."""
+    known = config_keys()
+    for key in (k for k in values if k not in known):
+        hint = suggest_key(key, known)
+        said = f" (did you mean {hint!r}?)" if hint else f"; keys are: {', '.join(known)}"
+        raise ConfigError(f"unknown key {key!r}{said}")
+
+
+def suggest_key(key: str, known: list[str]) -> str | None:
+    """The known key `key` most likely means: its flag spelling's key, or the closest name."""
+    snake = key.strip().lstrip("-").replace("-", "_").lower()
+    if snake in known:
+        return snake
+    if snake in FLAG_SPELLINGS:
+        return FLAG_SPELLINGS[snake]
+    close = difflib.get_close_matches(snake, known, n=1, cutoff=0.6)
+    return close[0] if close else None
 
 
 def control_socket_path(data_dir: Path) -> Path:
@@ -153,16 +242,29 @@ def control_socket_path(data_dir: Path) -> Path:
 def _explain(exc: BaseException) -> str:
     if isinstance(exc, cattrs.BaseValidationError):
         problems = cattrs.transform_error(exc, path="config", format_exception=describe_error)
-        return "; ".join(problems)
+        return "; ".join(_field_first(problem) for problem in problems)
     return str(exc)
+
+
+def _field_first(problem: str) -> str:
+    """`data_dir: required field missing` rather than cattrs' `... @ config.data_dir`."""
+    message, _, path = problem.rpartition(" @ ")
+    field = path.removeprefix("config").lstrip(".")
+    if not field or message.startswith(field.split(".")[0] + ":"):
+        return message or problem
+    return f"{field}: {message}"
 
 
 def describe_error(exc: BaseException, type_: type | None) -> str:
     """A field error for people: attrs validators carry the useful sentence."""
+    if type_ in (int, float) and isinstance(exc, ValueError) and ": " in str(exc):
+        wanted = "an integer" if type_ is int else "a number"
+        return f"expected {wanted}, got {str(exc).rsplit(': ', 1)[-1]}"
     if type(exc) in (ValueError, ConfigError):
         return str(exc)
     return cattrs.v.format_exception(exc, type_)
 
 
 _converter = cattrs.Converter(forbid_extra_keys=True)
-_converter.register_structure_hook(Path, lambda value, _: Path(value))
+_converter.register_structure_hook(Path, lambda value, _: _expanded(value))
+_converter.register_structure_hook_func(lambda t: t == tuple[str, ...], _structure_strings)

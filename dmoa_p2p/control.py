@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
+import math
 import os
 import socket
 from collections.abc import Callable
@@ -14,7 +16,14 @@ from typing import Any
 import trio
 
 from dmoa_p2p.admission import PromptRefused
-from dmoa_p2p.moa import QueryRequest
+from dmoa_p2p.backends import TextCallback
+from dmoa_p2p.moa import (
+    ProgressCallback,
+    QueryRequest,
+    conversation_prompt,
+    messages_from_json,
+    progress_to_json,
+)
 from dmoa_p2p.node import Node
 from dmoa_p2p.registry import PluginError
 
@@ -22,6 +31,8 @@ Status = Callable[[], dict[str, Any]]
 
 log = logging.getLogger(__name__)
 _MAX_REQUEST_BYTES = 1 << 20
+_MAX_ANSWER_BYTES = 16 << 20  # an answer line carries the whole trace
+TEXT_EVENT = "text"  # a piece of the answer's text, in a streamed `ask`
 _MAX_UNIX_PATH = 107  # sun_path is 108 bytes with the terminating NUL
 
 
@@ -45,7 +56,15 @@ async def serve_control(
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Answer control requests for `node` on a unix socket at `path` until cancelled;
-    `status` gives what the `status` request returns."""
+    `status` gives what the `status` request returns.
+
+    One JSON line per request: `{"op": "status"}`, or `{"op": "ask", "request": {...}}`
+    with a query (`QueryRequest.to_json`, or `messages` for `prompt`; see
+    `query_from_json`). With `"stream": true` the node first sends `{"event": ...}` lines
+    (progress, see `dmoa_p2p.moa.progress`, and `"text"` pieces of the answer); the last
+    line is the answer (`Answer.to_json`) or `{"error": ...}`. Closing the connection or
+    sending `{"op": "cancel"}` cancels the query.
+    """
     _prepare_socket_path(path)
     sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -72,52 +91,156 @@ def _remove_socket(path: Path) -> None:
 
 async def _handle(node: Node, status: Status, stream: trio.abc.Stream) -> None:
     async with stream:
+        reader = LineReader(stream, _MAX_REQUEST_BYTES)
         try:
-            request = json.loads(await _read_line(stream))
-            response = await _dispatch(node, status, request)
+            request = json.loads(await reader.line() or b"")
+            if request["op"] == "ask":
+                await _serve_ask(node, request, stream, reader)
+                return
+            response = _dispatch(status, request)
         except (ValueError, KeyError, TypeError) as exc:
             response = {"error": f"bad control request: {exc}"}
         except trio.BrokenResourceError:
             return
-        try:
-            await stream.send_all(json.dumps(response).encode() + b"\n")
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            log.debug("control client left before the answer")
+        await _send_line(stream, response)
 
 
-async def _dispatch(node: Node, status: Status, request: dict[str, Any]) -> dict[str, Any]:
+def _dispatch(status: Status, request: dict[str, Any]) -> dict[str, Any]:
     op = request["op"]
     if op == "status":
         return status()
-    if op == "ask":
-        try:
-            answer = await node.ask(QueryRequest.from_json(request["request"]))
-        except (PluginError, ValueError) as exc:
-            return {"error": str(exc)}
-        except PromptRefused as exc:
-            return {
-                "error": f"refused: {exc}",
-                "cause": exc.cause,
-                "retry_after_s": exc.retry_after_s,
-            }
-        return answer.to_json()
     return {"error": f"unknown control operation {op!r}; try one of: status, ask"}
 
 
-async def _read_line(stream: trio.abc.Stream) -> bytes:
-    buffer = bytearray()
-    while b"\n" not in buffer:
-        chunk = await stream.receive_some(65536)
-        if not chunk:
-            break
-        buffer += chunk
-        if len(buffer) > _MAX_REQUEST_BYTES:
-            raise ValueError("request too large")
-    return bytes(buffer.split(b"\n", 1)[0])
+def query_from_json(data: Any) -> QueryRequest:
+    """A query from its JSON form, whose `messages` (a conversation) may stand in for `prompt`
+    (folded into one prompt as the HTTP API does); ValueError says what is wrong."""
+    if isinstance(data, dict) and "messages" in data:
+        if "prompt" in data:
+            raise ValueError("give a query's prompt or its messages, not both")
+        prompt = conversation_prompt(messages_from_json(data["messages"]))
+        data = {**{k: v for k, v in data.items() if k != "messages"}, "prompt": prompt}
+    return QueryRequest.from_json(data)
 
 
-async def call_control(path: Path, op: str, **args: Any) -> dict[str, Any]:
-    """Send one request to the node whose control socket is `path`; return its answer."""
+async def _serve_ask(
+    node: Node, request: dict[str, Any], stream: trio.abc.Stream, reader: LineReader
+) -> None:
+    """Answer one query; with `stream`, its progress and text go first, a JSON line each.
+
+    The client leaving (or sending `{"op": "cancel"}`) cancels the query on the node.
+    """
+    query = query_from_json(request["request"])
+    lines_in, lines_out = trio.open_memory_channel[dict[str, Any]](math.inf)
+
+    def push(line: dict[str, Any]) -> None:
+        # the queue may go on calling after the query was cancelled
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            lines_in.send_nowait(line)
+
+    streaming = bool(request.get("stream"))
+    on_text = (lambda piece: push({"event": TEXT_EVENT, "text": piece})) if streaming else None
+    on_progress = (lambda event: push(progress_to_json(event))) if streaming else None
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_watch_client, reader, nursery.cancel_scope)
+        async with trio.open_nursery() as writer:
+            writer.start_soon(_write_lines, stream, lines_out, nursery.cancel_scope)
+            async with lines_in:
+                lines_in.send_nowait(await _answer(node, query, on_text, on_progress))
+        nursery.cancel_scope.cancel()
+    if nursery.cancel_scope.cancelled_caught:
+        log.debug("control client left; its query was cancelled")
+
+
+async def _answer(
+    node: Node,
+    query: QueryRequest,
+    on_text: TextCallback | None,
+    on_progress: ProgressCallback | None,
+) -> dict[str, Any]:
+    try:
+        answer = await node.ask(query, on_text, on_progress)
+    except (PluginError, ValueError) as exc:
+        return {"error": str(exc)}
+    except PromptRefused as exc:
+        return {"error": f"refused: {exc}", "cause": exc.cause, "retry_after_s": exc.retry_after_s}
+    return answer.to_json()
+
+
+async def _watch_client(reader: LineReader, scope: trio.CancelScope) -> None:
+    """Cancel `scope` when the client closes the connection or asks to cancel."""
+    with contextlib.suppress(trio.BrokenResourceError, ValueError):
+        while (line := await reader.line()) is not None:
+            if _is_cancel(line):
+                break
+    scope.cancel()
+
+
+def _is_cancel(line: bytes) -> bool:
+    try:
+        request = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(request, dict) and request.get("op") == "cancel"
+
+
+async def _write_lines(
+    stream: trio.abc.Stream,
+    lines: trio.MemoryReceiveChannel[dict[str, Any]],
+    scope: trio.CancelScope,
+) -> None:
+    async with lines:
+        async for line in lines:
+            try:
+                await _send_line(stream, line)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                scope.cancel()  # nobody reads the answer any more
+                return
+
+
+async def _send_line(stream: trio.abc.Stream, line: dict[str, Any]) -> None:
+    try:
+        await stream.send_all(json.dumps(line).encode() + b"\n")
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        log.debug("control client left before the answer")
+        raise
+
+
+class LineReader:
+    """Reads newline-terminated lines from a stream, each at most `limit` bytes."""
+
+    def __init__(self, stream: trio.abc.ReceiveStream, limit: int) -> None:
+        self.stream = stream
+        self.limit = limit
+        self._buffer = bytearray()
+
+    async def line(self) -> bytes | None:
+        """The next line without its newline; the rest at the end of the stream; None after."""
+        while b"\n" not in self._buffer:
+            chunk = await self.stream.receive_some(65536)
+            if not chunk:
+                rest, self._buffer = bytes(self._buffer), bytearray()
+                return rest or None
+            self._buffer += chunk
+            if len(self._buffer) > self.limit:
+                raise ValueError(f"a control line is over {self.limit} bytes")
+        line, _, rest = bytes(self._buffer).partition(b"\n")
+        self._buffer = bytearray(rest)
+        return line
+
+
+EventCallback = Callable[[dict[str, Any]], None]
+
+
+async def call_control(
+    path: Path, op: str, on_event: EventCallback | None = None, **args: Any
+) -> dict[str, Any]:
+    """Send one request to the node whose control socket is `path`; return its answer.
+
+    With `on_event`, an `ask` streams: each progress event and piece of text (`{"event": ...}`
+    lines) goes to `on_event` before the answer comes. Leaving early (cancelled) closes the
+    connection, which cancels the query on the node.
+    """
     _check_path(path)
     try:
         stream = await trio.open_unix_socket(str(path))
@@ -125,9 +248,22 @@ async def call_control(path: Path, op: str, **args: Any) -> dict[str, Any]:
         raise ControlError(
             f"no node is answering at {path} ({exc.strerror}); start one with `dmoa-p2p node`"
         ) from exc
+    request = {"op": op, **args, **({"stream": True} if on_event else {})}
     async with stream:
-        await stream.send_all(json.dumps({"op": op, **args}).encode() + b"\n")
-        answer: dict[str, Any] = json.loads(await _read_line(stream) or b"{}")
+        await stream.send_all(json.dumps(request).encode() + b"\n")
+        reader = LineReader(stream, _MAX_ANSWER_BYTES)
+        while True:
+            try:
+                line = await reader.line()
+            except (ValueError, trio.BrokenResourceError) as exc:
+                raise ControlError(f"the node's answer could not be read: {exc}") from exc
+            if line is None:
+                raise ControlError("the node closed the connection without answering; see its log")
+            answer: dict[str, Any] = json.loads(line)
+            if "event" not in answer:
+                break
+            if on_event is not None:
+                on_event(answer)
     if "error" in answer:
         raise ControlError(answer["error"])
     return answer

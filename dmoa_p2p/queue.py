@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import math
 import statistics
 from collections.abc import Callable, Sequence
 from typing import Literal
@@ -27,13 +28,16 @@ QueueFullCause = Literal["queue_full", "peers_share_full", "origin_share_full"]
 class QueueFull(Exception):
     """The queue, or the share of it the asker may hold, is full; try again later.
 
-    `cause` says which (see `QueueFullCause`); the message says it in words.
+    `cause` says which (see `QueueFullCause`); the message says it in words. The wait is
+    `retry_after_s` alone, not in the message: whoever passes the refusal on states it in
+    its own terms (whole seconds in HTTP's Retry-After, seconds on the wire), and a message
+    quoted in a trace or in another refusal must not contradict that.
     """
 
     def __init__(
         self, cause: QueueFullCause, reason: str, capacity: int, retry_after_s: float
     ) -> None:
-        super().__init__(f"{reason}; retry in {retry_after_s:.1f} s")
+        super().__init__(reason)
         self.cause: QueueFullCause = cause
         self.reason = reason
         self.capacity = capacity
@@ -71,17 +75,33 @@ class _Job:
 
 
 class RateWindow:
-    """Events per second from the last `count` events, none older than `max_age_s`.
+    """Events per second from the last `count` events, none older than `max_age_s`, each
+    weighed by exp(−age / `decay_s`), so that the rate falls with time and not only with
+    new events: a burst followed by silence fades with time constant `decay_s`.
 
     Counting events rather than seconds keeps enough samples whatever the rate. Unbiased for
-    Poisson events in both cases: while the window is not full, count / time observed; once
-    full, the time back to its oldest event spans `count` gaps, and (count − 1) / span is the
-    unbiased rate for such a Gamma-distributed span.
+    Poisson events whatever `decay_s`. While the window is not full: the weighted count over
+    the weighted time observed (by Campbell's theorem the weighted count's mean is λ times
+    the weighted time). Once full: the window begins at its oldest event, and the other
+    count − 1, given where it begins, lie uniformly in the span back to it, so their
+    weighted count over the weighted span has the mean (count − 1) / span given the span,
+    the unbiased rate for the Gamma-distributed span of `count` gaps. Events far closer
+    together than `decay_s` weigh nearly 1 (the plain count, as admission needs under load);
+    far apart, this is an exponentially weighted average over about `decay_s` seconds.
     """
 
-    def __init__(self, clock: Callable[[], float], count: int, max_age_s: float) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float],
+        count: int,
+        max_age_s: float,
+        decay_s: float = math.inf,
+    ) -> None:
+        if not decay_s > 0:
+            raise ValueError(f"decay_s must be above 0, not {decay_s}")
         self._clock = clock
         self.max_age_s = max_age_s
+        self.decay_s = decay_s
         self._times: collections.deque[float] = collections.deque(maxlen=count)
         self._started = clock()
 
@@ -93,10 +113,21 @@ class RateWindow:
         now = self._clock()
         while self._times and self._times[0] < now - self.max_age_s:
             self._times.popleft()
+        weights = [self._weight(now - at) for at in self._times]
         if len(self._times) == self._times.maxlen:
-            return (len(self._times) - 1) / max(now - self._times[0], 1e-9)
+            span = self._weighted_time(now - self._times[0])
+            return math.fsum(weights[1:]) / max(span, 1e-9)
         span = min(self.max_age_s, now - self._started)
-        return len(self._times) / span if span > 0 else None
+        return math.fsum(weights) / self._weighted_time(span) if span > 0 else None
+
+    def _weight(self, age: float) -> float:
+        return math.exp(-age / self.decay_s)
+
+    def _weighted_time(self, span: float) -> float:
+        """The integral of the weight over the last `span` seconds."""
+        if math.isinf(self.decay_s):
+            return span
+        return -self.decay_s * math.expm1(-span / self.decay_s)
 
 
 class LoadEstimator:
@@ -107,7 +138,9 @@ class LoadEstimator:
     `arrival_rate` counts every prompt users send (what admission must judge), and
     `admitted_rate` those admitted (what loads this device). Admission compares the busiest
     device's utilisation against ρ_max, and the maximum of a few noisy estimates is biased
-    upwards, so short windows would make a swarm refuse work it could do.
+    upwards, so short windows would make a swarm refuse work it could do. The rates fade
+    with time constant `rate_decay_s` (see RateWindow): a swarm left idle after a burst
+    does not go on looking loaded until `max_age_s` has passed.
     """
 
     def __init__(
@@ -116,10 +149,11 @@ class LoadEstimator:
         service_window: int = 64,
         arrival_window: int = 64,
         max_age_s: float = 600.0,
+        rate_decay_s: float = 60.0,
     ) -> None:
         self._services: collections.deque[float] = collections.deque(maxlen=service_window)
-        self._offered = RateWindow(clock, arrival_window, max_age_s)
-        self._admitted = RateWindow(clock, arrival_window, max_age_s)
+        self._offered = RateWindow(clock, arrival_window, max_age_s, rate_decay_s)
+        self._admitted = RateWindow(clock, arrival_window, max_age_s, rate_decay_s)
 
     def observe_service(self, seconds: float) -> None:
         self._services.append(seconds)

@@ -8,6 +8,7 @@ from dmoa_p2p.admission._protocol import (
     PromptRefused,
     RefusalCause,
     candidate_configurations,
+    whole_seconds,
 )
 from dmoa_p2p.admission.policies import (
     CapAdmission,
@@ -32,4 +33,5 @@ __all__ = [
     "ThresholdAdmission",
     "candidate_configurations",
     "projected_rho",
+    "whole_seconds",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Sequence
 from typing import Literal, Protocol
@@ -29,10 +30,16 @@ class PromptRefused(Exception):
     """
 
     def __init__(self, cause: RefusalCause, reason: str, retry_after_s: float) -> None:
-        super().__init__(f"{reason}; retry in {retry_after_s:.1f} s")
+        super().__init__(f"{reason}; retry in {whole_seconds(retry_after_s)} s")
         self.cause: RefusalCause = cause
         self.reason = reason
         self.retry_after_s = retry_after_s
+
+
+def whole_seconds(seconds: float) -> int:
+    """A wait as HTTP's Retry-After states it: whole seconds, rounded up, at least 1."""
+    # the tolerance keeps 2.0000000001 (float arithmetic) from becoming 3
+    return max(1, math.ceil(seconds - 1e-6)) if math.isfinite(seconds) else 1
 
 
 @attrs.frozen

@@ -11,6 +11,7 @@ from dmoa_p2p.admission._protocol import (
     AdmissionContext,
     Decision,
     OperatingPoint,
+    RefusalCause,
     candidate_configurations,
 )
 
@@ -199,10 +200,16 @@ class CapAdmission:
         cap = self.cap if self.cap is not None else context.queue_capacity
         if context.queue_length < cap:
             return Decision("accept", context.request)
-        return Decision(
-            "refuse",
-            context.request,
-            f"this node's queue holds {context.queue_length} prompts (cap {cap})",
-            _retry_after(context),
-            cause="queue_full" if cap >= context.queue_capacity else "cap",
-        )
+        if cap >= context.queue_capacity:
+            cause: RefusalCause = "queue_full"
+            reason = (
+                f"this node's queue is full: it holds {context.queue_length} prompts "
+                f"(capacity {context.queue_capacity})"
+            )
+        else:  # the operator's limit on this node, whatever the rest of the swarm could take
+            cause = "cap"
+            reason = (
+                f"this node admits at most {cap} prompts at a time: its queue holds "
+                f"{context.queue_length} prompts (cap {cap})"
+            )
+        return Decision("refuse", context.request, reason, _retry_after(context), cause=cause)

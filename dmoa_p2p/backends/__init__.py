@@ -2,6 +2,8 @@
 
 from dmoa_p2p.backends._loading import load_backend
 from dmoa_p2p.backends._protocol import (
+    MAX_STOP_CHARS,
+    MAX_STOP_STRINGS,
     Backend,
     BackendBusy,
     BackendError,
@@ -15,6 +17,8 @@ from dmoa_p2p.backends._protocol import (
 )
 
 __all__ = [
+    "MAX_STOP_CHARS",
+    "MAX_STOP_STRINGS",
     "Backend",
     "BackendBusy",
     "BackendError",

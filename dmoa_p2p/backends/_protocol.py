@@ -30,6 +30,19 @@ class ChatMessage:
     content: str
 
 
+MAX_STOP_STRINGS = 4  # as OpenAI's API allows
+MAX_STOP_CHARS = 256  # a backend looks for every stop string after every token
+
+
+def _stop_strings(_instance: object, _attribute: object, value: tuple[str, ...]) -> None:
+    fine = isinstance(value, tuple) and len(value) <= MAX_STOP_STRINGS
+    if not fine or not all(isinstance(s, str) and 0 < len(s) <= MAX_STOP_CHARS for s in value):
+        raise ValueError(
+            f"stop takes a tuple of up to {MAX_STOP_STRINGS} strings of 1 to {MAX_STOP_CHARS} "
+            f"characters, got {value!r:.300}"
+        )
+
+
 @attrs.frozen
 class GenerationParams:
     """Sampling settings; their bounds are what a task may carry on the wire."""
@@ -43,6 +56,8 @@ class GenerationParams:
         validator=[attrs.validators.ge(0.0), attrs.validators.le(limits.MAX_TEMPERATURE)],
     )
     seed: int | None = None
+    # the answer ends before the first of these (not included), finish_reason "stop"
+    stop: tuple[str, ...] = attrs.field(default=(), validator=_stop_strings)
 
 
 @attrs.frozen

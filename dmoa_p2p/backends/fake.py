@@ -90,13 +90,20 @@ class FakeBackend:
         return generation
 
     def _answer(self, messages: Sequence[ChatMessage], params: GenerationParams) -> Generation:
+        """The digest and the last user message's first words, cut before the first stop
+        string (finish_reason "stop"); "length" when it is longer than max_tokens (the text
+        is not cut then: tests compare it)."""
         prompt = "\n".join(f"{m.role}: {m.content}" for m in messages)
         digest = hashlib.sha256(prompt.encode()).hexdigest()[:12]
         last_user = next((m.content for m in reversed(messages) if m.role == "user"), "")
         words = " ".join(last_user.split()[:8])
         text = f"[{self._model_name} {digest}] {words}"
-        completion = min(self.count_tokens(text), params.max_tokens)
-        return Generation(text, self.count_tokens(prompt), completion)
+        cuts = [at for at in (text.find(stop) for stop in params.stop) if at >= 0]
+        if cuts:
+            text = text[: min(cuts)]
+        tokens = self.count_tokens(text)
+        reason = "length" if tokens > params.max_tokens and not cuts else "stop"
+        return Generation(text, self.count_tokens(prompt), min(tokens, params.max_tokens), reason)
 
     async def aclose(self) -> None:
         return None

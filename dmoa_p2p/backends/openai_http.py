@@ -113,16 +113,20 @@ class OpenAIHttpBackend:
     ) -> Generation:
         """`generate`, with each piece of the answer passed to `on_text` as the server sends it.
 
-        Streamed answers carry no usage counts, so tokens are estimated like `count_tokens`.
+        Streamed answers carry no usage counts, so tokens are estimated like `count_tokens`;
+        the finish reason is the server's last one.
         """
         pieces: list[str] = []
-        async with contextlib.aclosing(self.stream(messages, params)) as deltas:
-            async for delta in deltas:
-                pieces.append(delta)
-                on_text(delta)
+        reason = "stop"
+        async with contextlib.aclosing(self._events(messages, params)) as events:
+            async for delta, finished in events:
+                if delta:
+                    pieces.append(delta)
+                    on_text(delta)
+                reason = finished or reason
         text = "".join(pieces)
         prompt_estimate = sum(self.count_tokens(m.content) for m in messages)
-        return Generation(text, prompt_estimate, self.count_tokens(text))
+        return Generation(text, prompt_estimate, self.count_tokens(text), reason)
 
     async def stream(
         self, messages: Sequence[ChatMessage], params: GenerationParams
@@ -131,6 +135,15 @@ class OpenAIHttpBackend:
 
         Iterate it inside `contextlib.aclosing(...)` so that stopping early frees the connection.
         """
+        async with contextlib.aclosing(self._events(messages, params)) as events:
+            async for delta, _finished in events:
+                if delta:
+                    yield delta
+
+    async def _events(
+        self, messages: Sequence[ChatMessage], params: GenerationParams
+    ) -> AsyncGenerator[tuple[str, str | None], None]:
+        """Each event's text and finish reason (None until the last)."""
         url = self._url("/chat/completions")
         body = self._body(await self.resolve_model(), messages, params, stream=True)
         response = await self._send("POST", "/chat/completions", body, stream=True)
@@ -143,9 +156,8 @@ class OpenAIHttpBackend:
                     continue  # blank separators, comments, event names
                 data = line[len("data:") :].strip()
                 done = data == "[DONE]"
-                delta = "" if done else _stream_delta(data, url)
-                if delta:
-                    yield delta
+                if not done:
+                    yield _stream_delta(data, url)
         except httpx.HTTPError as exc:
             raise BackendError(f"{url} broke off its answer: {_describe(exc)}") from exc
         finally:
@@ -222,6 +234,8 @@ class OpenAIHttpBackend:
         }
         if params.seed is not None:
             body["seed"] = params.seed
+        if params.stop:
+            body["stop"] = list(params.stop)
         return body
 
     def _generation(self, response: httpx.Response, messages: Sequence[ChatMessage]) -> Generation:
@@ -293,16 +307,17 @@ def _server_message(response: httpx.Response) -> str:
     return response.text.strip()[:_MAX_ERROR_CHARS] or response.reason_phrase
 
 
-def _stream_delta(data: str, url: str) -> str:
+def _stream_delta(data: str, url: str) -> tuple[str, str | None]:
     try:
         chunk = json.loads(data)
         if "error" in chunk:
             raise BackendError(f"{url} failed while answering: {chunk['error']}")
         choices = chunk.get("choices") or [{}]
         content = (choices[0].get("delta") or {}).get("content") or ""
+        finished = choices[0].get("finish_reason")
     except (ValueError, TypeError, AttributeError) as exc:
         raise BackendError(f"{url} sent an unexpected event: {data[:200]!r}") from exc
-    return str(content)
+    return str(content), None if finished is None else str(finished)
 
 
 def _count(usage: Any, key: str, estimate: int) -> int:

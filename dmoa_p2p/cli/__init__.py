@@ -9,13 +9,14 @@ from dmoa_p2p.cli._bench import bench
 from dmoa_p2p.cli._bench_backend import backend_bench
 from dmoa_p2p.cli._bench_http import http_bench as http_bench
 from dmoa_p2p.cli._bench_moa import moa
+from dmoa_p2p.cli._chat import chat
 from dmoa_p2p.cli._common import cli
 from dmoa_p2p.cli._node import keygen, node, peers
 from dmoa_p2p.cli._simulate import simulate
 from dmoa_p2p.cli._stability import stability
 from dmoa_p2p.cli._swarm import swarm
 
-for command in (keygen, node, peers, swarm, ask, plugins, bench, stability, simulate):
+for command in (keygen, node, peers, swarm, ask, chat, plugins, bench, stability, simulate):
     cli.add_command(command)
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-import functools
+import contextlib
+import signal
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -15,7 +17,7 @@ from rich.tree import Tree
 from dmoa_p2p.backends import GenerationParams
 from dmoa_p2p.cli._common import console, data_dir_option, json_option, print_json, user_errors
 from dmoa_p2p.config import control_socket_path
-from dmoa_p2p.control import call_control
+from dmoa_p2p.control import TEXT_EVENT, call_control
 from dmoa_p2p.moa import (
     DEFAULT_AGGREGATOR,
     DEFAULT_LAYER_TIMEOUT_S,
@@ -24,6 +26,11 @@ from dmoa_p2p.moa import (
     DEFAULT_STRATEGY,
     MAX_LAYERS,
     MAX_PROPOSERS,
+    FinalStarted,
+    LayerDone,
+    LayerStarted,
+    Progress,
+    progress_from_json,
 )
 from dmoa_p2p.registry import PLUGIN_GROUPS, list_plugins
 from dmoa_p2p.wire import limits
@@ -107,6 +114,19 @@ def query_request(params: dict[str, Any], prompt: str) -> dict[str, Any]:
     }
 
 
+def conversation(system: str | None, turns: list[tuple[str, str]]) -> list[dict[str, str]]:
+    """Chat messages: the system message (if any), then the (role, text) turns."""
+    head = [("system", system)] if system else []
+    return [{"role": role, "content": text} for role, text in [*head, *turns]]
+
+
+def conversation_request(params: dict[str, Any], messages: list[dict[str, str]]) -> dict[str, Any]:
+    """`query_request` for a conversation: the node folds its messages into one prompt."""
+    request = query_request(params, "")
+    del request["prompt"]
+    return {**request, "messages": messages}
+
+
 def show_answer(answer: dict[str, Any], show_trace: bool, as_json: bool) -> None:
     if as_json:
         print_json(answer)
@@ -157,19 +177,148 @@ def _call_line(call: dict[str, Any]) -> str:
     )
 
 
+class AnswerView:
+    """Shows a query while it runs, like `ollama run`: progress on a terminal's stderr, then
+    the answer's text on stdout as the node streams it; notes always go to stderr."""
+
+    def __init__(self, text: bool, progress: bool, shown_notes: set[str] | None = None) -> None:
+        """`shown_notes`: notes not to repeat (a chat shares it between its turns)."""
+        self.text = text  # stream the answer's text to stdout
+        self.progress = progress  # keep a progress line on stderr
+        self.shown_notes = set() if shown_notes is None else shown_notes
+        self.streamed = False
+        self._status_shown = False
+
+    def on_event(self, event: dict[str, Any]) -> None:
+        """One streamed line of the node's (see `call_control`)."""
+        if event.get("event") == TEXT_EVENT:
+            if self.text:
+                self._clear()
+                sys.stdout.write(event["text"])
+                sys.stdout.flush()
+                self.streamed = True
+            return
+        try:
+            progress = progress_from_json(event)
+        except ValueError:
+            return  # an event of a newer node: not ours to show
+        if isinstance(progress, FinalStarted) and progress.note not in ("", *self.shown_notes):
+            self._clear()
+            click.echo(f"note: {progress.note}", err=True)
+            self.shown_notes.add(progress.note)
+        if self.progress and not self.streamed:
+            self._status(describe_progress(progress))
+
+    def finish(self, answer: dict[str, Any], max_tokens: int) -> None:
+        """End the answer's line; say when the answer was cut at max_tokens."""
+        self._clear()
+        if self.text:
+            click.echo("" if self.streamed else answer["answer"])  # ends the streamed line
+        if answer.get("truncated"):
+            click.echo(
+                f"note: the answer was cut at {max_tokens} tokens; raise --max-tokens for more",
+                err=True,
+            )
+
+    def cancelled(self) -> None:
+        self._clear()
+        if self.streamed:
+            click.echo()
+        click.echo("cancelled", err=True)
+
+    def _status(self, line: str) -> None:
+        sys.stderr.write("\r\x1b[2K" + line)
+        sys.stderr.flush()
+        self._status_shown = True
+
+    def _clear(self) -> None:
+        if self._status_shown:
+            sys.stderr.write("\r\x1b[2K")
+            sys.stderr.flush()
+            self._status_shown = False
+
+
+def describe_progress(event: Progress) -> str:
+    """One status line: "layer 1: 2/3 proposals", "aggregating 3 proposals", ..."""
+    if isinstance(event, FinalStarted):
+        return f"aggregating {event.proposals} proposals" if event.proposals else "answering"
+    name = f"layer {event.layer}" + (f"/{event.layers}" if event.layers > 1 else "")
+    if isinstance(event, LayerStarted):
+        return f"{name}: 0/{event.expected} proposals"
+    missing = f", {event.missing} missing" if isinstance(event, LayerDone) and event.missing else ""
+    return f"{name}: {event.answered}/{event.expected} proposals{missing}"
+
+
+def run_query(path: Path, request: dict[str, Any], view: AnswerView) -> dict[str, Any] | None:
+    """Ask the node at `path`, showing the query in `view`; None when Ctrl-C cancelled it
+    (closing the connection, which cancels the query on the node)."""
+    answers: list[dict[str, Any]] = []
+
+    async def main() -> None:
+        with trio.open_signal_receiver(signal.SIGINT) as signals:
+            async with trio.open_nursery() as nursery:
+
+                async def cancel_on_signal() -> None:
+                    async for _ in signals:
+                        nursery.cancel_scope.cancel()
+                        return
+
+                nursery.start_soon(cancel_on_signal)
+                answers.append(await call_control(path, "ask", view.on_event, request=request))
+                nursery.cancel_scope.cancel()
+
+    with contextlib.suppress(KeyboardInterrupt), user_errors():  # Ctrl-C before trio's handler
+        trio.run(main)
+    if answers:
+        return answers[0]
+    view.cancelled()
+    return None
+
+
+def read_prompt(prompt: str) -> str:
+    """The prompt argument, or stdin's text when it is `-`."""
+    if prompt == "-":
+        prompt = sys.stdin.read()
+    if not prompt.strip():
+        raise click.UsageError("the prompt is empty; give it as an argument or on stdin with `-`")
+    return prompt
+
+
 @click.command()
 @click.argument("prompt")
+@click.option("--system", help="A system message the prompt follows.")
 @query_options
 @data_dir_option
 @json_option
-def ask(prompt: str, data_dir: Path, as_json: bool, show_trace: bool, **params: Any) -> None:
-    """Ask the running local node; it answers with a Mixture-of-Agents of its peers."""
-    request = query_request(params, prompt)
-    with user_errors():
-        answer = trio.run(
-            functools.partial(call_control, control_socket_path(data_dir), "ask", request=request)
-        )
-    show_answer(answer, show_trace, as_json)
+def ask(
+    prompt: str,
+    system: str | None,
+    data_dir: Path,
+    as_json: bool,
+    show_trace: bool,
+    **params: Any,
+) -> None:
+    """Ask the running local node; it answers with a Mixture-of-Agents of its peers.
+
+    PROMPT `-` reads the prompt from stdin. Progress shows on stderr when it is a terminal,
+    the answer streams to stdout; Ctrl-C cancels the query on the node (exit code 130).
+    """
+    try:
+        text = read_prompt(prompt)
+    except KeyboardInterrupt:
+        click.echo("cancelled", err=True)
+        sys.exit(130)
+    request = conversation_request(params, conversation(system, [("user", text)]))
+    view = AnswerView(text=not as_json, progress=not as_json and sys.stderr.isatty())
+    answer = run_query(control_socket_path(data_dir), request, view)
+    if answer is None:
+        sys.exit(130)
+    if as_json:
+        print_json(answer)
+        return
+    view.finish(answer, params["max_tokens"])
+    if show_trace:
+        console.print(trace_tree(answer["trace"]))
 
 
 @click.command()

@@ -16,7 +16,7 @@ from dmoa_p2p.bench import (
 from dmoa_p2p.cli._bench import bench
 from dmoa_p2p.cli._bench_run import count_bar, measure_and_report
 from dmoa_p2p.cli._common import (
-    backend_options,
+    backend_options_with_default,
     console,
     json_option,
     parse_backend_options,
@@ -30,7 +30,7 @@ DEFAULT_SERVICE_TIME_S = 0.2
 @click.option("--nodes", type=click.IntRange(2, 32), default=5, show_default=True)
 @click.option("--layers", "-M", type=click.IntRange(1, 8), default=2, show_default=True)
 @click.option("--proposers", "-k", type=click.IntRange(1, 16), default=2, show_default=True)
-@backend_options
+@backend_options_with_default(FAKE)
 @click.option(
     "--service-time",
     type=click.FloatRange(min=0.001),

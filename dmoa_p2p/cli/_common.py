@@ -3,25 +3,29 @@
 from __future__ import annotations
 
 import contextlib
+import difflib
 import json
 import os
 import signal
+import sys
+import traceback
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import attrs
 import click
 import trio
 from rich.console import Console
 
 from dmoa_p2p.backends import BackendError
-from dmoa_p2p.config import ConfigError
+from dmoa_p2p.config import ConfigError, NodeConfig
 from dmoa_p2p.control import ControlError
-from dmoa_p2p.exceptions import single_leaf
+from dmoa_p2p.exceptions import leaves
 from dmoa_p2p.identity import IdentityError
-from dmoa_p2p.logs import configure_logging
+from dmoa_p2p.logs import LogFileError, configure_logging
 from dmoa_p2p.overlay import OverlayError
-from dmoa_p2p.registry import PluginError
+from dmoa_p2p.registry import PluginError, plugin_names
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -33,9 +37,13 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     ConfigError,
     ControlError,
     IdentityError,
+    LogFileError,
     OverlayError,
     PluginError,
+    OSError,  # a file or port the user named: the message says which
 )
+# a -v count from which errors a user can fix show their traceback too
+TRACEBACK_VERBOSITY = 2
 
 
 def default_data_dir() -> Path:
@@ -43,12 +51,70 @@ def default_data_dir() -> Path:
     return Path(base) / "dmoa-p2p"
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-v", "--verbose", count=True, help="More log output (-v: info, -vv: debug).")
+def node_default(field: str) -> Any:
+    """NodeConfig's default for `field`: what help texts show, so that they cannot drift."""
+    return attrs.fields_dict(NodeConfig)[field].default
+
+
+class UsageInOneLine(click.ClickException):
+    """A command-line usage mistake, said in one line with where to read more."""
+
+    exit_code = 2
+
+
+class CommandLine(click.Group):
+    """The root group: click's usage errors (a mistyped option, a value out of range) in one
+    line, like every other mistake, rather than a usage block and the message below it."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        with _usage_in_one_line():
+            return super().make_context(info_name, args, parent, **extra)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with _usage_in_one_line():
+            return super().invoke(ctx)
+
+
+@contextlib.contextmanager
+def _usage_in_one_line() -> Iterator[None]:
+    try:
+        yield
+    except click.exceptions.NoArgsIsHelpError:
+        raise  # it shows the help, as it should
+    except click.UsageError as exc:
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+        raise UsageInOneLine(one_line(exc.format_message()) + hint) from exc
+
+
+@click.group(cls=CommandLine, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "-v",
+    "--verbose",
+    count=True,
+    help="More log output (-v: info, -vv: debug and tracebacks of start-up errors).",
+)
+@click.option(
+    "--log-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    show_envvar=True,
+    help="Also write the log to this file (appended), at the level -v sets.",
+)
 @click.version_option(package_name="dmoa-p2p")
-def cli(verbose: int) -> None:
-    """Run a distributed Mixture-of-Agents of local LLMs over a peer-to-peer network."""
-    configure_logging(verbose)
+def cli(verbose: int, log_file: Path | None) -> None:
+    """Run a distributed Mixture-of-Agents of local LLMs over a peer-to-peer network.
+
+    The node's options can also come from the environment (DMOA_P2P_NODE_<OPTION>, e.g.
+    DMOA_P2P_NODE_BACKEND=fake; `dmoa-p2p node --help` names them all), --data-dir from
+    DMOA_P2P_DATA_DIR and --log-file from DMOA_P2P_LOG_FILE.
+    """
+    with user_errors():
+        configure_logging(verbose, log_file)
 
 
 def data_dir_option(func: F) -> F:
@@ -56,45 +122,74 @@ def data_dir_option(func: F) -> F:
         "--data-dir",
         type=click.Path(file_okay=False, path_type=Path),
         default=default_data_dir,
-        show_default="$XDG_DATA_HOME/dmoa-p2p",
+        show_default="$XDG_DATA_HOME/dmoa-p2p, else ~/.local/share/dmoa-p2p",
         envvar="DMOA_P2P_DATA_DIR",
+        show_envvar=True,
         help="Where the node keeps its key and control socket.",
     )(func)
 
 
-def backend_options(func: F) -> F:
-    func = click.option(
-        "--backend-option",
-        "-o",
-        multiple=True,
-        metavar="KEY=VALUE",
-        help="A backend setting, e.g. -o model=/path/model.gguf -o n_threads=1 (repeatable).",
-    )(func)
-    return click.option(
-        "--backend", help="LLM backend plugin (see `dmoa-p2p plugins`). [default: fake]"
-    )(func)
+def backend_options_with_default(default: str) -> Callable[[F], F]:
+    """--backend and -o/--backend-option, whose help says the command's default backend."""
+
+    def decorate(func: F) -> F:
+        func = click.option(
+            "--backend-option",
+            "-o",
+            multiple=True,
+            metavar="KEY=VALUE",
+            show_envvar=True,
+            help="A backend setting, e.g. -o model=/path/model.gguf -o n_threads=1 "
+            "(repeatable). [default: the backend's own]",
+        )(func)
+        return click.option(
+            "--backend",
+            show_envvar=True,
+            help=f"LLM backend plugin (see `dmoa-p2p plugins`). [default: {default}]",
+        )(func)
+
+    return decorate
 
 
-def parse_backend_options(pairs: tuple[str, ...]) -> dict[str, str]:
+backend_options = backend_options_with_default(node_default("backend"))
+
+
+def parse_backend_options(
+    pairs: tuple[str, ...], option: str = "--backend-option"
+) -> dict[str, str]:
     """KEY=VALUE pairs (plugin options) as a dict."""
     options = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"{pair!r} is not KEY=VALUE")
+        if not sep or not key.strip():
+            raise UsageInOneLine(f"{option}: {pair!r} is not KEY=VALUE (e.g. {option} key=value)")
         options[key.strip()] = value.strip()
     return options
 
 
-def parse_named_options(pairs: tuple[str, ...]) -> dict[str, dict[str, str]]:
+def parse_named_options(pairs: tuple[str, ...], option: str) -> dict[str, dict[str, str]]:
     """NAME:KEY=VALUE pairs (options of the plugin NAME) as {NAME: {KEY: VALUE}}."""
     options: dict[str, dict[str, str]] = {}
     for pair in pairs:
-        name, sep, setting = pair.partition(":")
-        if not sep or not name:
-            raise click.BadParameter(f"{pair!r} is not NAME:KEY=VALUE")
-        options.setdefault(name.strip(), {}).update(parse_backend_options((setting,)))
+        name, colon, setting = pair.partition(":")
+        key, equals, value = setting.partition("=")
+        if not (colon and equals and name.strip() and key.strip()):
+            raise UsageInOneLine(
+                f"{option}: {pair!r} is not NAME:KEY=VALUE (e.g. {option} name:key=value)"
+            )
+        options.setdefault(name.strip(), {})[key.strip()] = value.strip()
     return options
+
+
+def check_plugin_name(kind: str, name: str) -> None:
+    """PluginError, with the closest installed name, when no `kind` plugin is called `name`."""
+    names = plugin_names(kind)
+    if name in names:
+        return
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    available = ", ".join(names) or "none installed"
+    raise PluginError(f"no {kind} plugin named {name!r}{hint}; available: {available}")
 
 
 def positive_numbers(
@@ -123,21 +218,61 @@ def print_json(value: Any) -> None:
 @contextlib.contextmanager
 def user_errors(also: tuple[type[Exception], ...] = ()) -> Iterator[None]:
     """Turn errors a user can act on (USER_ERRORS and `also`) into a one-line message and
-    exit code 1, also when trio's nurseries wrapped one alone in an exception group."""
+    exit code 1, also when trio's nurseries wrapped them in exception groups; with -vv the
+    traceback comes first. Anything else is a bug and keeps its traceback."""
     kinds = (*USER_ERRORS, *also)
+    caught: tuple[type[BaseException], ...] = (*kinds, BaseExceptionGroup)
     try:
         yield
-    except kinds as exc:
-        raise click.ClickException(str(exc)) from exc
-    except BaseExceptionGroup as group:
-        error = single_leaf(group, kinds)
-        if error is None:
+    except click.ClickException:
+        raise
+    except caught as exc:
+        errors = user_leaves(exc, kinds)
+        if errors is None:
             raise
-        raise click.ClickException(str(error)) from error
+        if verbosity() >= TRACEBACK_VERBOSITY:
+            traceback.print_exception(exc, file=sys.stderr)
+        if len(errors) == 1 and isinstance(errors[0], click.ClickException):
+            raise errors[0] from exc
+        messages = dict.fromkeys(describe(error) for error in errors)  # once each, in order
+        raise click.ClickException("; ".join(messages)) from exc
 
 
-def run_until_signalled(main: Callable[[trio.Nursery], Awaitable[None]]) -> None:
-    """trio.run `main`, cancelling it cleanly on SIGINT or SIGTERM."""
+def user_leaves(
+    exc: BaseException, kinds: tuple[type[Exception], ...]
+) -> list[BaseException] | None:
+    """The errors inside `exc` (trio.Cancelled aside) when all are a user's to fix, else None."""
+    found = [leaf for leaf in leaves(exc) if not isinstance(leaf, trio.Cancelled)]
+    allowed = (*kinds, click.ClickException)
+    if not found or not all(isinstance(leaf, allowed) for leaf in found):
+        return None
+    return found
+
+
+def describe(error: BaseException) -> str:
+    """An error's message in one line (its type's name when it has none)."""
+    if isinstance(error, click.ClickException):
+        return one_line(error.format_message())
+    return one_line(str(error)) or type(error).__name__
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def verbosity() -> int:
+    """How many -v the command line was given (0 outside a click command)."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return 0
+    value = ctx.find_root().params.get("verbose") or 0
+    return int(value)
+
+
+def run_until_signalled(
+    main: Callable[[trio.Nursery], Awaitable[None]], also: tuple[type[Exception], ...] = ()
+) -> None:
+    """trio.run `main`, cancelling it cleanly on SIGINT or SIGTERM; errors as `user_errors`."""
 
     async def runner() -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -152,5 +287,5 @@ def run_until_signalled(main: Callable[[trio.Nursery], Awaitable[None]]) -> None
                 await main(nursery)
                 nursery.cancel_scope.cancel()
 
-    with user_errors():
+    with user_errors(also):
         trio.run(runner)

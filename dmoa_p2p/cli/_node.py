@@ -4,24 +4,29 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import Any
 
 import click
 import trio
+from click.core import ParameterSource
+from rich import box
 from rich.table import Table
 
 from dmoa_p2p.app import App, serve_app
 from dmoa_p2p.cli._common import (
     backend_options,
+    check_plugin_name,
     console,
     data_dir_option,
     json_option,
+    node_default,
     parse_backend_options,
     parse_named_options,
     print_json,
     run_until_signalled,
     user_errors,
 )
-from dmoa_p2p.config import DEFAULT_LISTEN, NodeConfig, control_socket_path
+from dmoa_p2p.config import BOOTSTRAP_FORM, NodeConfig, control_socket_path
 from dmoa_p2p.control import call_control
 from dmoa_p2p.http import bind_http_socket
 from dmoa_p2p.identity import KEY_FILE_NAME, NodeIdentity, load_or_create_identity, save_identity
@@ -43,113 +48,133 @@ def keygen(data_dir: Path, force: bool) -> None:
     click.echo(identity.peer_id)
 
 
-@click.command()
+NODE_HELP_EPILOG = """\b
+Environment: an option not given on the command line comes from DMOA_P2P_NODE_<OPTION>
+(its name is shown as [env var: ...]), e.g. DMOA_P2P_NODE_BACKEND=fake; a repeatable
+option takes a space-separated list there. --data-dir reads DMOA_P2P_DATA_DIR and
+--api-key DMOA_P2P_API_KEY. Precedence: command line, environment, --config file,
+defaults; a table such as [backend_options] merges key by key with -o.
+\b
+Settings without an option (missed_presence_limit, max_dialed_peers, control_socket)
+go in the --config file; examples/node.toml shows every key.
+"""
+
+
+@click.command(epilog=NODE_HELP_EPILOG)
 @data_dir_option
 @click.option(
     "--config",
     "config_file",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="TOML file with node settings; command-line options override it.",
+    envvar="DMOA_P2P_NODE_CONFIG",
+    show_envvar=True,
+    help="TOML file with node settings (examples/node.toml); options override it.",
 )
 @click.option(
     "--listen",
     multiple=True,
     metavar="MULTIADDR",
-    help=f"Address to listen on (repeatable). [default: {DEFAULT_LISTEN}]",
+    default=node_default("listen_addrs"),
+    show_default=True,
+    show_envvar=True,
+    help="Address to listen on (repeatable).",
 )
 @click.option(
     "--bootstrap",
     multiple=True,
     metavar="MULTIADDR",
-    help="A known peer, /ip4/HOST/tcp/PORT/p2p/PEER_ID (repeatable).",
+    show_default="none: this node starts a swarm",
+    show_envvar=True,
+    help=f"A known peer, {BOOTSTRAP_FORM} (repeatable).",
 )
 @click.option(
     "--presence-interval",
     type=click.FloatRange(0.1, 60.0),
+    default=node_default("presence_interval_s"),
+    show_default=True,
+    show_envvar=True,
     help="Seconds between presence messages.",
 )
 @backend_options
-@click.option("--gossip", help="How tasks travel: direct (streams) or pubsub. [default: direct]")
 @click.option(
-    "--gossip-option", multiple=True, metavar="KEY=VALUE", help="A gossip policy setting."
+    "--gossip",
+    default=node_default("gossip"),
+    show_default=True,
+    show_envvar=True,
+    help="How tasks travel: direct (streams) or pubsub.",
+)
+@click.option(
+    "--gossip-option",
+    multiple=True,
+    metavar="KEY=VALUE",
+    show_envvar=True,
+    help="A gossip policy setting (repeatable). [default: the policy's own]",
 )
 @click.option(
     "--strategy-option",
     multiple=True,
     metavar="NAME:KEY=VALUE",
+    show_envvar=True,
     help="A setting of strategy NAME, used when a query names it (repeatable).",
 )
 @click.option(
     "--aggregator-option",
     multiple=True,
     metavar="NAME:KEY=VALUE",
+    show_envvar=True,
     help="A setting of aggregator NAME, used when a query names it (repeatable).",
 )
-@click.option("--queue-capacity", type=click.IntRange(1), help="Prompts the queue holds.")
 @click.option(
-    "--admission", help="Admission policy: none, threshold, degrade, cap. [default: none]"
+    "--queue-capacity",
+    type=click.IntRange(1),
+    default=node_default("queue_capacity"),
+    show_default=True,
+    show_envvar=True,
+    help="Prompts the queue holds.",
+)
+@click.option(
+    "--admission",
+    default=node_default("admission"),
+    show_default=True,
+    show_envvar=True,
+    help="Admission policy: none, threshold, degrade, cap (see `dmoa-p2p plugins`).",
 )
 @click.option(
     "--admission-option",
     multiple=True,
     metavar="KEY=VALUE",
+    show_envvar=True,
     help="A policy setting, e.g. rho_max=0.9 or cap=32 (repeatable).",
 )
 @click.option(
     "--http",
     "http_bind",
     metavar="[HOST:]PORT",
+    envvar="DMOA_P2P_NODE_HTTP",
+    show_default="off",
+    show_envvar=True,
     help="Serve the OpenAI-compatible API, /metrics and /status here (host: 127.0.0.1).",
 )
 @click.option(
     "--api-key",
     envvar="DMOA_P2P_API_KEY",
     show_envvar=True,
+    show_default="none",
     help="Bearer key the HTTP API requires; needed to bind beyond 127.0.0.1.",
 )
 @json_option
-def node(
-    data_dir: Path,
-    config_file: Path | None,
-    listen: tuple[str, ...],
-    bootstrap: tuple[str, ...],
-    presence_interval: float | None,
-    backend: str | None,
-    backend_option: tuple[str, ...],
-    gossip: str | None,
-    gossip_option: tuple[str, ...],
-    strategy_option: tuple[str, ...],
-    aggregator_option: tuple[str, ...],
-    queue_capacity: int | None,
-    admission: str | None,
-    admission_option: tuple[str, ...],
-    http_bind: str | None,
-    api_key: str | None,
-    as_json: bool,
-) -> None:
+@click.pass_context
+def node(ctx: click.Context, /, config_file: Path | None, as_json: bool, **params: Any) -> None:
     """Run a node until Ctrl-C: join the overlay and serve this user and its peers."""
-    overrides = {
-        "data_dir": str(data_dir),
-        "listen_addrs": list(listen) or None,
-        "bootstrap": list(bootstrap) or None,
-        "presence_interval_s": presence_interval,
-        "backend": backend,
-        "backend_options": parse_backend_options(backend_option) or None,
-        "gossip": gossip,
-        "gossip_options": parse_backend_options(gossip_option) or None,
-        "strategy_options": parse_named_options(strategy_option) or None,
-        "aggregator_options": parse_named_options(aggregator_option) or None,
-        "queue_capacity": queue_capacity,
-        "admission": admission,
-        "admission_options": parse_backend_options(admission_option) or None,
-        "http": http_bind,
-        "http_api_key": api_key or None,
+    # a value click filled in from its default must not override the --config file
+    given = {
+        name: value
+        for name, value in params.items()
+        if ctx.get_parameter_source(name) is not ParameterSource.DEFAULT
     }
+    overrides = node_overrides(given)
     with user_errors():
-        if config_file is not None:
-            config = NodeConfig.from_toml(config_file, **overrides)
-        else:
-            config = NodeConfig.from_mapping({k: v for k, v in overrides.items() if v is not None})
+        config = load_config(config_file, overrides, str(params["data_dir"]))
         # bound now so that a taken port is a one-line error, not a failure deep in startup
         http_socket = bind_http_socket(config.http) if config.http else None
 
@@ -159,6 +184,57 @@ def node(
         await trio.sleep_forever()
 
     run_until_signalled(main)
+
+
+# NodeConfig fields each option sets, by the option's parameter name
+_SETS_FIELD = {
+    "data_dir": "data_dir",
+    "listen": "listen_addrs",
+    "bootstrap": "bootstrap",
+    "presence_interval": "presence_interval_s",
+    "backend": "backend",
+    "gossip": "gossip",
+    "queue_capacity": "queue_capacity",
+    "admission": "admission",
+    "http_bind": "http",
+    "api_key": "http_api_key",
+}
+_SETS_OPTIONS = ("backend_option", "gossip_option", "admission_option")
+_SETS_NAMED_OPTIONS = ("strategy_option", "aggregator_option")
+
+
+def node_overrides(given: dict[str, Any]) -> dict[str, Any]:
+    """NodeConfig values from the options the user gave (None: not given)."""
+    overrides: dict[str, Any] = {}
+    for param, field in _SETS_FIELD.items():
+        value = given.get(param)
+        overrides[field] = list(value) if isinstance(value, tuple) else value
+    for param in (*_SETS_OPTIONS, *_SETS_NAMED_OPTIONS):
+        flag = "--" + param.replace("_", "-")
+        parse = parse_named_options if param in _SETS_NAMED_OPTIONS else parse_backend_options
+        overrides[param + "s"] = parse(given.get(param, ()), flag)
+    if "data_dir" in given:
+        overrides["data_dir"] = str(given["data_dir"])
+    return {field: value or None for field, value in overrides.items()}
+
+
+def load_config(config_file: Path | None, overrides: dict[str, Any], data_dir: str) -> NodeConfig:
+    """The node's configuration: `overrides` (those not None) over the file, over defaults;
+    PluginError, with the closest name, for a plugin that is not installed."""
+    if config_file is not None:
+        config = NodeConfig.from_toml(config_file, defaults={"data_dir": data_dir}, **overrides)
+    else:
+        given = {k: v for k, v in overrides.items() if v is not None}
+        config = NodeConfig.from_mapping({"data_dir": data_dir, **given})
+    for kind, name in (
+        ("backend", config.backend),
+        ("gossip", config.gossip),
+        ("admission", config.admission),
+        *(("strategy", name) for name in config.strategy_options),
+        *(("aggregator", name) for name in config.aggregator_options),
+    ):
+        check_plugin_name(kind, name)
+    return config
 
 
 def _announce(running: App, as_json: bool) -> None:
@@ -198,20 +274,7 @@ def peers(data_dir: Path, as_json: bool) -> None:
             }
         )
         return
-    table = Table(title=f"peers seen by {status['peer_id']}")
-    for column in ("peer id", "address", "models", "queue", "service s", "λ /s", "seen s ago"):
-        table.add_column(column)
-    for peer in status["peers"]:
-        table.add_row(
-            peer["peer_id"],
-            "\n".join(peer["listen_addrs"]),
-            ", ".join(peer["models"]) or "-",
-            f"{peer['queue_length']}/{peer['queue_capacity']}",
-            _maybe(peer["mean_service_s"]),
-            _maybe(peer["arrival_rate"]),
-            f"{peer['last_seen_s']:.1f}",
-        )
-    console.print(table)
+    console.print(peers_table(status))
     rejected = status["messages"]["rejected"]
     if rejected:
         console.print("rejected messages: " + ", ".join(f"{k}={v}" for k, v in rejected.items()))
@@ -220,6 +283,70 @@ def peers(data_dir: Path, as_json: bool) -> None:
         console.print("refused: " + ", ".join(f"{k}={v}" for k, v in refused.items()))
     if status["pending_peers"]:
         console.print(f"{status['pending_peers']} more peers heard of, not reached yet")
+
+
+def peers_table(status: dict[str, Any]) -> Table:
+    """The node itself (first, seen "self") and its peers, in 80 columns: short peer ids and
+    one address each; `peers --json` has them in full."""
+    table = Table(
+        title=f"{len(status['peers'])} peers seen by {short_peer_id(status['peer_id'])}",
+        caption="full peer ids and addresses: dmoa-p2p peers --json",
+        box=box.SIMPLE_HEAD,
+        padding=(0, 1, 0, 0),
+        show_edge=False,
+    )
+    table.add_column("peer", min_width=13, no_wrap=True)
+    for column, width in (("address", _ADDRESS_CHARS), ("model", _MODEL_CHARS)):
+        table.add_column(column, max_width=width, no_wrap=True, overflow="ellipsis")
+    for column in ("queue", "α s", "λ /s", "seen"):
+        table.add_column(column, justify="right", no_wrap=True)
+    own = status["queue"]
+    table.add_row(
+        short_peer_id(status["peer_id"]),
+        one_address(status["listen_addrs"]),
+        status["plugins"]["model"],
+        f"{own['length']}/{own['capacity']}",
+        _maybe(own["mean_service_s"]),
+        _maybe(own["arrival_rate"]),
+        "self",
+        style="bold",
+    )
+    for peer in status["peers"]:
+        table.add_row(
+            short_peer_id(peer["peer_id"]),
+            one_address(peer["listen_addrs"]),
+            ", ".join(peer["models"]) or "-",
+            f"{peer['queue_length']}/{peer['queue_capacity']}",
+            _maybe(peer["mean_service_s"]),
+            _maybe(peer["arrival_rate"]),
+            _ago(peer["last_seen_s"]),
+        )
+    return table
+
+
+_ADDRESS_CHARS, _MODEL_CHARS = 24, 14  # with the rest, a row is 80 columns at most
+
+
+def _ago(seconds: float) -> str:
+    return f"{seconds:.1f}s" if seconds < 10 else f"{seconds:.0f}s"
+
+
+def short_peer_id(peer_id: str) -> str:
+    """12D3KooW…abcd: the head says what kind of key, the tail tells peers apart."""
+    return peer_id if len(peer_id) <= 13 else f"{peer_id[:8]}…{peer_id[-4:]}"
+
+
+def one_address(addrs: list[str]) -> str:
+    """The first address others can reach (loopback last) as HOST:PORT, "+N" for the rest."""
+    if not addrs:
+        return "-"
+    ordered = sorted(addrs, key=lambda a: a.startswith(("/ip4/127.", "/ip6/::1/")))
+    head, sep, _peer = ordered[0].rpartition("/p2p/")
+    addr = head if sep else ordered[0]
+    parts = addr.strip("/").split("/")
+    if len(parts) == 4 and parts[0] in ("ip4", "ip6", "dns", "dns4", "dns6") and parts[2] == "tcp":
+        addr = f"[{parts[1]}]:{parts[3]}" if parts[0] == "ip6" else f"{parts[1]}:{parts[3]}"
+    return addr + (f" +{len(addrs) - 1}" if len(addrs) > 1 else "")
 
 
 def _maybe(value: float | None) -> str:

@@ -12,6 +12,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from dmoa_p2p.cli._common import (
+    check_plugin_name,
     console,
     json_option,
     parse_backend_options,
@@ -31,7 +32,13 @@ from dmoa_p2p.simulate import (
 )
 
 REAL_MULTIPLIERS = (0.5, 0.8, 0.9, 1.1, 1.2, 1.5)
-REAL_ALPHA_S = 0.05
+ALPHA_S, REAL_ALPHA_S = 1.0, 0.05
+DURATION_S, REAL_DURATION_S = 1000.0, 60.0
+WARMUP_ALPHAS, ADMISSION_WARMUP_S = 50, 70.0  # warm-up: 50·α_max, at least 70 s with admission
+
+
+def _span(values: tuple[float, ...]) -> str:
+    return f"{values[0]:g} … {values[-1]:g}"
 
 
 @click.command()
@@ -41,7 +48,8 @@ REAL_ALPHA_S = 0.05
 @click.option(
     "--alpha",
     type=click.FloatRange(min=0, min_open=True),
-    help=f"Mean (exponential) service time of each device, s. [default: 1; --real: {REAL_ALPHA_S}]",
+    help="Mean (exponential) service time of each device, s. "
+    f"[default: {ALPHA_S:g}; --real: {REAL_ALPHA_S:g}]",
 )
 @click.option(
     "--alpha-per-node",
@@ -66,17 +74,19 @@ REAL_ALPHA_S = 0.05
     "--multipliers",
     callback=positive_numbers,
     metavar="X1,X2,...",
-    help="λ as multiples of the predicted threshold. [default: 0.2 … 2.0; --real: 0.5 … 1.5]",
+    help="λ as multiples of the predicted threshold. "
+    f"[default: {_span(DEFAULT_MULTIPLIERS)}; --real: {_span(REAL_MULTIPLIERS)}]",
 )
 @click.option(
     "--duration",
     type=click.FloatRange(min=0, min_open=True),
-    help="Measured seconds per point. [default: 1000; --real: 60]",
+    help=f"Measured seconds per point. [default: {DURATION_S:g}; --real: {REAL_DURATION_S:g}]",
 )
 @click.option(
     "--warmup",
     type=click.FloatRange(min=0),
-    help="Unmeasured seconds first. [default: 50·α_max; 70 s or more with admission]",
+    help=f"Unmeasured seconds first. [default: {WARMUP_ALPHAS}·α_max; "
+    f"{ADMISSION_WARMUP_S:g} s or more with admission]",
 )
 @click.option(
     "--queue-capacity",
@@ -140,28 +150,30 @@ def simulate(**options: Any) -> None:
 
 def _base_config(options: dict[str, Any]) -> tuple[RunConfig, list[float]]:
     real: bool = options["real"]
-    alpha = options["alpha"] or (REAL_ALPHA_S if real else 1.0)
+    alpha = options["alpha"] or (REAL_ALPHA_S if real else ALPHA_S)
     alphas: list[float] = options["alpha_per_node"] or [alpha] * options["n"]
     if options["layers"] > 0 and options["proposers"] > len(alphas) - 1:
         raise click.BadParameter(
             f"k = {options['proposers']} proposers need at least {options['proposers'] + 1} devices"
         )
     admission: str = options["admission"]
+    with user_errors():
+        check_plugin_name("admission", admission)
     warmup: float | None = options["warmup"]
     if warmup is None:
-        warmup = 50 * max(alphas)
+        warmup = WARMUP_ALPHAS * max(alphas)
         if admission != "none":  # admission acts on measured service times and rates
-            warmup = max(warmup, 70.0)
+            warmup = max(warmup, ADMISSION_WARMUP_S)
     base = RunConfig(
         alphas=tuple(alphas),
         layers=options["layers"],
         proposers=options["proposers"],
         rate=1.0,  # replaced per point
-        duration_s=options["duration"] or (60.0 if real else 1000.0),
+        duration_s=options["duration"] or (REAL_DURATION_S if real else DURATION_S),
         seed=options["seed"],
         strategy=options["strategy"],
         admission=admission,
-        admission_options=parse_backend_options(options["admission_option"]),
+        admission_options=parse_backend_options(options["admission_option"], "--admission-option"),
         warmup_s=warmup,
         queue_capacity=options["queue_capacity"],
         presence_interval_s=options["presence_interval"],

@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import attrs
 import click
 import trio
 from rich.console import Console
@@ -13,10 +14,12 @@ from rich.console import Console
 from dmoa_p2p.cli._ask import query_options, query_request, show_answer
 from dmoa_p2p.cli._common import (
     backend_options,
+    check_plugin_name,
     json_option,
     parse_backend_options,
     print_json,
     run_until_signalled,
+    user_errors,
 )
 from dmoa_p2p.moa import Answer, QueryRequest
 from dmoa_p2p.swarm import SwarmError, SwarmMember, open_inprocess_swarm, open_process_swarm
@@ -46,7 +49,7 @@ progress = Console(stderr=True)
     type=click.FloatRange(min=1),
     default=60,
     show_default=True,
-    help="Give up if peer views have not converged after this many seconds.",
+    help="Give up if peer views have not converged this many seconds after every node is up.",
 )
 @click.option(
     "--base-dir",
@@ -89,6 +92,9 @@ def swarm(
         raise click.BadParameter(f"{n} ports from {http_base_port} go past 65535")
     verbosity = ctx.find_root().params.get("verbose", 0)
     options = parse_backend_options(backend_option)
+    if backend:
+        with user_errors():
+            check_plugin_name("backend", backend)
     request = QueryRequest.from_json(query_request(query, prompt)) if prompt else None
     node_args = ["--backend", backend] if backend else []
     for key, value in options.items():
@@ -99,15 +105,18 @@ def swarm(
 
     async def main(nursery: trio.Nursery) -> None:
         with progress.status(f"starting {n} nodes…") as status:
+            start = trio.current_time()  # convergence is timed from here, start-up included
             if in_process:
                 cm: Any = open_inprocess_swarm(n, base_dir, **config)
             else:
                 cm = open_process_swarm(n, base_dir, verbosity, node_args, http_base_port)
             async with cm as local:
+                up_s = trio.current_time() - start
                 status.update("waiting until every node sees every other…")
-                converged_s = await local.wait_converged(timeout)
+                await local.wait_converged(timeout)
+                timing = SwarmTiming(up_s, trio.current_time() - start)
                 status.stop()
-                report(local.members, converged_s, as_json and request is None)
+                report(local.members, timing, as_json and request is None)
                 if request is None:
                     await trio.sleep(math.inf if duration is None else duration)
                     return
@@ -119,19 +128,26 @@ def swarm(
                 status.stop()
                 show_answer(answer.to_json(), show_trace, as_json)
 
-    try:
-        run_until_signalled(main)
-    except SwarmError as exc:
-        raise click.ClickException(str(exc)) from exc
+    run_until_signalled(main, also=(SwarmError,))
     if not as_json:
         progress.print("swarm stopped", style="dim")
 
 
-def report(members: list[SwarmMember], converged_s: float, as_json: bool) -> None:
+@attrs.frozen
+class SwarmTiming:
+    """Seconds from the swarm's start until every node was up, and until every node's peer
+    view held every other node (as first seen by polling the nodes' status)."""
+
+    up_s: float
+    converged_s: float
+
+
+def report(members: list[SwarmMember], timing: SwarmTiming, as_json: bool) -> None:
     if as_json:
         print_json(
             {
-                "converged_s": round(converged_s, 3),
+                "up_s": round(timing.up_s, 3),
+                "converged_s": round(timing.converged_s, 3),
                 "nodes": [
                     {
                         "index": m.index,
@@ -152,4 +168,7 @@ def report(members: list[SwarmMember], converged_s: float, as_json: bool) -> Non
         progress.print(f"  node {m.index}  {m.dial_addr}", soft_wrap=True)
         for url in m.http_urls:
             progress.print(f"          API {url}/v1  status {url}/status", soft_wrap=True)
-    progress.print(f"every node sees every other node (converged in {converged_s:.1f} s)")
+    progress.print(
+        f"every node sees every other node {timing.converged_s:.1f} s after the start "
+        f"(all {len(members)} up after {timing.up_s:.1f} s)"
+    )

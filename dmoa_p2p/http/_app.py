@@ -7,8 +7,9 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
+from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -21,36 +22,56 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from dmoa_p2p.http._chat import StreamedAnswer, admit, answer_whole
 from dmoa_p2p.http._errors import ApiError, bad_request
 from dmoa_p2p.http._metrics import CONTENT_TYPE, NodeMetrics
-from dmoa_p2p.http._request import DEFAULT_MODEL, LOCAL, MoaSettings, parse_chat_request
+from dmoa_p2p.http._request import (
+    DEFAULT_MODEL,
+    LOCAL,
+    MoaSettings,
+    parse_chat_request,
+    parse_model,
+)
 from dmoa_p2p.http._status import status_html
 from dmoa_p2p.node import Node
 from dmoa_p2p.registry import plugin_names
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 4 << 20
-ROUTES = ("/v1/chat/completions", "/v1/models", "/metrics", "/status", "/")
+ROUTES = ("/v1/chat/completions", "/v1/models", "/metrics", "/status", "/health", "/")
+OPEN_ROUTES = ("/health",)  # load balancers and container checks hold no key
 
 
 class BearerAuth:
-    """Every request needs `Authorization: Bearer <key>` (compared in constant time)."""
+    """Every request needs the key (compared in constant time), but `GET /health`.
+
+    The key comes as `Authorization: Bearer <key>`, or, for a browser opening `/status`, as
+    the query parameter `key` of a GET request.
+    """
 
     def __init__(self, app: ASGIApp, key: str) -> None:
         self.app = app
-        self.expected = f"Bearer {key}".encode()
+        self.key = key.encode()
+
+    def _given(self, scope: Scope) -> bytes:
+        header: bytes = dict(scope["headers"]).get(b"authorization", b"")
+        if header.startswith(b"Bearer "):
+            return header.removeprefix(b"Bearer ")
+        if scope["method"] in ("GET", "HEAD"):
+            query = parse_qs(bytes(scope.get("query_string", b"")).decode("latin-1"))
+            return (query.get("key") or [""])[-1].encode()
+        return b""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            given = dict(scope["headers"]).get(b"authorization", b"")
-            if not hmac.compare_digest(given, self.expected):
-                error = ApiError(
-                    401,
-                    "missing or wrong API key: send Authorization: Bearer <key>",
-                    kind="invalid_request_error",
-                    code="invalid_api_key",
-                    headers={"WWW-Authenticate": "Bearer"},
-                )
-                await error.response()(scope, receive, send)
-                return
+        checked = scope["type"] == "http" and scope["path"] not in OPEN_ROUTES
+        if checked and not hmac.compare_digest(self._given(scope), self.key):
+            error = ApiError(
+                401,
+                "missing or wrong API key: send Authorization: Bearer <key> "
+                "(or, from a browser, add ?key=<key> to the address)",
+                kind="invalid_request_error",
+                code="invalid_api_key",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+            await error.response()(scope, receive, send)
+            return
         await self.app(scope, receive, send)
 
 
@@ -65,7 +86,10 @@ class CountRequests:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        route = scope["path"] if scope["path"] in ROUTES else "other"
+        path = scope["path"]
+        # one label for every model id: a client cannot grow the metric without bound
+        route = "/v1/models/{id}" if path.startswith("/v1/models/") else path
+        route = route if route in (*ROUTES, "/v1/models/{id}") else "other"
 
         async def counting_send(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -100,7 +124,7 @@ async def _json_body(request: Request) -> Any:
 async def chat_completions(request: Request) -> Response:
     node = _node(request)
     chat = parse_chat_request(await _json_body(request), node.backend.model_name)
-    admitted = admit(node, chat.query)
+    admitted = admit(node, chat.query)  # before any response: a refusal is its own status
     if chat.stream:
         return StreamedAnswer(node, admitted, chat)
     try:
@@ -126,20 +150,51 @@ def model_entries(node: Node, created: int) -> list[dict[str, Any]]:
             configurations[f"{DEFAULT_MODEL}:aggregator={name}"] = MoaSettings(aggregator=name)
     configurations[node.backend.model_name] = LOCAL
     return [
-        {
-            "id": name,
-            "object": "model",
-            "created": created,
-            "owned_by": node.peer_id if settings == LOCAL else "dmoa-p2p",
-            "dmoa": settings.to_json(),
-        }
-        for name, settings in configurations.items()
+        _model_entry(name, settings, node, created) for name, settings in configurations.items()
     ]
+
+
+def _model_entry(name: str, settings: MoaSettings, node: Node, created: int) -> dict[str, Any]:
+    return {
+        "id": name,
+        "object": "model",
+        "created": created,
+        "owned_by": node.peer_id if settings == LOCAL else "dmoa-p2p",
+        "dmoa": settings.to_json(),
+    }
 
 
 async def list_models(request: Request) -> Response:
     entries = model_entries(_node(request), request.app.state.started)
     return JSONResponse({"object": "list", "data": entries})
+
+
+async def retrieve_model(request: Request) -> Response:
+    """One model: any name a completion accepts, listed or not (`dmoa:layers=3` too)."""
+    node, name = _node(request), request.path_params["model"]
+    entries = {e["id"]: e for e in model_entries(node, request.app.state.started)}
+    if name in entries:
+        return JSONResponse(entries[name])
+    try:
+        settings = parse_model(name, node.backend.model_name)
+    except ApiError as exc:  # a name no completion would take is no model
+        raise ApiError(404, exc.message, param="model", code="model_not_found") from exc
+    entry = _model_entry(name, settings, node, request.app.state.started)
+    return JSONResponse(entry)
+
+
+async def health(request: Request) -> Response:
+    """200 while the node serves (its model was loaded before the server started), 503 while
+    the server shuts down; no key needed."""
+    node = _node(request)
+    body = {
+        "status": "stopping" if request.app.state.stopping else "ok",
+        "peer_id": node.peer_id,
+        "model": node.backend.model_name,
+        "peers": len(node.live_peer_ids()),
+        "queue": {"length": node.queue.length, "capacity": node.queue.capacity},
+    }
+    return JSONResponse(body, 503 if request.app.state.stopping else 200)
 
 
 async def metrics_page(request: Request) -> Response:
@@ -152,8 +207,8 @@ async def status_page(request: Request) -> Response:
     wanted = request.query_params.get("format")
     if wanted is None:  # browsers ask for HTML, scripts and curl for anything
         wanted = "html" if "text/html" in request.headers.get("accept", "") else "json"
-    if wanted == "html":
-        return HTMLResponse(status_html(data))
+    if wanted == "html":  # its links carry the key it was opened with, if any
+        return HTMLResponse(status_html(data, request.query_params.get("key")))
     if wanted == "json":
         return JSONResponse(data)
     raise bad_request(f"format must be html or json, got {wanted!r}", "format")
@@ -168,6 +223,12 @@ async def _http_error(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
     return ApiError(exc.status_code, str(exc.detail), kind=kind).response()
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: Starlette) -> AsyncIterator[None]:
+    yield
+    app.state.stopping = True  # the server drains: /health tells load balancers to go
 
 
 def build_app(
@@ -185,13 +246,17 @@ def build_app(
         routes=[
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
             Route("/v1/models", list_models, methods=["GET"]),
+            Route("/v1/models/{model:path}", retrieve_model, methods=["GET"]),
+            Route("/health", health, methods=["GET"]),
             Route("/metrics", metrics_page, methods=["GET"]),
             Route("/status", status_page, methods=["GET"]),
             Route("/", status_page, methods=["GET"]),
         ],
         middleware=middleware,
         exception_handlers={ApiError: _api_error, HTTPException: _http_error},
+        lifespan=_lifespan,
     )
+    app.state.stopping = False
     app.state.node = node
     app.state.metrics = metrics
     app.state.status = status or (lambda: node.snapshot().to_json())

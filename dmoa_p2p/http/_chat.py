@@ -53,12 +53,6 @@ def usage(answer: Answer) -> dict[str, int]:
     }
 
 
-def finish_reason(chat: ChatRequest, answer: Answer) -> str:
-    final = [call for call in answer.trace.calls if call.role == "aggregator"]
-    cut = final and final[-1].completion_tokens >= chat.query.params.max_tokens
-    return "length" if cut else "stop"
-
-
 class Completion:
     """The ids and fields every response and chunk of one completion share."""
 
@@ -76,7 +70,8 @@ class Completion:
             {
                 "index": 0,
                 "message": {"role": "assistant", "content": answer.text},
-                "finish_reason": finish_reason(self.chat, answer),
+                # "length": cut at max_tokens; "stop": ended by itself or at a stop string
+                "finish_reason": answer.finish_reason,
             }
         ]
         body["usage"] = usage(answer)
@@ -92,7 +87,7 @@ class Completion:
     def closing_chunks(self, answer: Answer) -> list[bytes]:
         last = self._head("chat.completion.chunk")
         last["choices"] = [
-            {"index": 0, "delta": {}, "finish_reason": finish_reason(self.chat, answer)}
+            {"index": 0, "delta": {}, "finish_reason": answer.finish_reason}
         ]
         if self.chat.include_trace:
             last["trace"] = answer.trace.to_json()
@@ -133,6 +128,11 @@ async def answer_whole(
 class StreamedAnswer(Response):
     """Server-sent events in OpenAI's chunk format, the final aggregation's text as it comes.
 
+    The response begins with the answer's first piece of text (or the query's end), not
+    before: a prompt that fails before it has produced any text (its model could not answer)
+    gets its error status, JSON body and Retry-After as a whole answer would, so that the
+    client can retry. Only a failure after the first piece can come as an error event.
+
     The query runs beside the writer and hands it text through an unbounded channel (the
     answer is at most max_tokens long), so a slow client never holds up the model; a client
     that leaves cancels the query.
@@ -147,20 +147,30 @@ class StreamedAnswer(Response):
         self.status_code = 200
         self.background = None
         self.init_headers({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        self.error: ApiError | None = None  # the query's failure, once known
+        self.texted = False  # a piece of the answer went into the channel
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope)
-            await self._write(send)
+            await self._write(scope, receive, send)
             nursery.cancel_scope.cancel()
 
-    async def _write(self, send: Send) -> None:
+    async def _write(self, scope: Scope, receive: Receive, send: Send) -> None:
         events_in, events = trio.open_memory_channel[bytes](math.inf)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._run, events_in)
-            await _body(send, self.completion.chunk({"role": "assistant", "content": ""}))
             async with events:
+                try:
+                    first = await events.receive()
+                except trio.EndOfChannel:  # the query failed before any text
+                    assert self.error is not None
+                    await self.error.response()(scope, receive, send)
+                    return
+                start = {"type": "http.response.start", "status": 200}
+                await send({**start, "headers": self.raw_headers})
+                role = self.completion.chunk({"role": "assistant", "content": ""})
+                await _body(send, role + first + _waiting(events))
                 async for data in events:
                     await _body(send, data + _waiting(events))
         await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
@@ -169,6 +179,7 @@ class StreamedAnswer(Response):
         completion = self.completion
 
         def on_text(piece: str) -> None:
+            self.texted = True
             # the queue may go on calling after this query was cancelled
             with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                 events.send_nowait(completion.chunk({"content": piece}))
@@ -177,14 +188,20 @@ class StreamedAnswer(Response):
             try:
                 result = await answer(self.node, self.admitted, on_text)
             except ApiError as exc:
-                events.send_nowait(_event(exc.body()))
+                self._failed(events, exc)
                 return
-            except Exception as exc:  # headers are sent: the error goes in the stream
+            except Exception as exc:  # a bug or a broken plugin: the client gets the OpenAI shape
                 log.exception("a streamed query failed")
-                events.send_nowait(_event(ApiError(500, str(exc), kind="server_error").body()))
+                self._failed(events, ApiError(500, str(exc), kind="server_error"))
                 return
             for data in completion.closing_chunks(result):
                 events.send_nowait(data)
+
+    def _failed(self, events: trio.MemorySendChannel[bytes], error: ApiError) -> None:
+        """Before any text the writer answers with the error itself; after, as an event."""
+        self.error = error
+        if self.texted:
+            events.send_nowait(_event(error.body()))
 
 
 def _waiting(events: trio.MemoryReceiveChannel[bytes]) -> bytes:

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
 from starlette.responses import JSONResponse
 
-from dmoa_p2p.admission import PromptRefused
+from dmoa_p2p.admission import PromptRefused, whole_seconds
 
 # a refusal's cause as an HTTP status: 429 when the client should slow down (the swarm is
-# loaded, or the node's operator capped its queue), 503 when the node cannot take the
-# prompt now (its queue is full, its model cannot answer)
+# loaded, or this node's operator capped what it admits), 503 when this node cannot take
+# the prompt now (its queue is full, its model cannot answer)
 _REFUSAL_STATUS = {"swarm_overloaded": 429, "cap": 429, "queue_full": 503, "model_unavailable": 503}
 
 
@@ -52,11 +51,12 @@ class ApiError(Exception):
 
 
 def refused(exc: PromptRefused) -> ApiError:
-    """A refused prompt in OpenAI's shape, with Retry-After; the code is its cause."""
+    """A refused prompt in OpenAI's shape: the code is its cause, and the message, Retry-After
+    and retry-after-ms say the same wait (whole seconds, rounded up)."""
     status = _REFUSAL_STATUS[exc.cause]
     return ApiError(
         status,
-        str(exc),
+        str(exc),  # PromptRefused states its wait as `whole_seconds` does
         kind="rate_limit_error" if status == 429 else "server_error",
         code=exc.cause,
         headers=retry_after_headers(exc.retry_after_s),
@@ -68,9 +68,7 @@ def bad_request(message: str, param: str | None = None) -> ApiError:
 
 
 def retry_after_headers(seconds: float) -> dict[str, str]:
-    """Retry-After in whole seconds (HTTP), and in milliseconds as OpenAI's clients read it."""
-    seconds = max(0.0, seconds)
-    return {
-        "Retry-After": str(max(1, math.ceil(seconds))),
-        "retry-after-ms": str(max(1, round(seconds * 1000))),
-    }
+    """Retry-After in whole seconds (HTTP), and the same in milliseconds as OpenAI's clients
+    read it (they prefer retry-after-ms)."""
+    whole = whole_seconds(seconds)
+    return {"Retry-After": str(whole), "retry-after-ms": str(whole * 1000)}

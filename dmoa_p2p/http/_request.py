@@ -7,8 +7,9 @@ from typing import Any
 
 import attrs
 
-from dmoa_p2p.backends import GenerationParams
+from dmoa_p2p.backends import MAX_STOP_CHARS, MAX_STOP_STRINGS, ChatMessage, GenerationParams, Role
 from dmoa_p2p.http._errors import ApiError, bad_request
+from dmoa_p2p.http._fields import check_fields
 from dmoa_p2p.moa import (
     DEFAULT_AGGREGATOR,
     DEFAULT_LAYERS,
@@ -17,6 +18,7 @@ from dmoa_p2p.moa import (
     MAX_LAYERS,
     MAX_PROPOSERS,
     QueryRequest,
+    conversation_prompt,
 )
 from dmoa_p2p.registry import PluginError, load_plugin
 from dmoa_p2p.wire import limits
@@ -31,7 +33,12 @@ _KEYS = {
     "strategy": "strategy",
     "aggregator": "aggregator",
 }
-_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+_ROLES: dict[str, Role] = {
+    "system": "system",
+    "developer": "system",
+    "user": "user",
+    "assistant": "assistant",
+}
 
 
 @attrs.frozen
@@ -124,31 +131,19 @@ def _plugin_name(kind: str, name: Any, param: str) -> str:
 
 
 def flatten_messages(messages: Any) -> str:
-    """The conversation as the one prompt a MoA query answers.
-
-    A lone user message is the prompt itself. Otherwise system messages come first, then
-    the earlier turns as `User:` and `Assistant:` paragraphs, then the last user message.
-    """
+    """The conversation as the one prompt a MoA query answers (`moa.conversation_prompt`),
+    after checking it message by message so that a 400 names the bad one."""
     if not isinstance(messages, list) or not messages:
         raise bad_request("messages must be a non-empty list of chat messages", "messages")
     turns = [_turn(m, i) for i, m in enumerate(messages)]
-    role, last = turns[-1]
-    if role != "user":
+    if turns[-1].role != "user":
         raise bad_request("the last message must come from the user", "messages")
-    if not last.strip():
+    if not turns[-1].content.strip():
         raise bad_request("the last user message is empty", f"messages[{len(turns) - 1}]")
-    if len(turns) == 1:
-        return last
-    system = [text for r, text in turns[:-1] if r == "system"]
-    earlier = [f"{r.capitalize()}: {text}" for r, text in turns[:-1] if r != "system"]
-    parts = [*system]
-    if earlier:
-        parts.append("Conversation so far:\n\n" + "\n\n".join(earlier))
-    parts.append(f"User: {last}" if earlier else last)
-    return "\n\n".join(parts)
+    return conversation_prompt(turns)
 
 
-def _turn(message: Any, index: int) -> tuple[str, str]:
+def _turn(message: Any, index: int) -> ChatMessage:
     param = f"messages[{index}]"
     if not isinstance(message, dict):
         raise bad_request(f"{param} must be an object with role and content", param)
@@ -158,7 +153,7 @@ def _turn(message: Any, index: int) -> tuple[str, str]:
             f"{param}.role must be one of {', '.join(_ROLES)}, got {message.get('role')!r}",
             f"{param}.role",
         )
-    return role, _text(message.get("content"), f"{param}.content")
+    return ChatMessage(role, _text(message.get("content"), f"{param}.content"))
 
 
 def _text(content: Any, param: str) -> str:
@@ -180,6 +175,7 @@ def parse_chat_request(body: Any, local_model: str) -> ChatRequest:
     """A `POST /v1/chat/completions` body as a MoA query; ApiError (400/404) says what is wrong."""
     if not isinstance(body, dict):
         raise bad_request("the request body must be a JSON object")
+    check_fields(body)
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise bad_request("you must provide a model parameter (e.g. 'dmoa')", "model")
@@ -188,9 +184,14 @@ def parse_chat_request(body: Any, local_model: str) -> ChatRequest:
     if extra is not None:
         if not isinstance(extra, dict):
             raise bad_request("dmoa must be an object", "dmoa")
+        unknown = sorted(set(extra) - {*_KEYS.values(), "layer_timeout_s"})
+        if unknown:
+            raise bad_request(
+                f"dmoa.{unknown[0]} is not a MoA setting; use layers, proposers, strategy, "
+                "aggregator, layer_timeout_s",
+                f"dmoa.{unknown[0]}",
+            )
         settings = _settings(settings, extra, "dmoa")
-    if body.get("n") not in (None, 1):
-        raise bad_request("only n=1 is supported", "n")
     stream = _flag(body, "stream")
     options = body.get("stream_options") or {}
     if not isinstance(options, dict):
@@ -230,7 +231,29 @@ def _params(body: Mapping[str, Any]) -> GenerationParams:
         if temperature is None
         else _number(temperature, "temperature", 0.0, 2.0),
         seed=None if seed is None else _bounded_int(seed, "seed", -(2**63), 2**63 - 1),
+        stop=_stop(body.get("stop")),
     )
+
+
+def _stop(value: Any) -> tuple[str, ...]:
+    """OpenAI's `stop`: null, a string, or a list of up to four strings."""
+    stops = [value] if isinstance(value, str) else value
+    if stops is None:
+        return ()
+    if not isinstance(stops, list) or not 1 <= len(stops) <= MAX_STOP_STRINGS:
+        raise bad_request(
+            f"stop must be a string or a list of 1 to {MAX_STOP_STRINGS} strings, got "
+            f"{value!r:.100}",
+            "stop",
+        )
+    for i, stop in enumerate(stops):
+        if not isinstance(stop, str) or not 0 < len(stop) <= MAX_STOP_CHARS:
+            param = "stop" if isinstance(value, str) else f"stop[{i}]"
+            raise bad_request(
+                f"{param} must be a string of 1 to {MAX_STOP_CHARS} characters, got {stop!r:.100}",
+                param,
+            )
+    return tuple(stops)
 
 
 def _number(value: Any, param: str, low: float, high: float | None = None) -> float:

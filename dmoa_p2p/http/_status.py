@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from html import escape
 from typing import Any
+from urllib.parse import urlencode
 
 from dmoa_p2p.moa import DEFAULT_LAYERS, DEFAULT_PROPOSERS
 
@@ -58,8 +59,19 @@ def _peer_rows(status: dict[str, Any]) -> list[str]:
     return rows
 
 
-def status_html(status: dict[str, Any]) -> str:
-    """The page: who this node is, its peers and their load, ρ against the threshold."""
+def _link(path: str, key: str | None) -> str:
+    """`path` for an href, carrying the API key the page was opened with (see BearerAuth)."""
+    if key is None:
+        return escape(path)
+    joined = f"{path}{'&' if '?' in path else '?'}{urlencode({'key': key})}"
+    return escape(joined)
+
+
+def status_html(status: dict[str, Any], key: str | None = None) -> str:
+    """The page: who this node is, its peers and their load, ρ against the threshold.
+
+    `key`, when the page was opened with `?key=...`, goes into its links so that they open
+    too; the page reloads its own address, key included."""
     point = status["operating_point"]
     plugins = status["plugins"]
     rho = point["rho"]
@@ -91,7 +103,7 @@ stable while each user asks fewer than {_number(point["max_stable_rate_per_s"])}
 <tbody>{"".join(_peer_rows(status))}</tbody></table>
 <p>Prompts: {escape(outcomes)}. Rejected messages: {escape(rejected)}.
 Refused: {escape(refused)}. Pending peers (heard of, not reached): {status["pending_peers"]}.</p>
-<p class="dim">API: {escape(http)} · <a href="/status?format=json">JSON</a> ·
-<a href="/metrics">metrics</a> · refreshes every {REFRESH_S} s</p>
+<p class="dim">API: {escape(http)} · <a href="{_link("/status?format=json", key)}">JSON</a> ·
+<a href="{_link("/metrics", key)}">metrics</a> · refreshes every {REFRESH_S} s</p>
 </body></html>
 """

@@ -1,5 +1,6 @@
 """Distributed Mixture-of-Agents: query planning, layers of proposals, aggregation, traces."""
 
+from dmoa_p2p.moa._conversation import conversation_prompt, messages_from_json
 from dmoa_p2p.moa._layer import LayerContext
 from dmoa_p2p.moa._types import (
     DEFAULT_AGGREGATOR,
@@ -20,8 +21,26 @@ from dmoa_p2p.moa._types import (
     TokenBudget,
 )
 from dmoa_p2p.moa.engine import MoaEngine, QueryPlugins
+from dmoa_p2p.moa.progress import (
+    FinalStarted,
+    LayerDone,
+    LayerStarted,
+    Progress,
+    ProgressCallback,
+    ProposalReceived,
+    progress_from_json,
+    progress_to_json,
+)
 from dmoa_p2p.moa.strategies import Draw, plan_layers, uniform_draw
-from dmoa_p2p.moa.trace import Answer, CallRecord, LayerRecord, MissingProposer, Trace
+from dmoa_p2p.moa.trace import (
+    FINAL,
+    Answer,
+    CallRecord,
+    FinishReason,
+    LayerRecord,
+    MissingProposer,
+    Trace,
+)
 
 __all__ = [
     "DEFAULT_AGGREGATOR",
@@ -29,6 +48,7 @@ __all__ = [
     "DEFAULT_LAYER_TIMEOUT_S",
     "DEFAULT_PROPOSERS",
     "DEFAULT_STRATEGY",
+    "FINAL",
     "MAX_LAYERS",
     "MAX_PROPOSERS",
     "Aggregator",
@@ -36,19 +56,30 @@ __all__ = [
     "CallRecord",
     "Composition",
     "Draw",
+    "FinalStarted",
+    "FinishReason",
     "LayerContext",
+    "LayerDone",
     "LayerPlan",
     "LayerRecord",
+    "LayerStarted",
     "MissingProposer",
     "MoaEngine",
     "PeerLoad",
     "Plan",
+    "Progress",
+    "ProgressCallback",
     "PromptMode",
+    "ProposalReceived",
     "QueryPlugins",
     "QueryRequest",
     "Strategy",
     "TokenBudget",
     "Trace",
+    "conversation_prompt",
+    "messages_from_json",
     "plan_layers",
+    "progress_from_json",
+    "progress_to_json",
     "uniform_draw",
 ]

@@ -54,10 +54,12 @@ class LayerRun:
         layer: LayerPlan,
         seed_for: Callable[[str], int],
         avoid: set[str],
+        on_proposal: Callable[[str], None] = lambda _peer_id: None,
     ) -> None:
         """`task` is the layer's task with the origin as recipient: each copy names its
         proposer and gets its seed from `seed_for`. `avoid` holds the peers that refused or
-        were unreachable earlier in the query; this layer adds its own."""
+        were unreachable earlier in the query; this layer adds its own. `on_proposal` hears
+        of each peer whose proposal arrived."""
         self.context = context
         self.index = task.layer
         self.layer = layer
@@ -74,6 +76,7 @@ class LayerRun:
         self._task = task
         self._seed_for = seed_for
         self._avoid = avoid
+        self._on_proposal = on_proposal
 
     async def collect(self, nursery: trio.Nursery) -> None:
         for peer in self.asked:
@@ -119,6 +122,7 @@ class LayerRun:
                 completion_tokens=message.completion_tokens,
             )
         )
+        self._on_proposal(reply.peer_id)
 
     def _reroute(self, nursery: trio.Nursery) -> None:
         if len(self.replacements) >= len(self.layer.proposers):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import random
 import uuid
@@ -18,15 +17,10 @@ from dmoa_p2p.backends import ChatMessage, GenerationParams, TextCallback
 from dmoa_p2p.gossip import PeerUnreachable
 from dmoa_p2p.moa._fair_share import FairRateLimiter, TaskRefusal, TaskRefusalCause
 from dmoa_p2p.moa._layer import LayerContext, LayerRun, PeerLoads, Reply, SendMessage
-from dmoa_p2p.moa._types import (
-    Aggregator,
-    LayerPlan,
-    Plan,
-    QueryRequest,
-    Strategy,
-    TokenBudget,
-)
-from dmoa_p2p.moa.trace import Answer, CallRecord, LayerRecord, Trace
+from dmoa_p2p.moa._query import QueryRun
+from dmoa_p2p.moa._types import Aggregator, QueryRequest, Strategy
+from dmoa_p2p.moa.progress import ProgressCallback
+from dmoa_p2p.moa.trace import Answer, Trace
 from dmoa_p2p.queue import InferenceQueue, QueueFull, Served
 from dmoa_p2p.registry import create_plugin
 from dmoa_p2p.wire import ChatTurn, Message, Proposal, Refusal, Task
@@ -204,6 +198,7 @@ class MoaEngine:
         plugins: QueryPlugins | None = None,
         notes: Sequence[str] = (),
         on_text: TextCallback | None = None,
+        on_progress: ProgressCallback | None = None,
     ) -> Answer:
         """Answer `request` with a distributed Mixture-of-Agents; never fails for a peer's sake.
 
@@ -211,12 +206,25 @@ class MoaEngine:
         (e.g. what admission control changed) lead the trace's notes. `on_text` gets the
         answer's text as the final aggregation produces it (the single call when M = 0; an
         aggregator's direct answer in one piece): the pieces add up to the answer.
+        `on_progress` hears of each layer's start, each proposal and the final step.
+
+        With no peers at all, a plan of M >= 1 layers would only have the local model
+        aggregate its own single proposal: the local model answers alone, in one call, and
+        the trace says so.
         """
         plugins = plugins or self.resolve(request)
         context = self.layer_context
         started = context.clock()
-        plan = plugins.strategy.plan(request, list(context.peers()), context.rng)
-        query = _Query(self, request, plugins.aggregator, plan, uuid.uuid4().hex, on_text)
+        peers = list(context.peers())
+        plan = plugins.strategy.plan(request, peers, context.rng)
+        alone = ""
+        if plan.layers and not peers:
+            planned = len(plan.layers)
+            alone = f"no peers available: the local model answers alone (M=0, not {planned})"
+            plan = attrs.evolve(plan, layers=(), notes=(*plan.notes, alone))
+        query = QueryRun(
+            self, request, plugins.aggregator, plan, uuid.uuid4().hex, on_text, on_progress, alone
+        )
         text = await query.run()
         trace = Trace(
             query_id=query.query_id,
@@ -231,142 +239,4 @@ class MoaEngine:
             final_truncated=query.final_truncated,
             total_s=context.clock() - started,
         )
-        return Answer(text, trace)
-
-
-class _Query:
-    """The state of one query at its origin."""
-
-    def seed_for(self, peer_id: str) -> int:
-        """A sampling seed per node and query, reproducible from the user's seed if given."""
-        user_seed = self.request.params.seed
-        key = f"{self.query_id if user_seed is None else user_seed}/{peer_id}"
-        return int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big")
-
-    def __init__(
-        self,
-        engine: MoaEngine,
-        request: QueryRequest,
-        aggregator: Aggregator,
-        plan: Plan,
-        query_id: str,
-        on_text: TextCallback | None = None,
-    ) -> None:
-        self.engine = engine
-        self.on_text = on_text
-        self.streamed = 0  # characters of the answer already passed to `on_text`
-        self.request = request
-        self.aggregator = aggregator
-        self.plan = plan
-        self.query_id = query_id
-        self.calls: list[CallRecord] = []
-        self.layer_records: list[LayerRecord] = []
-        self.notes: list[str] = []
-        self.final_truncated: tuple[int, ...] = ()
-        self.avoid: set[str] = set()  # peers that refused or were unreachable in this query
-        backend = engine.queue.backend
-        self.budget = TokenBudget(
-            backend.context_length, request.params.max_tokens, backend.count_tokens
-        )
-
-    async def run(self) -> str:
-        raw = [ChatMessage("user", self.request.prompt)]
-        previous: list[str] = []
-        everything: list[str] = []
-        for index, layer in enumerate(self.plan.layers, start=1):
-            truncated: tuple[int, ...] = ()
-            messages = raw
-            if layer.mode == "augmented" and previous:
-                composed = self.aggregator.compose(self.request.prompt, previous, self.budget)
-                messages, truncated = list(composed.messages), composed.truncated
-            previous = await self._layer(index, layer, messages, truncated)
-            everything += previous
-        if not self.plan.layers:
-            return await self._final_call(raw) or ""
-        proposals = everything if self.plan.aggregate_all_layers else previous
-        direct = self.aggregator.direct_answer(self.request.prompt, proposals)
-        if direct is not None:
-            self._emit(direct)
-            return direct
-        composed = self.aggregator.compose(self.request.prompt, proposals, self.budget)
-        self.final_truncated = composed.truncated
-        answer = await self._final_call(list(composed.messages))
-        if answer is None:  # the local model failed: the best proposal is better than nothing
-            self.notes.append("final aggregation failed; answering with the longest proposal")
-            fallback = max(proposals, key=len, default="")
-            if not self.streamed:  # else the asker has part of an answer and keeps it
-                self._emit(fallback)
-            return fallback
-        return answer
-
-    async def _final_call(self, messages: list[ChatMessage]) -> str | None:
-        on_text = None if self.on_text is None else self._emit
-        return await self._own_call(messages, len(self.plan.layers) + 1, "aggregator", on_text)
-
-    def _emit(self, text: str) -> None:
-        if self.on_text is not None and text:
-            self.streamed += len(text)
-            self.on_text(text)
-
-    async def _own_call(
-        self,
-        messages: list[ChatMessage],
-        layer: int,
-        role: str,
-        on_text: TextCallback | None = None,
-    ) -> str | None:
-        params = attrs.evolve(self.request.params, seed=self.seed_for(self.engine.peer_id))
-        try:
-            served = await self.engine.queue.submit(messages, params, on_text)
-        except QueueFull as exc:
-            self.notes.append(f"layer {layer}: own model refused: {exc}")
-            return None
-        except Exception as exc:
-            self.notes.append(f"layer {layer}: own model failed: {exc}")
-            return None
-        self.calls.append(
-            CallRecord(
-                node=self.engine.peer_id,
-                layer=layer,
-                role=role,  # type: ignore[arg-type]
-                queue_wait_s=served.queue_wait_s,
-                service_s=served.service_s,
-                prompt_tokens=served.generation.prompt_tokens,
-                completion_tokens=served.generation.completion_tokens,
-            )
-        )
-        return served.generation.text
-
-    async def _layer(
-        self, index: int, layer: LayerPlan, messages: list[ChatMessage], truncated: tuple[int, ...]
-    ) -> list[str]:
-        """Ask the origin and the layer's proposers; return the proposals that came back."""
-        engine = self.engine
-        params = self.request.params
-        task = Task(
-            query_id=self.query_id,
-            layer=index,
-            origin=engine.peer_id,
-            recipient=engine.peer_id,  # a template: each copy names its proposer
-            messages=tuple(ChatTurn(role=m.role, content=m.content) for m in messages),
-            max_tokens=params.max_tokens,
-            temperature=params.temperature,
-            seed=0,
-            deadline_s=self.request.layer_timeout_s,
-        )
-        run = LayerRun(engine.layer_context, task, layer, self.seed_for, self.avoid)
-        own: list[str] = []
-        with engine.open_layer(self.query_id, index, run), trio.move_on_after(
-            self.request.layer_timeout_s
-        ):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._own_proposal, messages, index, own)
-                await run.collect(nursery)
-        self.calls += run.calls
-        self.layer_records.append(run.record(own_answered=bool(own), truncated=truncated))
-        return own + list(run.proposals.values())
-
-    async def _own_proposal(self, messages: list[ChatMessage], index: int, out: list[str]) -> None:
-        text = await self._own_call(messages, index, "proposer")
-        if text is not None:
-            out.append(text)
+        return Answer(text, trace, query.finish_reason)

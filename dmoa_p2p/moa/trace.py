@@ -8,6 +8,8 @@ import attrs
 import cattrs
 
 CallRole = Literal["proposer", "aggregator"]
+FinishReason = Literal["stop", "length"]
+FINAL = "final"  # the final aggregation's layer in JSON traces
 
 
 @attrs.frozen
@@ -15,7 +17,8 @@ class CallRecord:
     """One LLM inference made for the query."""
 
     node: str
-    layer: int  # 1..M for proposals, M+1 for the final aggregation
+    # 1..M for proposals; M+1 for the final aggregation (so layers sort), "final" in JSON
+    layer: int
     role: CallRole
     queue_wait_s: float
     service_s: float
@@ -57,21 +60,47 @@ class Trace:
     total_s: float
 
     def to_json(self) -> dict[str, Any]:
+        """The trace as JSON; the final aggregation's call has the layer "final"."""
         data: dict[str, Any] = _converter.unstructure(self)
+        for call in data["calls"]:
+            if call["role"] == "aggregator":
+                call["layer"] = FINAL
         return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Trace:
+        """The trace `to_json` wrote; "final" is layer M+1 again."""
+        final = len(data["layers"]) + 1
+        calls = [
+            {**call, "layer": final} if call["layer"] == FINAL else call for call in data["calls"]
+        ]
+        return _converter.structure({**data, "calls": calls}, cls)
 
 
 @attrs.frozen
 class Answer:
     text: str
     trace: Trace
+    # the final step's: "length" when the answer was cut at max_tokens
+    finish_reason: FinishReason = "stop"
+
+    @property
+    def truncated(self) -> bool:
+        """True when the answer was cut at max_tokens (or the model's context)."""
+        return self.finish_reason == "length"
 
     def to_json(self) -> dict[str, Any]:
-        return {"answer": self.text, "trace": self.trace.to_json()}
+        return {
+            "answer": self.text,
+            "finish_reason": self.finish_reason,
+            "truncated": self.truncated,
+            "trace": self.trace.to_json(),
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Answer:
-        return cls(data["answer"], _converter.structure(data["trace"], Trace))
+        reason: FinishReason = "length" if data.get("finish_reason") == "length" else "stop"
+        return cls(data["answer"], Trace.from_json(data["trace"]), reason)
 
 
 _converter = cattrs.Converter()

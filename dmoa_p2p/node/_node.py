@@ -13,19 +13,21 @@ from contextlib import AbstractAsyncContextManager
 import trio
 
 from dmoa_p2p.admission import OperatingPoint
-from dmoa_p2p.backends import Backend, TextCallback, load_backend
+from dmoa_p2p.backends import Backend, TextCallback
 from dmoa_p2p.config import NodeConfig
 from dmoa_p2p.gossip import ClockSkew, GossipPolicy
 from dmoa_p2p.identity import NodeIdentity, load_or_create_identity
-from dmoa_p2p.moa import Answer, MoaEngine, PeerLoad, QueryRequest
+from dmoa_p2p.moa import Answer, MoaEngine, PeerLoad, ProgressCallback, QueryRequest
 from dmoa_p2p.node._clock import CLOCK_TOLERANCE_S, ClockWatch
-from dmoa_p2p.node._dialer import DialBudget, PeerDialer, peer_id_of_multiaddr
+from dmoa_p2p.node._dialer import DialBudget, PeerDialer
+from dmoa_p2p.node._known_peers import KNOWN_PEERS_FILE, KnownPeers
 from dmoa_p2p.node._lock import data_dir_lock
 from dmoa_p2p.node._peer_view import PeerView
 from dmoa_p2p.node._presence import BLOCK_S, PRESENCE_TOPIC, PresencePace, PresenceService
 from dmoa_p2p.node._prompts import AdmittedPrompt, PromptDesk, load_admission
 from dmoa_p2p.node._snapshot import NodeSnapshot, PeerEntry, load_of
-from dmoa_p2p.overlay import Overlay, open_libp2p_overlay
+from dmoa_p2p.node._watch import PeerKeeper, load_backend_announced
+from dmoa_p2p.overlay import Overlay, check_peer_address, open_libp2p_overlay
 from dmoa_p2p.queue import InferenceQueue
 from dmoa_p2p.registry import create_plugin
 from dmoa_p2p.wire import (
@@ -62,6 +64,7 @@ class Node:
         backend: Backend,
         wall_clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        known_peers: KnownPeers | None = None,
     ) -> None:
         self.config = config
         self.identity = identity
@@ -79,6 +82,12 @@ class Node:
         self._clock_watch = ClockWatch(self.events)
         self._presence_pace = PresencePace()
         self.blocked_until: dict[str, float] = {}  # presence flooders, until when
+        self.known_peers = known_peers or KnownPeers(
+            config.data_dir / KNOWN_PEERS_FILE, identity.peer_id
+        )
+        self.peer_keeper = PeerKeeper(
+            overlay, self.peer_view, self.known_peers, config.presence_interval_s, wall_clock
+        )
         self.engine = MoaEngine(
             identity.peer_id,
             self.queue,
@@ -185,26 +194,37 @@ class Node:
             await nursery.start(self._presence.run, presence_in, dialer)
             for addr in self.config.bootstrap:
                 nursery.start_soon(dialer.keep_connected, addr)
+            nursery.start_soon(self.peer_keeper.run, dialer, bool(self.config.bootstrap))
             nursery.start_soon(self._lift_blocks)
             task_status.started()
 
-    async def ask(self, request: QueryRequest, on_text: TextCallback | None = None) -> Answer:
+    async def ask(
+        self,
+        request: QueryRequest,
+        on_text: TextCallback | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> Answer:
         """Answer a user's prompt with a distributed Mixture-of-Agents over the peer view.
 
         Admission control decides first: the prompt runs as asked, runs with a smaller (M, k)
         (said in the trace), or is refused with PromptRefused. `on_text` gets the answer's
-        text as the final aggregation produces it.
+        text as the final aggregation produces it; `on_progress` the query's progress.
         """
-        return await self.answer(self.admit(request), on_text)
+        return await self.answer(self.admit(request), on_text, on_progress)
 
     def admit(self, request: QueryRequest) -> AdmittedPrompt:
         """`ask`'s admission step alone, for callers that must know before they start answering
         (a streamed HTTP response cannot become a refusal once begun); then call `answer`."""
         return self.prompts.admit(request)
 
-    async def answer(self, admitted: AdmittedPrompt, on_text: TextCallback | None = None) -> Answer:
+    async def answer(
+        self,
+        admitted: AdmittedPrompt,
+        on_text: TextCallback | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> Answer:
         """Run an admitted prompt (see `admit`)."""
-        return await self.prompts.answer(admitted, on_text)
+        return await self.prompts.answer(admitted, on_text, on_progress)
 
     def _block(self, peer_id: str) -> None:
         """Stop listening to a presence flooder's pubsub messages for BLOCK_S."""
@@ -322,20 +342,24 @@ async def open_node(
     from the configuration unless given, and closed on exit either way.
     """
     for addr in config.bootstrap:
-        peer_id_of_multiaddr(addr)  # fail fast on a bad bootstrap address
+        check_peer_address(addr)  # BadAddress now, rather than a dial that fails forever
     with data_dir_lock(config.data_dir):
         identity = identity or load_or_create_identity(config.data_dir)
         opener = overlay_opener or open_libp2p_overlay
-        backend = backend or load_backend(config.backend, config.backend_options)
+        backend = backend or load_backend_announced(config.backend, config.backend_options)
         try:
             async with opener(identity, config.listen_addrs) as overlay:
-                node = Node(config, identity, overlay, backend, wall_clock, rng)
-                async with trio.open_nursery() as nursery:
-                    await nursery.start(node.run)
-                    try:
-                        yield node
-                    finally:
-                        nursery.cancel_scope.cancel()
+                known = KnownPeers.load(config.data_dir / KNOWN_PEERS_FILE, identity.peer_id)
+                node = Node(config, identity, overlay, backend, wall_clock, rng, known)
+                try:
+                    async with trio.open_nursery() as nursery:
+                        await nursery.start(node.run)
+                        try:
+                            yield node
+                        finally:
+                            nursery.cancel_scope.cancel()
+                finally:
+                    node.known_peers.save(force=True)
         finally:
             with trio.CancelScope(shield=True):
                 await backend.aclose()

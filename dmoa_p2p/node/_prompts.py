@@ -17,7 +17,7 @@ from dmoa_p2p.admission import (
 )
 from dmoa_p2p.backends import TextCallback
 from dmoa_p2p.exceptions import only_cancelled
-from dmoa_p2p.moa import Answer, MoaEngine, QueryPlugins, QueryRequest
+from dmoa_p2p.moa import Answer, MoaEngine, ProgressCallback, QueryPlugins, QueryRequest
 from dmoa_p2p.queue import InferenceQueue
 from dmoa_p2p.registry import create_plugin
 
@@ -68,6 +68,11 @@ class PromptDesk:
         """
         plugins = self.engine.resolve(request)
         self.queue.load.observe_arrival()
+        queue = self.queue
+        if queue.length >= queue.capacity:  # its own calls could not even be queued
+            self.outcomes["refused"] += 1
+            reason = f"this node's queue is full: it holds {queue.length} prompts"
+            raise PromptRefused("queue_full", reason, queue.retry_after_s())
         context = AdmissionContext(
             request,
             self.operating_point(),
@@ -83,20 +88,31 @@ class PromptDesk:
         self.outcomes["degraded" if decision.action == "degrade" else "accepted"] += 1
         return AdmittedPrompt(decision, plugins)
 
-    async def answer(self, admitted: AdmittedPrompt, on_text: TextCallback | None = None) -> Answer:
+    async def answer(
+        self,
+        admitted: AdmittedPrompt,
+        on_text: TextCallback | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> Answer:
         """Run an admitted prompt. An empty answer without an aggregation means the node's
-        model could not answer at all: PromptRefused with cause `model_unavailable`."""
+        model could not answer at all: PromptRefused with cause `model_unavailable`.
+
+        Cancelled (the asker left, or the node stops), the prompt counts as `cancelled`,
+        never as answered.
+        """
         decision = admitted.decision
         notes = (decision.reason,) if decision.reason else ()
         try:
-            answer = await self.engine.ask(decision.request, admitted.plugins, notes, on_text)
+            answer = await self.engine.ask(
+                decision.request, admitted.plugins, notes, on_text, on_progress
+            )
         except BaseException as exc:
             self.outcomes["cancelled" if only_cancelled(exc) else "failed"] += 1
             raise
         if not answer.text and not any(c.role == "aggregator" for c in answer.trace.calls):
             self.outcomes["failed"] += 1
             reason = "the node's model could not answer: " + "; ".join(answer.trace.notes)
-            raise PromptRefused("model_unavailable", reason, 1.0)
+            raise PromptRefused("model_unavailable", reason, self.queue.retry_after_s())
         self.outcomes["answered"] += 1
         for listener in self.answer_listeners:
             listener(answer)

@@ -150,29 +150,34 @@ class NodeSnapshot:
         Never fails to render: a value that is not a finite number becomes null.
         """
         own = self.own
-        data: dict[str, Any] = finite({
-            "peer_id": self.peer_id,
-            "listen_addrs": list(self.listen_addrs),
-            "connected_peers": list(self.connected_peers),
-            "peers": [peer.to_json() for peer in self.peers],
-            "pending_peers": self.pending_peers,
-            "messages": {"accepted": self.messages_accepted, "rejected": self.messages_rejected},
-            "refusals": self.refusals,
-            "events": self.events,
-            "queue": {
-                "length": own.queue_length,
-                "capacity": own.queue_capacity,
-                "mean_service_s": own.mean_service_s,
-                "service_var_s2": own.service_var_s2,
-                "arrival_rate": own.arrival_rate,
-                "admitted_rate": own.admitted_rate,
-                "served": self.served,
-                "failed": self.failed,
-            },
-            "prompts": self.prompts,
-            "plugins": {**self.plugins, "admission_options": self.admission_options},
-            "operating_point": self.swarm_load.to_json(),
-        })
+        data: dict[str, Any] = finite(
+            {
+                "peer_id": self.peer_id,
+                "listen_addrs": list(self.listen_addrs),
+                "connected_peers": list(self.connected_peers),
+                "peers": [peer.to_json() for peer in self.peers],
+                "pending_peers": self.pending_peers,
+                "messages": {
+                    "accepted": self.messages_accepted,
+                    "rejected": self.messages_rejected,
+                },
+                "refusals": self.refusals,
+                "events": self.events,
+                "queue": {
+                    "length": own.queue_length,
+                    "capacity": own.queue_capacity,
+                    "mean_service_s": own.mean_service_s,
+                    "service_var_s2": own.service_var_s2,
+                    "arrival_rate": own.arrival_rate,
+                    "admitted_rate": own.admitted_rate,
+                    "served": self.served,
+                    "failed": self.failed,
+                },
+                "prompts": self.prompts,
+                "plugins": {**self.plugins, "admission_options": self.admission_options},
+                "operating_point": self.swarm_load.to_json(),
+            }
+        )
         return data
 
 

@@ -6,24 +6,30 @@ from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 
 from dmoa_p2p.identity import NodeIdentity
+from dmoa_p2p.overlay._addresses import check_peer_address
 from dmoa_p2p.overlay._memory import MemoryNetwork
 from dmoa_p2p.overlay._protocol import (
+    BadAddress,
     DirectHandler,
     DirectScreen,
     Overlay,
     OverlayError,
     OverlayMessage,
+    PortInUse,
     TopicValidator,
 )
 
 __all__ = [
+    "BadAddress",
     "DirectHandler",
     "DirectScreen",
     "MemoryNetwork",
     "Overlay",
     "OverlayError",
     "OverlayMessage",
+    "PortInUse",
     "TopicValidator",
+    "check_peer_address",
     "open_libp2p_overlay",
 ]
 

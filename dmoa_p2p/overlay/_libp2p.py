@@ -6,6 +6,7 @@ import collections
 import contextlib
 import logging
 import math
+import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
@@ -16,15 +17,18 @@ from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.network.config import ConnectionConfig
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import info_from_p2p_addr
-from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, GossipSub
 from libp2p.pubsub.pubsub import Pubsub
 from libp2p.tools.anyio_service import background_trio_service
 
 from dmoa_p2p.exceptions import leaves
 from dmoa_p2p.identity import NodeIdentity
+from dmoa_p2p.logs import claim_libp2p_logger
+from dmoa_p2p.overlay._addresses import check_listen_ports
 from dmoa_p2p.overlay._delivery import RECEIVE_CAPACITY, deliver
 from dmoa_p2p.overlay._libp2p_direct import DirectStreams, error_reason
+from dmoa_p2p.overlay._libp2p_router import new_router
 from dmoa_p2p.overlay._protocol import (
+    BadAddress,
     DirectHandler,
     DirectScreen,
     Overlay,
@@ -34,6 +38,7 @@ from dmoa_p2p.overlay._protocol import (
 )
 
 _log = logging.getLogger(__name__)
+claim_libp2p_logger()  # importing libp2p (above) reset its logger to print on stderr
 
 CONNECT_TIMEOUT_S = 10.0
 _CLOSE_TIMEOUT_S = 5.0
@@ -93,13 +98,18 @@ class Libp2pOverlay:
         try:
             info = info_from_p2p_addr(multiaddr.Multiaddr(multiaddr_))
         except Exception as exc:
-            raise OverlayError(f"cannot connect to {multiaddr_!r}: bad multiaddr: {exc}") from exc
+            raise BadAddress(f"cannot connect to {multiaddr_!r}: bad multiaddr: {exc}") from exc
         if info.peer_id == self._host.get_id():
             raise OverlayError(f"cannot connect to {multiaddr_!r}: that is this node's own id")
-        if info.peer_id not in self._host.get_network().connections:
+        network = self._host.get_network()
+        if info.peer_id not in network.connections:
             # py-libp2p dials only the first address it stored for a peer: a peer that came
             # back on another port would never be reached at the address asked for now
             self._host.get_peerstore().clear_addrs(info.peer_id)
+            # py-libp2p 0.8.1 refuses, for 60 s and without trying, every dial to a peer
+            # whose addresses all failed once (Swarm._negative_peer_cache): a restarted peer
+            # stayed unreachable for a minute. Our dialers pace their own retries.
+            network.unblock_peer(info.peer_id)
         try:
             with trio.fail_after(CONNECT_TIMEOUT_S):
                 await self._host.connect(info)
@@ -108,7 +118,7 @@ class Libp2pOverlay:
                 f"cannot connect to {multiaddr_!r}: no answer within {CONNECT_TIMEOUT_S:g} s"
             ) from exc
         except Exception as exc:
-            raise OverlayError(f"cannot connect to {multiaddr_!r}: {error_reason(exc)}") from exc
+            raise OverlayError(f"cannot connect to {multiaddr_!r}: {_dial_failure(exc)}") from exc
         return str(info.peer_id.to_base58())
 
     async def subscribe(
@@ -210,6 +220,19 @@ def _sync_validator(validator: TopicValidator) -> Callable[[Any, Any], bool]:
     return validate
 
 
+def _dial_failure(exc: BaseException) -> str:
+    """Why a dial failed, for people: the socket error at the bottom of libp2p's wrappers
+    ("Connection refused"), else `error_reason`."""
+    pending, seen = [exc], 0
+    while pending and seen < 50:
+        inner, seen = pending.pop(0), seen + 1
+        if isinstance(inner, OSError) and inner.errno is not None:
+            return os.strerror(inner.errno)
+        pending += [e for e in (inner.__cause__, inner.__context__) if e is not None]
+        pending += list(getattr(inner, "errors", None) or getattr(inner, "exceptions", None) or [])
+    return error_reason(exc)
+
+
 def _is_shutdown_race(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and _SHUTDOWN_RACE in str(exc)
 
@@ -247,7 +270,7 @@ def _listen_multiaddrs(listen_addrs: Sequence[str]) -> list[Any]:
     try:
         return [multiaddr.Multiaddr(addr) for addr in listen_addrs]
     except Exception as exc:
-        raise OverlayError(f"bad listen address in {list(listen_addrs)}: {exc}") from exc
+        raise BadAddress(f"bad listen address in {list(listen_addrs)}: {exc}") from exc
 
 
 def _unleak_inbound_slots(host: Any) -> None:
@@ -277,13 +300,14 @@ async def open_libp2p_overlay(
 ) -> AsyncIterator[Overlay]:
     """Run a py-libp2p host with GossipSub listening on `listen_addrs`, for the block's duration."""
     addrs = _listen_multiaddrs(listen_addrs)
+    check_listen_ports(listen_addrs)
     host = new_host(
         key_pair=create_new_key_pair(identity.seed),
         # without it every connect() waits 250 ms for a second connection
         connection_config=ConnectionConfig(max_connections_per_peer=1),
     )
     _unleak_inbound_slots(host)
-    gossipsub = _new_router(heartbeat_interval)
+    gossipsub = new_router(heartbeat_interval)
     pubsub = Pubsub(host, gossipsub, strict_signing=True)
     body_error: BaseException | None = None
     try:
@@ -366,16 +390,3 @@ async def _close_transports(muxed_conns: list[Any]) -> None:
             await secured.close()
         except Exception as exc:
             _log.debug("closing a connection's transport failed: %r", exc)
-
-
-def _new_router(heartbeat_interval: float) -> Any:
-    return GossipSub(
-        protocols=[PROTOCOL_ID_V11, PROTOCOL_ID],
-        degree=6,
-        degree_low=4,
-        degree_high=12,
-        # typed int in 0.8.1 but only ever passed to trio.sleep: a float works
-        heartbeat_interval=heartbeat_interval,  # default 120 s
-        spam_protection_enabled=False,  # default: >10 msg/s per peer and topic not forwarded
-        adaptive_gossip_enabled=False,  # else a small mesh stretches the heartbeat to 30-60 s
-    )

@@ -24,6 +24,14 @@ class OverlayError(Exception):
     """A network operation failed (dial refused, bad multiaddr, message not delivered, closed)."""
 
 
+class BadAddress(OverlayError):
+    """An address that no retry can make work: not a multiaddr, a bad IP, port or peer id."""
+
+
+class PortInUse(OverlayError):
+    """Another process (or socket) already listens on a TCP port this node was told to use."""
+
+
 @attrs.frozen
 class OverlayMessage:
     """A pubsub message that passed its topic validator."""

@@ -134,7 +134,9 @@ async def test_overload_is_refused_with_retry_after_and_bad_requests_get_400(
         await client.close()
     assert refused.value.status_code == 429
     assert int(refused.value.response.headers["retry-after"]) >= 1
-    assert "queue holds 1 prompts (cap 1)" in refused.value.message
+    assert "this node admits at most 1 prompts at a time" in refused.value.message
+    seconds = refused.value.response.headers["retry-after"]
+    assert f"retry in {seconds} s" in refused.value.message
     assert (bad.value.status_code, bad.value.param, bad.value.type) == (
         400, "temperature", "invalid_request_error"
     )
@@ -157,13 +159,75 @@ async def test_a_client_that_leaves_cancels_its_query(tmp_path: Path) -> None:
         data = json.dumps({**body, "stream": True}).encode()
         async with await raw_connection(url) as raw:
             await raw.send_all(request_head(len(data)) + data)
-            with trio.fail_after(3):
+            # the response starts with the first word: once the model has finished the call
+            # it was making for the query that was cancelled (5 s), 0.7 s into this one's
+            with trio.fail_after(10):
                 answer = b""
-                while b"data: " not in answer:  # the role chunk comes at once
+                while b"data: " not in answer:
                     answer += await raw.receive_some()
         await wait_for(lambda: node.outcomes["cancelled"] == 2, timeout_s=3)
         assert node.outcomes == {"accepted": 2, "cancelled": 2}
         assert node.queue.length <= 1  # the model finishes its current call; nothing waits
+
+
+async def test_openai_edges_through_the_official_client(tmp_path: Path) -> None:
+    """One model by id, stop, refused fields, a refused stream before any 200, /health and
+    /status without a Bearer header, on a real server with an API key."""
+    slow = {"backend": "fake", "backend_options": {"service_time": "2.0"}}
+    async with open_inprocess_swarm(
+        1, tmp_path, http="127.0.0.1:0", http_api_key="s3cret",
+        admission="cap", admission_options={"cap": "1"}, **slow,
+    ) as swarm:
+        url, node = swarm.members[0].http_urls[0], swarm.nodes[0]
+        client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="s3cret", max_retries=0)
+        with trio.fail_after(30):
+            model = await client.models.retrieve("dmoa:layers=2,proposers=1")
+            with pytest.raises(openai.NotFoundError) as unknown:
+                await client.models.retrieve("gpt-4o")
+            cut = await client.chat.completions.create(
+                model="fake", messages=QUESTION, stop=["sky", "never"]
+            )
+            with pytest.raises(openai.BadRequestError) as tools:
+                await client.chat.completions.create(
+                    model="fake", messages=QUESTION,
+                    tools=[{"type": "function", "function": {"name": "lookup"}}],
+                )
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(
+                    lambda: client.chat.completions.create(model="fake", messages=QUESTION)
+                )
+                await wait_for(lambda: node.queue.length == 1)
+                refused = await trio.to_thread.run_sync(refused_stream, url)
+                nursery.cancel_scope.cancel()
+            async with httpx.AsyncClient(base_url=url) as http:
+                health = await http.get("/health")
+                page = await http.get("/status", params={"key": "s3cret"},
+                                      headers={"Accept": "text/html"})
+                closed = await http.get("/status")
+        await client.close()
+    assert model.id == "dmoa:layers=2,proposers=1"
+    assert (model.model_extra or {})["dmoa"]["layers"] == 2
+    assert unknown.value.code == "model_not_found"
+    content = cut.choices[0].message.content
+    assert content is not None and content.endswith("] Why is the ")  # before "sky"
+    assert cut.choices[0].finish_reason == "stop"
+    assert (tools.value.param, tools.value.code) == ("tools", "unsupported_parameter")
+    assert refused.status_code == 429 and refused.code == "cap"
+    assert refused.response.headers["content-type"] == "application/json"
+    assert f"retry in {refused.response.headers['retry-after']} s" in refused.message
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+    assert page.status_code == 200 and node.peer_id in page.text
+    assert closed.status_code == 401
+
+
+def refused_stream(url: str) -> openai.RateLimitError:
+    """The error a streamed completion gets from the synchronous client (see stream_pieces)."""
+    with openai.OpenAI(base_url=f"{url}/v1", api_key="s3cret", max_retries=0) as client:
+        try:
+            client.chat.completions.create(model="fake", messages=QUESTION, stream=True)
+        except openai.RateLimitError as exc:
+            return exc
+    raise AssertionError("the stream was not refused")
 
 
 def request_head(content_length: int) -> bytes:

@@ -7,6 +7,8 @@ import gc
 import itertools
 import socket
 import warnings
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import trio
@@ -14,6 +16,7 @@ import trio
 from dmoa_p2p.identity import NodeIdentity
 from dmoa_p2p.overlay import Overlay, OverlayError, OverlayMessage, open_libp2p_overlay
 from dmoa_p2p.overlay._libp2p import _after_teardown
+from dmoa_p2p.overlay._libp2p_router import new_router
 
 pytestmark = pytest.mark.integration
 
@@ -138,12 +141,70 @@ async def test_connect_to_a_bad_address_raises_overlay_error() -> None:
             ("not an address", "bad multiaddr"),
             ("/ip4/127.0.0.1/tcp/4001", "bad multiaddr"),
             (overlay.listen_addrs[0], "own id"),
-            (refused, "unable to connect"),
+            (refused, "Connection refused"),
         ]:
             with pytest.raises(OverlayError, match=reason) as caught:
                 await overlay.connect(bad)
             assert repr(bad) in str(caught.value)
         assert overlay.connected_peers() == frozenset()
+
+
+async def test_a_peer_that_failed_once_can_be_dialled_again_at_once() -> None:
+    # py-libp2p's negative cache refused every dial to it for 60 s after one failure
+    comeback = NodeIdentity.generate()
+    port = unused_local_port()
+    where = f"/ip4/127.0.0.1/tcp/{port}/p2p/{comeback.peer_id}"
+    async with open_libp2p_overlay(NodeIdentity.generate(), LOCAL) as overlay:
+        with pytest.raises(OverlayError, match="Connection refused"):
+            await overlay.connect(where)
+        async with open_libp2p_overlay(comeback, [f"/ip4/127.0.0.1/tcp/{port}"]):
+            assert await overlay.connect(where) == comeback.peer_id
+
+
+def test_a_pruning_router_backs_off_from_the_peers_it_pruned() -> None:
+    """py-libp2p 0.8.1's heartbeat prunes an overfull mesh without a backoff of its own and
+    re-GRAFTs the pruned peers once its mesh runs low: each of them then logs "GRAFT flood
+    detected", penalises this node and prunes it back. Ours keeps a backoff."""
+    from libp2p.crypto.ed25519 import create_new_key_pair
+    from libp2p.peer.id import ID
+    from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, GossipSub
+
+    def regrafted(router: GossipSub) -> set[ID]:
+        peers = [ID.from_pubkey(create_new_key_pair().public_key) for _ in range(14)]
+        router.pubsub = SimpleNamespace(peer_topics={TOPIC: set(peers)})
+        router.peer_protocol = dict.fromkeys(peers, PROTOCOL_ID_V11)
+        router.mesh = {TOPIC: set(peers)}  # over degree_high (12): the heartbeat prunes 8
+        _, pruned = router.mesh_heartbeat()
+        assert len(pruned) == 8
+        # three mesh peers leave: the mesh is below degree_low (4), only pruned peers remain
+        kept = set(list(router.mesh[TOPIC])[:3])
+        router.pubsub.peer_topics[TOPIC] = kept | set(pruned)
+        router.mesh[TOPIC] = kept
+        grafted, _ = router.mesh_heartbeat()
+        return set(grafted) & set(pruned)
+
+    plain = GossipSub(
+        protocols=[PROTOCOL_ID_V11], degree=6, degree_low=4, degree_high=12, heartbeat_interval=1
+    )
+    assert len(regrafted(plain)) == 3  # the bug: GRAFTs to peers pruned a heartbeat ago
+    assert regrafted(new_router(1.0)) == set()
+
+
+async def test_a_refused_graft_leaves_a_backoff_too() -> None:
+    from libp2p.crypto.ed25519 import create_new_key_pair
+    from libp2p.peer.id import ID
+
+    router = new_router(1.0)
+    sent: list[Any] = []
+
+    async def send(message: Any, to_peer: ID) -> None:
+        sent.append(message)
+
+    router.emit_control_message = send
+    peer = ID.from_pubkey(create_new_key_pair().public_key)
+    await router.emit_prune(TOPIC, peer, False, False)
+    assert len(sent) == 1
+    assert router._check_back_off(peer, TOPIC)  # so no GRAFT goes to it a heartbeat later
 
 
 async def test_error_in_block_propagates_unwrapped() -> None:

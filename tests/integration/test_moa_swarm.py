@@ -83,6 +83,9 @@ def test_swarm_command_answers_with_a_trace_in_json(tmp_path: Path) -> None:
     assert len(calls) == 4
     assert {"node", "layer", "role", "queue_wait_s", "service_s"} <= set(calls[0])
     assert [c["role"] for c in calls].count("aggregator") == 1
+    # the aggregation is the "final" step, not layer M+1
+    assert [(c["layer"], c["role"]) for c in calls if c["layer"] != 1] == [("final", "aggregator")]
+    assert (answer["finish_reason"], answer["truncated"]) == ("stop", False)
 
 
 async def test_ask_command_talks_to_a_running_node(tmp_path: Path) -> None:
@@ -98,6 +101,7 @@ async def test_ask_command_talks_to_a_running_node(tmp_path: Path) -> None:
         answer = json.loads(result.stdout)
         assert answer["trace"]["origin"] == swarm.members[1].peer_id
         assert len(answer["trace"]["calls"]) == 4
+        assert answer["trace"]["calls"][-1]["layer"] == "final"
         bad = await trio.run_process(
             [sys.executable, "-m", "dmoa_p2p", "ask", "Hello?", "--strategy", "nope",
              "--data-dir", data_dir],

@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+import attrs
 import httpx
 import pytest
 import trio
@@ -139,3 +140,21 @@ async def test_a_swarm_sharing_one_server_answers_a_query(
     assert [c.role for c in trace.calls].count("aggregator") == 1
     assert trace.layers[0].missing == ()
     assert all(c.completion_tokens > 0 for c in trace.calls)
+
+
+async def test_stop_strings_end_the_answer_on_the_server(llama_server: str) -> None:
+    backend = create({"base_url": llama_server})
+    try:
+        free = await backend.generate(QUESTION, SHORT)
+        words = free.text.split()
+        assert len(words) >= 3, free.text  # greedy: the same answer every time
+        stop = words[2]
+        params = attrs.evolve(SHORT, stop=(stop,))
+        whole = await backend.generate(QUESTION, params)
+        pieces: list[str] = []
+        streamed = await backend.generate_stream(QUESTION, params, pieces.append)
+    finally:
+        await backend.aclose()
+    assert stop not in whole.text and free.text.startswith(whole.text.rstrip())
+    assert whole.finish_reason == "stop"
+    assert (streamed.text, streamed.finish_reason) == (whole.text, "stop")

@@ -177,3 +177,5 @@ def test_swarm_command_converges_and_exits_zero(tmp_path: Path) -> None:
     report = json.loads(result.stdout)
     assert len(report["nodes"]) == 3
     assert len({node["peer_id"] for node in report["nodes"]}) == 3
+    # timed from the start, node start-up included: convergence cannot come before it
+    assert 0 < report["up_s"] <= report["converged_s"] < 120

@@ -151,19 +151,51 @@ async def test_refusals_are_429_or_503_with_retry_after(
         nursery.start_soon(functools.partial(client.post, "/v1/chat/completions", json=LOCAL))
         await trio.sleep(0.5)
         refused = await client.post("/v1/chat/completions", json={**ASK, "stream": True})
-    assert refused.status_code == 429
-    assert refused.json()["error"]["code"] == "cap"
-    assert int(refused.headers["retry-after"]) >= 1
-    assert float(refused.headers["retry-after-ms"]) >= 1000
+    assert refused.status_code == 429  # a stream refused at admission: no 200, no SSE
+    assert refused.headers["content-type"] == "application/json"
+    error = refused.json()["error"]
+    assert error["code"] == "cap" and error["type"] == "rate_limit_error"
+    assert error["message"].startswith("this node admits at most 1 prompts at a time")
+    assert "swarm" not in error["message"]
+    agrees_with_its_message(refused)
     assert nodes[0].outcomes == {"accepted": 1, "answered": 1, "refused": 1}
+    for admission in ("cap", "none"):  # a full queue is queue_full whatever the policy
+        async with swarm_api(
+            tmp_path / admission, n=1, service_s=5.0, queue_capacity=1, admission=admission
+        ) as (nodes, client), trio.open_nursery() as nursery:
+            post = functools.partial(client.post, "/v1/chat/completions", json=LOCAL)
+            nursery.start_soon(post)
+            await trio.sleep(0.5)
+            full = await client.post("/v1/chat/completions", json=ASK)
+        assert full.status_code == 503 and full.json()["error"]["code"] == "queue_full"
+        assert full.json()["error"]["message"].startswith("this node's queue is full")
+        agrees_with_its_message(full)
+        assert nodes[0].outcomes["refused"] == 1
+
+
+def agrees_with_its_message(response: httpx.Response) -> None:
+    """Retry-After is whole seconds, at least 1, and the message and retry-after-ms say the
+    same wait."""
+    seconds = int(response.headers["retry-after"])
+    assert seconds >= 1
+    assert response.headers["retry-after-ms"] == str(seconds * 1000)
+    assert response.json()["error"]["message"].endswith(f"; retry in {seconds} s")
+
+
+async def test_retry_after_rounds_the_wait_up(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The cap policy asks for α·(queue length) = 2.5 s: the client is told 3 s, everywhere."""
     async with swarm_api(
-        tmp_path / "full", n=1, service_s=5.0, queue_capacity=1, admission="cap"
+        tmp_path, n=1, service_s=2.5, admission="cap", admission_options={"cap": "1"}
     ) as (nodes, client), trio.open_nursery() as nursery:
+        await client.post("/v1/chat/completions", json=LOCAL)  # α = 2.5 s is measured
         nursery.start_soon(functools.partial(client.post, "/v1/chat/completions", json=LOCAL))
         await trio.sleep(0.5)
-        full = await client.post("/v1/chat/completions", json=ASK)
-    assert full.status_code == 503 and full.json()["error"]["code"] == "queue_full"
-    assert "retry-after" in full.headers
+        refused = await client.post("/v1/chat/completions", json=LOCAL)
+    assert nodes[0].queue.load.mean_service_s == pytest.approx(2.5)
+    assert refused.headers["retry-after"] == "3"
+    agrees_with_its_message(refused)
 
 
 async def test_the_api_key_is_required_when_set(
@@ -246,7 +278,7 @@ class BrokenBackend(FakeBackend):
         raise BackendError("the model file vanished")
 
 
-async def test_a_model_that_cannot_answer_is_503_or_an_error_event(
+async def test_a_model_that_cannot_answer_is_503_streamed_or_not(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
     async with (
@@ -255,9 +287,9 @@ async def test_a_model_that_cannot_answer_is_503_or_an_error_event(
     ):
         whole = await client.post("/v1/chat/completions", json=LOCAL)
         streamed = await client.post("/v1/chat/completions", json={**LOCAL, "stream": True})
-    assert whole.status_code == 503
-    error = whole.json()["error"]
-    assert error["code"] == "model_unavailable" and "vanished" in error["message"]
-    assert streamed.status_code == 200  # the refusal comes after the headers: in the stream
-    last = events(streamed.text)[-1]
-    assert last["error"]["code"] == "model_unavailable"
+    for response in (whole, streamed):  # a stream fails before its first text: no 200
+        assert response.status_code == 503
+        assert response.headers["content-type"] == "application/json"
+        error = response.json()["error"]
+        assert error["code"] == "model_unavailable" and "vanished" in error["message"]
+        agrees_with_its_message(response)

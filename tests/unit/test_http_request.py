@@ -136,3 +136,91 @@ def test_http_binds_are_parsed_and_exposure_needs_a_key(tmp_path: Any) -> None:
         NodeConfig.from_mapping({"data_dir": str(tmp_path), "http": "0.0.0.0:8080"})
     exposed = NodeConfig(data_dir=tmp_path, http="0.0.0.0:8080", http_api_key="secret")
     assert "secret" not in repr(exposed)
+
+
+def test_stop_is_a_string_or_up_to_four() -> None:
+    def stop_of(value: Any) -> tuple[str, ...]:
+        return parse_chat_request(body(stop=value), LOCAL).query.params.stop
+
+    assert stop_of(None) == ()
+    assert stop_of("\n\n") == ("\n\n",)
+    assert stop_of(["User:", "###", "a", "b"]) == ("User:", "###", "a", "b")
+    for value, param in (
+        (["a"] * 5, "stop"),
+        ([], "stop"),
+        (7, "stop"),
+        ("", "stop"),
+        (["ok", ""], "stop[1]"),
+        (["ok", 3], "stop[1]"),
+        ("x" * 257, "stop"),
+    ):
+        assert refused(body(stop=value)).param == param
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("tools", [{"type": "function", "function": {"name": "lookup"}}]),
+        ("tool_choice", "required"),
+        ("tool_choice", {"type": "function", "function": {"name": "lookup"}}),
+        ("functions", [{"name": "lookup"}]),
+        ("function_call", {"name": "lookup"}),
+        ("response_format", {"type": "json_object"}),
+        ("response_format", {"type": "json_schema", "json_schema": {"name": "x"}}),
+        ("logprobs", True),
+        ("logprobs", 1),
+        ("top_logprobs", 3),
+        ("n", 2),
+        ("n", True),
+        ("logit_bias", {"50256": -100}),
+        ("presence_penalty", 0.5),
+        ("frequency_penalty", -1),
+        ("top_p", 0.9),
+        ("modalities", ["text", "audio"]),
+        ("audio", {"voice": "alloy", "format": "wav"}),
+        ("prediction", {"type": "content", "content": "..."}),
+        ("web_search_options", {}),
+    ],
+)
+def test_fields_the_node_cannot_honour_are_refused_by_name(field: str, value: Any) -> None:
+    error = refused(body(**{field: value}))
+    assert (error.param, error.code) == (field, "unsupported_parameter")
+    assert error.message.startswith(f"{field} = ") and "cannot be honoured" in error.message
+
+
+@pytest.mark.parametrize("field", ["top_k", "min_p", "temprature", "repeat_penalty"])
+def test_unknown_fields_are_refused_as_openai_does(field: str) -> None:
+    error = refused(body(**{field: 1}))
+    assert (error.param, error.code) == (field, "unknown_parameter")
+    assert "unrecognized request field" in error.message
+
+
+def test_fields_that_ask_for_nothing_are_accepted() -> None:
+    harmless = {
+        "user": "alice",
+        "metadata": {"run": "7"},
+        "store": False,
+        "service_tier": "auto",
+        "parallel_tool_calls": True,
+        "stream_options": {"include_usage": False},
+        "presence_penalty": 0,
+        "frequency_penalty": 0.0,
+        "top_p": 1,
+        "tools": [],
+        "tool_choice": "none",
+        "function_call": "auto",
+        "response_format": {"type": "text"},
+        "logprobs": False,
+        "top_logprobs": 0,
+        "logit_bias": {},
+        "modalities": ["text"],
+        "n": 1,
+        "audio": None,  # null is absent
+        "seed": None,
+    }
+    chat = parse_chat_request(body(**harmless), LOCAL)
+    assert chat.query == parse_chat_request(body(), LOCAL).query
+
+
+def test_unknown_moa_settings_are_refused() -> None:
+    assert refused(body(dmoa={"layerz": 2})).param == "dmoa.layerz"

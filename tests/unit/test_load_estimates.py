@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
+import math
 import random
 import statistics
+from pathlib import Path
 
 import pytest
 import trio
@@ -13,8 +16,9 @@ from dmoa_p2p.admission import OperatingPoint
 from dmoa_p2p.admission._pooling import ServiceEstimate, pooled_service_times
 from dmoa_p2p.backends import ChatMessage, GenerationParams
 from dmoa_p2p.backends.fake import FakeBackend
-from dmoa_p2p.moa import PeerLoad
+from dmoa_p2p.moa import PeerLoad, QueryRequest
 from dmoa_p2p.queue import InferenceQueue, LoadEstimator
+from dmoa_p2p.testing import memory_swarm
 
 
 class Clock:
@@ -39,7 +43,7 @@ def test_service_time_is_the_mean_and_variance_of_the_last_window() -> None:
 
 def test_arrival_rate_before_and_after_the_window_fills() -> None:
     clock = Clock()
-    load = LoadEstimator(clock, arrival_window=4, max_age_s=100.0)
+    load = LoadEstimator(clock, arrival_window=4, max_age_s=100.0, rate_decay_s=math.inf)
     assert load.arrival_rate is None  # no time has passed
     for at in (1.0, 2.0, 3.0):
         clock.now = at
@@ -54,23 +58,64 @@ def test_arrival_rate_before_and_after_the_window_fills() -> None:
     assert load.arrival_rate == 0.0
 
 
-def test_arrival_rate_is_unbiased_for_poisson_arrivals() -> None:
+@pytest.mark.parametrize("decay_s", [math.inf, 60.0, 20.0])
+def test_arrival_rate_is_unbiased_for_poisson_arrivals(decay_s: float) -> None:
+    """Asked at a moment fixed in advance, as a status page or a presence is: the rate is
+    right on average with or without decay, window full (most runs) or not."""
     rng = random.Random(7)
     rate = 0.25
     estimates = []
-    for _ in range(400):
+    for _ in range(1000):
         clock = Clock()
-        load = LoadEstimator(clock, arrival_window=16, max_age_s=1e9)
-        clock.now = 1000.0  # a start long before: the window fills by count
-        for _ in range(40):
-            clock.now += rng.expovariate(rate)
+        clock.now = 1000.0
+        load = LoadEstimator(clock, arrival_window=16, max_age_s=1e9, rate_decay_s=decay_s)
+        asked_at = clock.now + 160.0  # 40 arrivals on average
+        while (arrival := clock.now + rng.expovariate(rate)) < asked_at:
+            clock.now = arrival
             load.observe_arrival()
-        clock.now += rng.expovariate(rate) * rng.random()  # asked at some moment in between
+        clock.now = asked_at
         estimate = load.arrival_rate
         assert estimate is not None
         estimates.append(estimate)
-    # standard error of the mean: 0.25/sqrt(15·400) ≈ 0.0032
-    assert statistics.fmean(estimates) == pytest.approx(rate, abs=0.012)
+    # standard error of the mean: at most 0.09/sqrt(1000) ≈ 0.003 (the shortest decay)
+    assert statistics.fmean(estimates) == pytest.approx(rate, abs=0.009)
+
+
+def test_a_burst_fades_with_time_not_only_with_new_prompts() -> None:
+    clock = Clock()
+    load = LoadEstimator(clock, arrival_window=64, max_age_s=600.0, rate_decay_s=60.0)
+    clock.now = 1.0
+    for _ in range(10):  # ten prompts in a second, then silence
+        clock.now += 0.1
+        load.observe_arrival()
+    rates = []
+    for _ in range(6):
+        rates.append(load.arrival_rate)
+        clock.now += 60.0
+    assert rates[0] == pytest.approx(10 / 2.0, rel=0.05)  # what two seconds have seen
+    falling = [b < a / 2 for a, b in itertools.pairwise(rates) if a is not None and b is not None]
+    assert falling == [True] * 5
+    assert rates[1] is not None and rates[1] < 0.1  # a minute later
+    assert rates[-1] is not None and rates[-1] < 2e-3  # five minutes later
+
+
+async def test_an_idle_swarm_stops_looking_loaded_after_a_burst(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """ρ (the status page's, and dmoa_rho's) falls while nobody asks, as presences go on."""
+    backends = [FakeBackend(mean_s=0.5) for _ in range(3)]
+    async with memory_swarm(tmp_path, backends) as nodes, trio.open_nursery() as asks:
+        for _ in range(10):  # ten prompts in a second
+            asks.start_soon(nodes[0].ask, QueryRequest("Why is the sky blue?", 1, 2))
+            await trio.sleep(0.1)
+        await trio.sleep(30.0)  # all answered, and every node has measured its α
+        busy = nodes[1].snapshot().swarm_load.rho  # as a peer sees it, through presence
+        await trio.sleep(60.0)
+        idle = nodes[1].snapshot().swarm_load.rho
+        await trio.sleep(240.0)
+        later = nodes[1].snapshot().swarm_load.rho
+    assert busy is not None and idle is not None and later is not None
+    assert idle < busy / 2 and later < 0.01 < busy
 
 
 def exponential_estimate(rng: random.Random, alpha: float, samples: int) -> ServiceEstimate:

@@ -6,12 +6,27 @@ import random
 from collections.abc import Sequence
 from pathlib import Path
 
+import attrs
 import pytest
 import trio
 import trio.testing
 
+from dmoa_p2p.backends import ChatMessage, Generation, GenerationParams, TextCallback
 from dmoa_p2p.backends.fake import FakeBackend
-from dmoa_p2p.moa import PeerLoad, Plan, QueryRequest, plan_layers
+from dmoa_p2p.moa import (
+    Answer,
+    FinalStarted,
+    LayerDone,
+    PeerLoad,
+    Plan,
+    Progress,
+    ProposalReceived,
+    QueryRequest,
+    Trace,
+    plan_layers,
+    progress_from_json,
+    progress_to_json,
+)
 from dmoa_p2p.moa.aggregators import MoaAggregator
 from dmoa_p2p.node import Node
 from dmoa_p2p.overlay import MemoryNetwork
@@ -215,3 +230,77 @@ async def test_a_refusing_proposer_is_replaced_by_another_peer(
         assert len(layer.replacements) == 1
         assert layer.answered == (origin.peer_id, layer.replacements[0])
         nursery.cancel_scope.cancel()
+
+
+async def test_with_no_peers_the_local_model_answers_alone_in_one_call(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    backends = fakes(1)
+    events: list[Progress] = []
+    async with memory_swarm(tmp_path, backends) as nodes:
+        answer = await nodes[0].ask(QueryRequest("Alone?", 2, 2), on_progress=events.append)
+    assert len(backends[0].prompts) == 1  # not a proposal and an aggregation of it
+    assert backends[0].prompts[0] == [ChatMessage("user", "Alone?")]
+    (call,) = answer.trace.calls
+    assert (call.role, answer.trace.layers) == ("aggregator", ())
+    note = "no peers available: the local model answers alone (M=0, not 2)"
+    assert note in answer.trace.notes
+    assert events == [FinalStarted(0, note)]
+    assert answer.trace.to_json()["calls"][0]["layer"] == "final"
+
+
+async def test_progress_reports_every_layer_and_proposal_then_the_final_step(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    events: list[Progress] = []
+    async with memory_swarm(tmp_path, fakes(3)) as nodes:
+        origin = nodes[0]
+        await origin.ask(QueryRequest("Why?", 2, 2), on_progress=events.append)
+    kinds = [type(e).__name__ for e in events]
+    layer = ["LayerStarted", *["ProposalReceived"] * 3, "LayerDone"]
+    assert kinds == [*layer, *layer, "FinalStarted"]
+    received = [e for e in events if isinstance(e, ProposalReceived)]
+    assert [e.answered for e in received] == [1, 2, 3, 1, 2, 3]
+    assert origin.peer_id in {e.node for e in received[:3]}
+    assert events[4] == LayerDone(1, 2, 3, 3, 0)
+    assert events[-1] == FinalStarted(3)
+    assert all(progress_from_json(progress_to_json(e)) == e for e in events)
+
+
+class LengthCutFake(FakeBackend):
+    """A fake backend whose every answer says it was cut at max_tokens."""
+
+    async def generate(
+        self, messages: Sequence[ChatMessage], params: GenerationParams
+    ) -> Generation:
+        return attrs.evolve(await super().generate(messages, params), finish_reason="length")
+
+    async def generate_stream(
+        self, messages: Sequence[ChatMessage], params: GenerationParams, on_text: TextCallback
+    ) -> Generation:
+        generation = await super().generate_stream(messages, params, on_text)
+        return attrs.evolve(generation, finish_reason="length")
+
+
+@pytest.mark.parametrize("cut", [False, True])
+async def test_the_final_calls_finish_reason_is_the_answers(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, cut: bool
+) -> None:
+    backends = [LengthCutFake() if cut else FakeBackend(), FakeBackend()]
+    async with memory_swarm(tmp_path, backends) as nodes:
+        answer = await nodes[0].ask(QueryRequest("Long?", 1, 1))
+    assert answer.finish_reason == ("length" if cut else "stop") and answer.truncated == cut
+    data = answer.to_json()
+    assert (data["finish_reason"], data["truncated"]) == (answer.finish_reason, cut)
+    assert Answer.from_json(data) == answer
+
+
+async def test_a_json_trace_names_the_final_aggregation_and_reads_back(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with memory_swarm(tmp_path, fakes(3)) as nodes:
+        answer = await nodes[0].ask(QueryRequest("Why?", 2, 2))
+    layers = [call["layer"] for call in answer.trace.to_json()["calls"]]
+    assert sorted(layers, key=str) == [1, 1, 1, 2, 2, 2, "final"]
+    assert answer.trace.calls[-1].layer == 3  # in Python it sorts after the layers
+    assert Trace.from_json(answer.trace.to_json()) == answer.trace

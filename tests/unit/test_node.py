@@ -1,9 +1,13 @@
-"""Node on the in-memory overlay: presence, peer view convergence, expiry, rejection counts."""
+"""Node on the in-memory overlay: presence, peer views, expiry, rejections, restarts, notices."""
 
 from __future__ import annotations
 
 import contextlib
+import itertools
+import logging
+import re
 from pathlib import Path
+from typing import cast
 
 import pytest
 import trio
@@ -12,9 +16,12 @@ import trio.testing
 from dmoa_p2p.backends.fake import FakeBackend
 from dmoa_p2p.http import NodeMetrics
 from dmoa_p2p.identity import NodeIdentity
+from dmoa_p2p.logs import EVENTS
 from dmoa_p2p.moa import QueryRequest
-from dmoa_p2p.node import PRESENCE_TOPIC
-from dmoa_p2p.overlay import MemoryNetwork
+from dmoa_p2p.node import PRESENCE_TOPIC, Node
+from dmoa_p2p.node._dialer import MAX_BOOTSTRAP_BACKOFF_S, PeerDialer
+from dmoa_p2p.node._known_peers import KNOWN_PEERS_FILE
+from dmoa_p2p.overlay import BadAddress, MemoryNetwork, Overlay, OverlayError
 from dmoa_p2p.testing import idle_presence, memory_node, memory_swarm, wait_for, wall_clock
 from dmoa_p2p.wire import seal
 
@@ -105,3 +112,130 @@ async def test_presence_status_and_metrics_read_one_snapshot(
     assert set(point["rho_by_peer"]) == {node.peer_id, peer.peer_id}
     assert f"dmoa_rho {point['rho']}" in metrics
     assert 'dmoa_prompts_total{outcome="answered"} 1.0' in metrics
+
+
+async def test_a_restarted_node_redials_the_peers_it_remembers(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    network = MemoryNetwork(latency_s=0.01)
+    stop_a, a_stopped = trio.CancelScope(), trio.Event()
+
+    async def run_a(*, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED) -> None:
+        with stop_a:
+            async with memory_node(network, tmp_path / "a") as node:
+                task_status.started(node)
+                await trio.sleep_forever()
+        a_stopped.set()
+
+    async with trio.open_nursery() as nursery:
+        a: Node = await nursery.start(run_a)
+        async with memory_node(network, tmp_path / "b", a.listen_addrs) as b:
+            await wait_for(lambda: a.live_peer_ids() == {b.peer_id})
+            await trio.sleep(2)  # a remembers b, and saves it when it stops
+            stop_a.cancel()
+            await a_stopped.wait()
+            assert (tmp_path / "a" / KNOWN_PEERS_FILE).exists()
+            await wait_for(lambda: not b.live_peer_ids())
+            # a comes back on another address: b's bootstrap address for it is dead now,
+            # so only a's memory of b can bring them together
+            async with memory_node(network, tmp_path / "a") as a_again:
+                assert a_again.peer_id == a.peer_id
+                assert a_again.known_peers.peers()[0][0] == b.peer_id
+                started = trio.current_time()
+                await wait_for(lambda: a_again.live_peer_ids() == {b.peer_id})
+                await wait_for(lambda: b.live_peer_ids() == {a.peer_id})
+                assert trio.current_time() - started < 5.0
+
+
+async def test_the_user_hears_of_joining_and_losing_the_swarm_once_each(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    network = MemoryNetwork(latency_s=0.01)
+    caplog.set_level(logging.INFO, logger=EVENTS)
+    async with memory_node(network, tmp_path / "a") as a:
+        for i in range(3):
+            async with memory_node(network, tmp_path / str(i), a.listen_addrs):
+                pass
+        async with contextlib.AsyncExitStack() as stack:
+            for i in range(3):
+                await stack.enter_async_context(
+                    memory_node(network, tmp_path / str(i), a.listen_addrs)
+                )
+            await wait_for(lambda: len(a.live_peer_ids()) == 3)
+            await trio.sleep(5)
+        await wait_for(lambda: not a.live_peer_ids())
+        await trio.sleep(5)
+    said = [r.getMessage() for r in caplog.records if r.name == EVENTS]
+    a_said = [m for m in said if "joined" in m or "lost" in m]
+    assert "joined the swarm: 3 peers" in a_said
+    assert sum("lost all peers" in m for m in a_said) >= 1
+    assert said.count("no bootstrap peer given and none remembered: waiting to be dialled") == 1
+
+
+class ScriptedOverlay:
+    """Just enough of an overlay for PeerDialer: each connect() takes the next scripted result."""
+
+    def __init__(self, peer_id: str, script: list[str | None]) -> None:
+        self.peer_id = peer_id
+        self.script = script
+        self.connected: set[str] = set()
+        self.attempts: list[float] = []
+
+    def connected_peers(self) -> frozenset[str]:
+        return frozenset(self.connected)
+
+    async def connect(self, addr: str) -> str:
+        self.attempts.append(trio.current_time())
+        outcome = self.script.pop(0) if self.script else "Connection refused"
+        if outcome == "drop":
+            self.connected.clear()
+            outcome = "Connection refused"
+        if outcome is not None:
+            raise OverlayError(f"cannot connect to {addr!r}: {outcome}")
+        self.connected.add(self.peer_id)
+        return self.peer_id
+
+
+async def test_an_unreachable_bootstrap_is_said_once_per_reason_and_redialled_within_5_s(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    peer = NodeIdentity.generate().peer_id
+    addr = f"/ip4/127.0.0.1/tcp/4001/p2p/{peer}"
+    script: list[str | None] = ["Connection refused"] * 12
+    script += ["no answer within 10 s"] * 2
+    overlay = ScriptedOverlay(peer, [*script, None])
+    caplog.set_level(logging.INFO, logger=EVENTS)
+    async with trio.open_nursery() as nursery:
+        dialer = PeerDialer(cast(Overlay, overlay), nursery, 1.0, 16)
+        nursery.start_soon(dialer.keep_connected, addr)
+        await wait_for(lambda: overlay.connected == {peer}, timeout_s=120)
+        overlay.connected.clear()  # the peer went away
+        await wait_for(lambda: len(overlay.attempts) == 17, timeout_s=120)
+        nursery.cancel_scope.cancel()
+    said = [r.getMessage() for r in caplog.records if r.name == EVENTS]
+    assert said == [
+        f"bootstrap peer {addr} is unreachable: Connection refused",
+        f"bootstrap peer {addr} is unreachable: no answer within 10 s",
+        f"reached bootstrap peer {addr}",
+        f"bootstrap peer {addr} is unreachable: Connection refused",
+    ]
+    gaps = [b - a for a, b in itertools.pairwise(overlay.attempts[:15])]
+    assert max(gaps) <= MAX_BOOTSTRAP_BACKOFF_S + 0.01
+
+
+@pytest.mark.parametrize(
+    "bootstrap",
+    [
+        "/ip4/999.0.0.1/tcp/4001/p2p/12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBDWez9kSCVe2Xo",
+        "/ip4/127.0.0.1/tcp/4001/p2p/notapeerid",
+        "/ip4/127.0.0.1/tcp/99999/p2p/12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBDWez9kSCVe2Xo",
+    ],
+)
+async def test_a_bootstrap_address_that_can_never_work_refuses_to_start(
+    tmp_path: Path, bootstrap: str
+) -> None:
+    with pytest.raises(BadAddress, match=re.escape(repr(bootstrap))) as caught:
+        async with memory_node(MemoryNetwork(), tmp_path, [bootstrap]):
+            pass
+    assert "\n" not in str(caught.value)
+    assert not (tmp_path / "node.lock").exists()  # refused before anything started

@@ -76,9 +76,11 @@ def completion(text: str, usage: bool = True) -> dict[str, Any]:
     return data
 
 
-def sse(*pieces: str) -> bytes:
+def sse(*pieces: str, finish_reason: str | None = None) -> bytes:
     events = [{"choices": [{"index": 0, "delta": {"role": "assistant"}}]}]
     events += [{"choices": [{"index": 0, "delta": {"content": p}}]} for p in pieces]
+    if finish_reason is not None:
+        events.append({"choices": [{"index": 0, "delta": {}, "finish_reason": finish_reason}]})
     lines = [": keep-alive"] + [f"data: {json.dumps(e)}" for e in events] + ["data: [DONE]"]
     return "\n\n".join(lines).encode() + b"\n\n"
 
@@ -103,6 +105,7 @@ SCENARIOS: dict[str, Callable[[Request, int], Reply | None]] = {
     "nomodels": lambda r, n: Reply(body={"object": "list", "data": []}),
     "flaky": lambda r, n: None if n < 3 else Reply(body=completion("at last")),
     "stream": lambda r, n: Reply(body=sse("Hel", "lo", "!")),
+    "streamcut": lambda r, n: Reply(body=sse("Hel", "lo", finish_reason="length")),
     "garbled": lambda r, n: Reply(body={"unexpected": True}),
 }
 
@@ -270,6 +273,27 @@ async def test_a_configured_model_and_key_are_sent(
     assert [r.body["model"] for r in server.requests] == ["chosen", "chosen"]
     keys = [r.headers["authorization"] for r in server.requests]
     assert keys == ["Bearer from-env", "Bearer explicit"]
+
+
+async def test_stop_strings_are_sent_as_openais_stop(server: CannedHttpServer) -> None:
+    params = attrs.evolve(PARAMS, stop=("\n\n", "User:"))
+    async with backend_for(server, "ok", model="m") as backend:
+        await backend.generate(HELLO, params)
+        await backend.generate_stream(HELLO, params, lambda _piece: None)
+    assert [r.body["stop"] for r in server.requests] == [["\n\n", "User:"]] * 2
+
+
+async def test_a_streamed_answer_keeps_the_servers_finish_reason(
+    server: CannedHttpServer,
+) -> None:
+    async with backend_for(server, "streamcut", model="m") as backend:
+        pieces: list[str] = []
+        cut = await backend.generate_stream(HELLO, PARAMS, pieces.append)
+    async with backend_for(server, "stream", model="m") as backend:
+        whole = await backend.generate_stream(HELLO, PARAMS, pieces.append)
+    assert (cut.text, cut.finish_reason) == ("Hello", "length")
+    assert (whole.text, whole.finish_reason) == ("Hello!", "stop")  # none sent: "stop"
+    assert pieces == ["Hel", "lo", "Hel", "lo", "!"]
 
 
 async def test_missing_usage_is_estimated(server: CannedHttpServer) -> None:

@@ -143,10 +143,10 @@ class LlamaCppBackend:
             )
         seed = params.seed if params.seed is not None else self.options.seed
         seed %= MAX_SEED + 1  # llama.cpp takes a uint32 and reads 2**32 - 1 as "random"
-        # an answer that would overflow the context ends early, finish_reason "length"
-        return TokenJob(
-            prompt, min(params.max_tokens, room), params.temperature, seed, rendered.stop_strings
-        )
+        # an answer that would overflow the context ends early, finish_reason "length"; it
+        # ends before the chat format's stop strings (end of turn) and the caller's
+        stops = (*rendered.stop_strings, *params.stop)
+        return TokenJob(prompt, min(params.max_tokens, room), params.temperature, seed, stops)
 
     async def aclose(self) -> None:
         """Free the model, once any running generation has stopped (within one token)."""

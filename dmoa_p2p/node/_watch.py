@@ -1,0 +1,109 @@
+"""What the user must hear (model loaded, swarm joined, all peers lost) and the peers it keeps."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+
+import trio
+
+from dmoa_p2p.backends import Backend, load_backend
+from dmoa_p2p.logs import EVENTS
+from dmoa_p2p.node._dialer import PeerDialer
+from dmoa_p2p.node._known_peers import KnownPeers
+from dmoa_p2p.node._peer_view import PeerView
+from dmoa_p2p.overlay import Overlay
+
+events = logging.getLogger(EVENTS)
+
+# checks (one per presence interval) a non-empty view may keep growing before it is reported
+_MAX_SETTLE_CHECKS = 3
+SAVE_KNOWN_PEERS_S = 30.0  # how often the remembered peers are written, if they changed
+
+
+class SwarmWatch:
+    """Told the number of live peers once per presence interval, says when the node joins the
+    swarm and when it loses all its peers, each once per change.
+
+    A joining node meets its peers one presence at a time: "joined" waits until the count
+    held still for one check (or `_MAX_SETTLE_CHECKS` passed) so it names the swarm's size,
+    not the first peer heard.
+    """
+
+    def __init__(self, live_count: Callable[[], int]) -> None:
+        self._live_count = live_count
+        self.joined = False
+        self._last = 0
+        self._growing = 0  # checks since the view became non-empty, while not joined
+
+    def check(self) -> None:
+        count = self._live_count()
+        if self.joined:
+            if count == 0:
+                self.joined = False
+                events.warning(
+                    "lost all peers: this node is alone until a bootstrap or remembered peer "
+                    "answers, or a peer dials it"
+                )
+        elif count > 0:
+            self._growing += 1
+            if count == self._last or self._growing >= _MAX_SETTLE_CHECKS:
+                self.joined = True
+                self._growing = 0
+                events.info("joined the swarm: %d peer%s", count, "" if count == 1 else "s")
+        else:
+            self._growing = 0
+        self._last = count
+
+
+class PeerKeeper:
+    """Once per presence interval: tells the user of joins and losses (`SwarmWatch`),
+    remembers the peers the node is connected to (`KnownPeers`, saved now and then) and
+    redials remembered ones while the node has no peer at all."""
+
+    def __init__(
+        self,
+        overlay: Overlay,
+        peer_view: PeerView,
+        known: KnownPeers,
+        interval_s: float,
+        wall_clock: Callable[[], float],
+    ) -> None:
+        self._overlay = overlay
+        self._peer_view = peer_view
+        self.known = known
+        self._interval_s = interval_s
+        self._wall_clock = wall_clock
+        self.watch = SwarmWatch(lambda: len(peer_view.live_ids(trio.current_time())))
+
+    async def run(self, dialer: PeerDialer, has_bootstrap: bool) -> None:
+        dialer.dial_known(self.known.peers())
+        if not has_bootstrap and not len(self.known):
+            events.info("no bootstrap peer given and none remembered: waiting to be dialled")
+        saved_at = redialled_at = trio.current_time()
+        while True:
+            await trio.sleep(self._interval_s)
+            now = trio.current_time()
+            self.watch.check()
+            connected = self._overlay.connected_peers()
+            for record in self._peer_view.live(now):
+                if record.peer_id in connected:
+                    seen = self._wall_clock()
+                    self.known.remember(record.peer_id, record.presence.listen_addrs, seen)
+            # no sooner than the budget would allow each peer again (no refusals counted)
+            if not connected and now - redialled_at >= dialer.budget.per_peer_s:
+                dialer.dial_known(self.known.peers())
+                redialled_at = now
+            if now - saved_at >= SAVE_KNOWN_PEERS_S:
+                self.known.save()
+                saved_at = now
+
+
+def load_backend_announced(name: str, options: Mapping[str, str]) -> Backend:
+    """`backends.load_backend`, and the user told which model it loaded and how fast."""
+    started = time.monotonic()
+    backend = load_backend(name, options)
+    elapsed = time.monotonic() - started
+    events.info("model %s loaded in %.1f s (backend %s)", backend.model_name, elapsed, name)
+    return backend
