@@ -100,8 +100,11 @@ async def _handle(node: Node, status: Status, stream: trio.abc.Stream) -> None:
             response = _dispatch(status, request)
         except (ValueError, KeyError, TypeError) as exc:
             response = {"error": f"bad control request: {exc}"}
-        except trio.BrokenResourceError:
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
             return
+        except Exception as exc:  # one client's request must never stop the node
+            log.exception("control request failed")
+            response = {"error": f"the node could not answer: {exc}"}
         await _send_line(stream, response)
 
 
@@ -146,7 +149,7 @@ async def _serve_ask(
         async with trio.open_nursery() as writer:
             writer.start_soon(_write_lines, stream, lines_out, nursery.cancel_scope)
             async with lines_in:
-                lines_in.send_nowait(await _answer(node, query, on_text, on_progress))
+                push(await _answer(node, query, on_text, on_progress))
         nursery.cancel_scope.cancel()
     if nursery.cancel_scope.cancelled_caught:
         log.debug("control client left; its query was cancelled")
@@ -191,19 +194,19 @@ async def _write_lines(
 ) -> None:
     async with lines:
         async for line in lines:
-            try:
-                await _send_line(stream, line)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
+            if not await _send_line(stream, line):
                 scope.cancel()  # nobody reads the answer any more
                 return
 
 
-async def _send_line(stream: trio.abc.Stream, line: dict[str, Any]) -> None:
+async def _send_line(stream: trio.abc.Stream, line: dict[str, Any]) -> bool:
+    """Send one JSON line; False when the client has gone."""
     try:
         await stream.send_all(json.dumps(line).encode() + b"\n")
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         log.debug("control client left before the answer")
-        raise
+        return False
+    return True
 
 
 class LineReader:

@@ -15,13 +15,3 @@ def leaves(exc: BaseException) -> list[BaseException]:
 def only_cancelled(exc: BaseException) -> bool:
     """True when `exc` is trio.Cancelled, alone or as every leaf of an exception group."""
     return all(isinstance(leaf, trio.Cancelled) for leaf in leaves(exc))
-
-
-def single_leaf(
-    exc: BaseException, types: tuple[type[BaseException], ...]
-) -> BaseException | None:
-    """The one exception inside `exc` when there is exactly one and it is of `types`."""
-    found = leaves(exc)
-    if len(found) == 1 and isinstance(found[0], types):
-        return found[0]
-    return None

@@ -82,8 +82,9 @@ class _UserFormatter(_LineFormatter):
 
 def configure_logging(verbosity: int, log_file: Path | None = None) -> None:
     """Send dmoa_p2p and libp2p logs to stderr (and to `log_file`, appended), one record per
-    line; calling it again replaces the previous configuration. LogFileError if `log_file`
-    cannot be written."""
+    line; calling it again replaces the previous configuration. A negative `verbosity`
+    (`-q`) keeps warnings and errors only, without the default notices. LogFileError if
+    `log_file` cannot be written."""
     global _libp2p_level
     ours, theirs = _LEVELS[max(0, min(verbosity, len(_LEVELS) - 1))]
     file_handler = _open_log_file(log_file) if log_file is not None else None
@@ -92,7 +93,7 @@ def configure_logging(verbosity: int, log_file: Path | None = None) -> None:
     _installed.clear()
     plain = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
     stderr = logging.StreamHandler(sys.stderr)
-    if verbosity == 0:
+    if verbosity <= 0:
         stderr.setFormatter(_UserFormatter("%(message)s", _TIME, tracebacks=False))
     else:
         stderr.setFormatter(_LineFormatter(plain, _TIME, tracebacks=verbosity >= 2))
@@ -107,7 +108,8 @@ def configure_logging(verbosity: int, log_file: Path | None = None) -> None:
     ours_logger.handlers = list(_installed)
     ours_logger.setLevel(ours)
     ours_logger.propagate = False
-    logging.getLogger(EVENTS).setLevel(min(ours, logging.INFO))
+    events = logging.WARNING if verbosity < 0 else min(ours, logging.INFO)
+    logging.getLogger(EVENTS).setLevel(events)
     claim_libp2p_logger()
 
 

@@ -72,6 +72,7 @@ class _Job:
     done: trio.Event = attrs.field(factory=trio.Event)
     result: Served | None = None
     error: BaseException | None = None
+    serving: trio.CancelScope = attrs.field(factory=trio.CancelScope)  # its model call
 
 
 class RateWindow:
@@ -234,6 +235,7 @@ class InferenceQueue:
         self._wakeup = trio.Event()
         self.served = 0
         self.failed = 0
+        self.abandoned = 0  # calls stopped mid-answer because their asker left
 
     @property
     def length(self) -> int:
@@ -274,8 +276,12 @@ class InferenceQueue:
         try:
             await job.done.wait()
         finally:
+            # the asker gave up: a waiting prompt leaves the line, one being answered stops
+            # (streaming backends stop between tokens), so the model moves on at once
             if not job.done.is_set() and self._withdraw(job):
-                self._release(job)  # the asker gave up while waiting: don't spend the model
+                self._release(job)
+            elif not job.done.is_set():
+                job.serving.cancel()
         if job.error is not None:
             raise job.error
         assert job.result is not None
@@ -352,11 +358,16 @@ class InferenceQueue:
     async def _serve(self, job: _Job) -> None:
         started = trio.current_time()
         try:
-            generation = await self._generate(job)
+            with job.serving:
+                generation = await self._generate(job)
         except Exception as exc:  # the asker gets the error; the queue keeps serving
             self.failed += 1
             job.error = exc
         else:
+            if job.serving.cancelled_caught:  # its asker left: nobody reads it; not timed
+                self.abandoned += 1
+                job.done.set()
+                return
             service_s = trio.current_time() - started
             self.load.observe_service(service_s)
             self.served += 1

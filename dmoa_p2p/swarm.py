@@ -197,7 +197,8 @@ class ProcessSwarm:
             sys.executable,
             "-m",
             "dmoa_p2p",
-            *(["-v"] * verbosity),
+            # the swarm reports for its members; each says only what goes wrong, unless -v
+            *(["-v"] * verbosity if verbosity else ["-q"]),
             "node",
             "--data-dir",
             str(data_dir),

@@ -14,6 +14,7 @@ from dmoa_p2p.backends._protocol import (
     Role,
     StreamingBackend,
     TextCallback,
+    cut_at_stop,
 )
 
 __all__ = [
@@ -29,5 +30,6 @@ __all__ = [
     "Role",
     "StreamingBackend",
     "TextCallback",
+    "cut_at_stop",
     "load_backend",
 ]

@@ -34,6 +34,12 @@ MAX_STOP_STRINGS = 4  # as OpenAI's API allows
 MAX_STOP_CHARS = 256  # a backend looks for every stop string after every token
 
 
+def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+    """`text` up to the first of the `stop` strings, and whether one was found."""
+    cuts = [at for at in (text.find(s) for s in stop) if at >= 0]
+    return (text[: min(cuts)], True) if cuts else (text, False)
+
+
 def _stop_strings(_instance: object, _attribute: object, value: tuple[str, ...]) -> None:
     fine = isinstance(value, tuple) and len(value) <= MAX_STOP_STRINGS
     if not fine or not all(isinstance(s, str) and 0 < len(s) <= MAX_STOP_CHARS for s in value):

@@ -16,6 +16,7 @@ from dmoa_p2p.backends._protocol import (
     Generation,
     GenerationParams,
     TextCallback,
+    cut_at_stop,
 )
 
 DISTRIBUTIONS = ("fixed", "exponential")
@@ -98,11 +99,9 @@ class FakeBackend:
         last_user = next((m.content for m in reversed(messages) if m.role == "user"), "")
         words = " ".join(last_user.split()[:8])
         text = f"[{self._model_name} {digest}] {words}"
-        cuts = [at for at in (text.find(stop) for stop in params.stop) if at >= 0]
-        if cuts:
-            text = text[: min(cuts)]
+        text, stopped = cut_at_stop(text, params.stop)
         tokens = self.count_tokens(text)
-        reason = "length" if tokens > params.max_tokens and not cuts else "stop"
+        reason = "length" if tokens > params.max_tokens and not stopped else "stop"
         return Generation(text, self.count_tokens(prompt), min(tokens, params.max_tokens), reason)
 
     async def aclose(self) -> None:

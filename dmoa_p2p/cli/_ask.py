@@ -15,7 +15,14 @@ from rich.table import Table
 from rich.tree import Tree
 
 from dmoa_p2p.backends import GenerationParams
-from dmoa_p2p.cli._common import console, data_dir_option, json_option, print_json, user_errors
+from dmoa_p2p.cli._common import (
+    console,
+    data_dir_option,
+    json_option,
+    print_json,
+    until_signalled,
+    user_errors,
+)
 from dmoa_p2p.config import control_socket_path
 from dmoa_p2p.control import TEXT_EVENT, call_control
 from dmoa_p2p.moa import (
@@ -254,21 +261,11 @@ def run_query(path: Path, request: dict[str, Any], view: AnswerView) -> dict[str
     (closing the connection, which cancels the query on the node)."""
     answers: list[dict[str, Any]] = []
 
-    async def main() -> None:
-        with trio.open_signal_receiver(signal.SIGINT) as signals:
-            async with trio.open_nursery() as nursery:
-
-                async def cancel_on_signal() -> None:
-                    async for _ in signals:
-                        nursery.cancel_scope.cancel()
-                        return
-
-                nursery.start_soon(cancel_on_signal)
-                answers.append(await call_control(path, "ask", view.on_event, request=request))
-                nursery.cancel_scope.cancel()
+    async def main(_nursery: trio.Nursery) -> None:
+        answers.append(await call_control(path, "ask", view.on_event, request=request))
 
     with contextlib.suppress(KeyboardInterrupt), user_errors():  # Ctrl-C before trio's handler
-        trio.run(main)
+        trio.run(until_signalled, main, (signal.SIGINT,))
     if answers:
         return answers[0]
     view.cancelled()

@@ -40,7 +40,13 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     LogFileError,
     OverlayError,
     PluginError,
-    OSError,  # a file or port the user named: the message says which
+    # a file or directory the user named (--data-dir, --config, a model): the message says
+    # which; other OSErrors (sockets, descriptors) are bugs until shown otherwise
+    PermissionError,
+    FileNotFoundError,
+    FileExistsError,
+    IsADirectoryError,
+    NotADirectoryError,
 )
 # a -v count from which errors a user can fix show their traceback too
 TRACEBACK_VERBOSITY = 2
@@ -100,13 +106,16 @@ def _usage_in_one_line() -> Iterator[None]:
     help="More log output (-v: info, -vv: debug and tracebacks of start-up errors).",
 )
 @click.option(
+    "-q", "--quiet", is_flag=True, help="Warnings and errors only, not the node's notices."
+)
+@click.option(
     "--log-file",
     type=click.Path(dir_okay=False, path_type=Path),
     show_envvar=True,
     help="Also write the log to this file (appended), at the level -v sets.",
 )
 @click.version_option(package_name="dmoa-p2p")
-def cli(verbose: int, log_file: Path | None) -> None:
+def cli(verbose: int, quiet: bool, log_file: Path | None) -> None:
     """Run a distributed Mixture-of-Agents of local LLMs over a peer-to-peer network.
 
     The node's options can also come from the environment (DMOA_P2P_NODE_<OPTION>, e.g.
@@ -114,7 +123,7 @@ def cli(verbose: int, log_file: Path | None) -> None:
     DMOA_P2P_DATA_DIR and --log-file from DMOA_P2P_LOG_FILE.
     """
     with user_errors():
-        configure_logging(verbose, log_file)
+        configure_logging(-1 if quiet and not verbose else verbose, log_file)
 
 
 def data_dir_option(func: F) -> F:
@@ -273,19 +282,22 @@ def run_until_signalled(
     main: Callable[[trio.Nursery], Awaitable[None]], also: tuple[type[Exception], ...] = ()
 ) -> None:
     """trio.run `main`, cancelling it cleanly on SIGINT or SIGTERM; errors as `user_errors`."""
-
-    async def runner() -> None:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async with trio.open_nursery() as nursery:
-
-                async def stop_on_signal() -> None:
-                    async for _ in signals:
-                        nursery.cancel_scope.cancel()
-                        return
-
-                nursery.start_soon(stop_on_signal)
-                await main(nursery)
-                nursery.cancel_scope.cancel()
-
     with user_errors(also):
-        trio.run(runner)
+        trio.run(until_signalled, main, (signal.SIGINT, signal.SIGTERM))
+
+
+async def until_signalled(
+    main: Callable[[trio.Nursery], Awaitable[None]], signals: tuple[int, ...]
+) -> None:
+    """Run `main` in a nursery it is given, cancelling it at the first of `signals`."""
+    with trio.open_signal_receiver(*signals) as received:
+        async with trio.open_nursery() as nursery:
+
+            async def stop_on_signal() -> None:
+                async for _ in received:
+                    nursery.cancel_scope.cancel()
+                    return
+
+            nursery.start_soon(stop_on_signal)
+            await main(nursery)
+            nursery.cancel_scope.cancel()

@@ -39,11 +39,15 @@ ROUTES = ("/v1/chat/completions", "/v1/models", "/metrics", "/status", "/health"
 OPEN_ROUTES = ("/health",)  # load balancers and container checks hold no key
 
 
+BROWSER_ROUTES = frozenset({"/status", "/metrics"})  # the status page and what it links to
+
+
 class BearerAuth:
     """Every request needs the key (compared in constant time), but `GET /health`.
 
-    The key comes as `Authorization: Bearer <key>`, or, for a browser opening `/status`, as
-    the query parameter `key` of a GET request.
+    The key comes as `Authorization: Bearer <key>`, or, for a browser opening the status page
+    and the pages it links to (`BROWSER_ROUTES`), as the query parameter `key` of a GET
+    request. Nowhere else: a key in an address ends up in histories and proxy logs.
     """
 
     def __init__(self, app: ASGIApp, key: str) -> None:
@@ -54,7 +58,7 @@ class BearerAuth:
         header: bytes = dict(scope["headers"]).get(b"authorization", b"")
         if header.startswith(b"Bearer "):
             return header.removeprefix(b"Bearer ")
-        if scope["method"] in ("GET", "HEAD"):
+        if scope["method"] in ("GET", "HEAD") and scope["path"] in BROWSER_ROUTES:
             query = parse_qs(bytes(scope.get("query_string", b"")).decode("latin-1"))
             return (query.get("key") or [""])[-1].encode()
         return b""
@@ -208,7 +212,9 @@ async def status_page(request: Request) -> Response:
     if wanted is None:  # browsers ask for HTML, scripts and curl for anything
         wanted = "html" if "text/html" in request.headers.get("accept", "") else "json"
     if wanted == "html":  # its links carry the key it was opened with, if any
-        return HTMLResponse(status_html(data, request.query_params.get("key")))
+        page = HTMLResponse(status_html(data, request.query_params.get("key")))
+        page.headers["Referrer-Policy"] = "no-referrer"  # its address may hold the key
+        return page
     if wanted == "json":
         return JSONResponse(data)
     raise bad_request(f"format must be html or json, got {wanted!r}", "format")

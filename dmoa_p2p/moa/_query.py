@@ -10,7 +10,7 @@ from typing import Protocol
 import attrs
 import trio
 
-from dmoa_p2p.backends import ChatMessage, TextCallback
+from dmoa_p2p.backends import ChatMessage, TextCallback, cut_at_stop
 from dmoa_p2p.moa._layer import LayerContext, LayerRun
 from dmoa_p2p.moa._types import Aggregator, LayerPlan, Plan, QueryRequest, TokenBudget
 from dmoa_p2p.moa.progress import (
@@ -57,7 +57,7 @@ class QueryRun:
         self.on_text = on_text
         self.on_progress = on_progress
         self.alone = alone
-        self.streamed = 0  # characters of the answer already passed to `on_text`
+        self.streamed: list[str] = []  # the answer's pieces already passed to `on_text`
         self.request = request
         self.aggregator = aggregator
         self.plan = plan
@@ -102,18 +102,23 @@ class QueryRun:
         self._report(FinalStarted(len(proposals)))
         direct = self.aggregator.direct_answer(self.request.prompt, proposals)
         if direct is not None:
-            self._emit(direct)
-            return direct
+            return self._answer_without_model(direct)
         composed = self.aggregator.compose(self.request.prompt, proposals, self.budget)
         self.final_truncated = composed.truncated
         answer = await self._final_call(list(composed.messages))
-        if answer is None:  # the local model failed: the best proposal is better than nothing
-            self.notes.append("final aggregation failed; answering with the longest proposal")
-            fallback = max(proposals, key=len, default="")
-            if not self.streamed:  # else the asker has part of an answer and keeps it
-                self._emit(fallback)
-            return fallback
-        return answer
+        if answer is not None:
+            return answer
+        if self.streamed:  # the asker has part of an answer: that is the answer it keeps
+            self.notes.append("final aggregation failed mid-answer; the answer is cut short")
+            return "".join(self.streamed)
+        self.notes.append("final aggregation failed; answering with the longest proposal")
+        return self._answer_without_model(max(proposals, key=len, default=""))
+
+    def _answer_without_model(self, text: str) -> str:
+        """A proposal as the answer, cut at the user's stop strings as the model's would be."""
+        text, _stopped = cut_at_stop(text, self.request.params.stop)
+        self._emit(text)
+        return text
 
     async def _final_call(self, messages: list[ChatMessage]) -> str | None:
         on_text = None if self.on_text is None else self._emit
@@ -126,7 +131,7 @@ class QueryRun:
 
     def _emit(self, text: str) -> None:
         if self.on_text is not None and text:
-            self.streamed += len(text)
+            self.streamed.append(text)
             self.on_text(text)
 
     async def _own_call(

@@ -96,17 +96,20 @@ async def test_forged_messages_from_a_raw_peer_are_rejected_and_not_forwarded(
             # (a short interval, so the node's presence pace lets it follow the greeting)
             marked = attrs.evolve(presence_of(raw_identity), queue_capacity=7, interval_s=0.2)
             valid = seal(marked, raw_identity, now)
-            # someone else's genuine message, its body changed on the way
-            victim = NodeIdentity.generate()
-            fields = msgpack.unpackb(seal(presence_of(victim), victim, now))
+            # its own message, its body changed after signing
+            own = attrs.evolve(presence_of(raw_identity), interval_s=0.2)
+            fields = msgpack.unpackb(seal(own, raw_identity, now))
             fields[6]["queue_capacity"] = 99  # the body changed, the signature kept
             tampered = msgpack.packb(fields)
+            # someone else's genuine message, passed on as its own
+            victim = NodeIdentity.generate()
+            passed_on = seal(presence_of(victim), victim, now)
             claims_honest = attrs.evolve(presence_of(honest.identity), interval_s=0.2)
             impostor = seal(claims_honest, raw_identity, now)  # signed by raw, for honest's id
             short = attrs.evolve(presence_of(raw_identity), interval_s=0.2)  # past the pace
             stale = seal(short, raw_identity, now - 3600)
             await trio.sleep(0.15)  # the presence pace: one per author per half its interval
-            for data in (tampered, impostor, stale, b"\xc1junk"):
+            for data in (tampered, impostor, stale, passed_on, b"\xc1junk"):
                 await raw.publish(PRESENCE_TOPIC, data)
             await raw.publish(PRESENCE_TOPIC, valid)
 
@@ -119,10 +122,14 @@ async def test_forged_messages_from_a_raw_peer_are_rejected_and_not_forwarded(
                 )
 
             await wait_for(heard_marked)
-            await wait_for(lambda: sum(honest.gate.rejections.values()) >= 4)
+            await wait_for(lambda: sum(honest.gate.rejections.values()) >= 5)
             rejected = {str(reason): n for reason, n in honest.gate.rejections.items()}
             assert rejected == {
-                "bad_signature": 1, "key_mismatch": 1, "stale": 1, "malformed": 1
+                "bad_signature": 1,
+                "key_mismatch": 1,
+                "stale": 1,
+                "wrong_publisher": 1,
+                "malformed": 1,
             }, rejected
             # ...while none of the forged ones did
             assert sum(behind.gate.rejections.values()) == 0

@@ -344,3 +344,20 @@ def test_honest_uniform_load_below_the_threshold_is_never_refused() -> None:
     assert len(arrivals) > 100
     assert all(a.outcome == "answered" for a in arrivals)
     assert not any(a.incomplete for a in arrivals)
+
+
+async def test_an_asker_who_leaves_mid_answer_frees_the_model_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    backend = FakeBackend(mean_s=10.0)
+    queue = InferenceQueue(backend, 4)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(queue.run)
+        with trio.move_on_after(1.0):  # the asker leaves 1 s into a 10 s answer
+            await queue.submit(prompt("long"), PARAMS)
+        started = trio.current_time()
+        served = await queue.submit(prompt("next"), PARAMS)
+        assert served.queue_wait_s == 0.0 and trio.current_time() - started == 10.0
+        assert (queue.abandoned, queue.served, queue.failed) == (1, 1, 0)
+        assert queue.load.service_samples == 1  # the stopped call is not a service time
+        nursery.cancel_scope.cancel()

@@ -187,11 +187,13 @@ async def test_the_status_page_opens_with_the_key_in_its_address(
         posted = await client.post(
             "/v1/chat/completions", params={"key": "s3 cret"}, json=LOCAL
         )
+        models = await client.get("/v1/models", params={"key": "s3 cret"})
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert page.headers["referrer-policy"] == "no-referrer"
     assert 'href="/status?format=json&amp;key=s3+cret"' in page.text
     assert 'href="/metrics?key=s3+cret"' in page.text
     assert json_link.json()["peer_id"] == node.peer_id
     assert metrics.status_code == 200
-    for refused in (wrong, bare, posted):  # a key in the address opens pages, not the API
+    for refused in (wrong, bare, posted, models):  # a key in the address opens pages only
         assert refused.status_code == 401
         assert "?key=" in refused.json()["error"]["message"]

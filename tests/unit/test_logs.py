@@ -59,6 +59,14 @@ def test_default_output_has_the_events_and_warnings_only(
     assert re.fullmatch(r"\d\d:\d\d:\d\d warning: something is wrong", lines[1])
 
 
+def test_quiet_output_has_the_warnings_only(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging(-1)  # -q
+    emit_everything()
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1
+    assert re.fullmatch(r"\d\d:\d\d:\d\d warning: something is wrong", lines[0])
+
+
 def test_verbose_output_is_one_plain_line_per_record_however_long(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

@@ -11,7 +11,13 @@ import pytest
 import trio
 import trio.testing
 
-from dmoa_p2p.backends import ChatMessage, Generation, GenerationParams, TextCallback
+from dmoa_p2p.backends import (
+    BackendError,
+    ChatMessage,
+    Generation,
+    GenerationParams,
+    TextCallback,
+)
 from dmoa_p2p.backends.fake import FakeBackend
 from dmoa_p2p.moa import (
     Answer,
@@ -194,6 +200,38 @@ async def test_non_llm_aggregators_answer_without_a_final_call(
     assert len(answer.trace.calls) == 3  # proposals only
     assert all(c.role == "proposer" for c in answer.trace.calls)
     assert answer.text.startswith("[fake")
+
+
+async def test_an_answer_without_the_model_is_cut_at_the_stop_strings_too(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    params = GenerationParams(max_tokens=64, stop=(" Pick",))
+    request = QueryRequest("Pick one.", 1, 2, aggregator="longest", params=params)
+    async with memory_swarm(tmp_path, fakes(3)) as nodes:
+        answer = await nodes[0].ask(request)
+    # the proposals ("[fake… digest] Pick one.") were not cut: the answer is
+    assert answer.text.startswith("[fake") and "Pick" not in answer.text
+
+
+class BreaksMidAnswer(FakeBackend):
+    """Streams the start of an answer, then fails (a model that crashes mid-answer)."""
+
+    async def generate_stream(
+        self, messages: Sequence[ChatMessage], params: GenerationParams, on_text: TextCallback
+    ) -> Generation:
+        on_text("Half an ans")
+        raise BackendError("the model crashed")
+
+
+async def test_an_answer_the_model_broke_off_is_what_the_asker_saw(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    backends = [BreaksMidAnswer(mean_s=1.0), *fakes(2)]
+    seen: list[str] = []
+    async with memory_swarm(tmp_path, backends) as nodes:
+        answer = await nodes[0].ask(QueryRequest("Why?", 1, 2), on_text=seen.append)
+    assert seen == ["Half an ans"] and answer.text == "Half an ans"
+    assert "final aggregation failed mid-answer; the answer is cut short" in answer.trace.notes
 
 
 async def test_a_refusing_proposer_is_replaced_by_another_peer(
