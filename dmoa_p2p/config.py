@@ -54,11 +54,16 @@ def _bootstrap_addrs(
     _multiaddrs(_, attribute, value)
     for addr in value:
         head, sep, peer_id = addr.rpartition("/p2p/")
-        if not sep or head.strip("/") == "" or not peer_id or "/" in peer_id:
-            raise ValueError(
-                f"{attribute.name}: {addr!r} does not end with /p2p/<peer id>; expected "
-                f"{BOOTSTRAP_FORM} (the address a node prints when it starts)"
-            )
+        if not sep or not peer_id or "/" in peer_id:
+            problem = "does not end with /p2p/<peer id>;"
+        elif head.strip("/") == "":
+            problem = "names no host and port:"
+        else:
+            continue
+        raise ValueError(
+            f"{attribute.name}: {addr!r} {problem} expected {BOOTSTRAP_FORM} "
+            "(the address a node prints when it starts)"
+        )
 
 
 def _strings(value: Iterable[str]) -> tuple[str, ...]:

@@ -1,6 +1,5 @@
 """The node: overlay, queue, MoA engine, presence and peer view, as one trio service."""
 
-from dmoa_p2p.node._dialer import peer_id_of_multiaddr
 from dmoa_p2p.node._node import Node, OverlayOpener, open_node
 from dmoa_p2p.node._peer_view import PeerRecord, PeerView
 from dmoa_p2p.node._presence import PRESENCE_TOPIC
@@ -19,5 +18,4 @@ __all__ = [
     "SwarmLoad",
     "load_admission",
     "open_node",
-    "peer_id_of_multiaddr",
 ]

@@ -64,7 +64,8 @@ class Node:
         backend: Backend,
         wall_clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
-        known_peers: KnownPeers | None = None,
+        *,
+        known_peers: KnownPeers,
     ) -> None:
         self.config = config
         self.identity = identity
@@ -82,9 +83,7 @@ class Node:
         self._clock_watch = ClockWatch(self.events)
         self._presence_pace = PresencePace()
         self.blocked_until: dict[str, float] = {}  # presence flooders, until when
-        self.known_peers = known_peers or KnownPeers(
-            config.data_dir / KNOWN_PEERS_FILE, identity.peer_id
-        )
+        self.known_peers = known_peers
         self.peer_keeper = PeerKeeper(
             overlay, self.peer_view, self.known_peers, config.presence_interval_s, wall_clock
         )
@@ -350,7 +349,7 @@ async def open_node(
         try:
             async with opener(identity, config.listen_addrs) as overlay:
                 known = KnownPeers.load(config.data_dir / KNOWN_PEERS_FILE, identity.peer_id)
-                node = Node(config, identity, overlay, backend, wall_clock, rng, known)
+                node = Node(config, identity, overlay, backend, wall_clock, rng, known_peers=known)
                 try:
                     async with trio.open_nursery() as nursery:
                         await nursery.start(node.run)
@@ -359,7 +358,11 @@ async def open_node(
                         finally:
                             nursery.cancel_scope.cancel()
                 finally:
-                    node.known_peers.save(force=True)
+                    # shielded so that a cancelled node still writes what it learnt; the write
+                    # (a local file and an fsync) is not bounded, as abandoning its thread could
+                    # leave the file unsaved
+                    with trio.CancelScope(shield=True):
+                        await node.known_peers.save(force=True)
         finally:
             with trio.CancelScope(shield=True):
                 await backend.aclose()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import trio
 
@@ -13,7 +13,7 @@ from dmoa_p2p.logs import EVENTS
 from dmoa_p2p.node._dialer import PeerDialer
 from dmoa_p2p.node._known_peers import KnownPeers
 from dmoa_p2p.node._peer_view import PeerView
-from dmoa_p2p.overlay import Overlay
+from dmoa_p2p.overlay import BadAddress, Overlay, address_host, check_peer_address
 
 events = logging.getLogger(EVENTS)
 
@@ -89,15 +89,32 @@ class PeerKeeper:
             connected = self._overlay.connected_peers()
             for record in self._peer_view.live(now):
                 if record.peer_id in connected:
-                    seen = self._wall_clock()
-                    self.known.remember(record.peer_id, record.presence.listen_addrs, seen)
+                    own = own_addresses(self._overlay, record.peer_id, record.presence.listen_addrs)
+                    self.known.remember(record.peer_id, own, self._wall_clock())
             # no sooner than the budget would allow each peer again (no refusals counted)
             if not connected and now - redialled_at >= dialer.budget.per_peer_s:
                 dialer.dial_known(self.known.peers())
                 redialled_at = now
             if now - saved_at >= SAVE_KNOWN_PEERS_S:
-                self.known.save()
+                await self.known.save()
                 saved_at = now
+
+
+def own_addresses(overlay: Overlay, peer_id: str, claimed: Iterable[str]) -> tuple[str, ...]:
+    """Those of `claimed` (a connected peer's own list) that end in /p2p/`peer_id` and name
+    the IP its live connection comes from: all a peer can make this node remember and dial
+    later are ports of its own host."""
+    host = overlay.remote_host(peer_id)
+    if host is None:
+        return ()
+    return tuple(addr for addr in claimed if _names(addr, peer_id, host))
+
+
+def _names(addr: str, peer_id: str, host: str) -> bool:
+    try:
+        return check_peer_address(addr) == peer_id and address_host(addr) == host
+    except BadAddress:
+        return False
 
 
 def load_backend_announced(name: str, options: Mapping[str, str]) -> Backend:

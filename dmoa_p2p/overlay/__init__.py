@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 
 from dmoa_p2p.identity import NodeIdentity
-from dmoa_p2p.overlay._addresses import check_peer_address
+from dmoa_p2p.overlay._addresses import address_host, check_peer_address
 from dmoa_p2p.overlay._memory import MemoryNetwork
 from dmoa_p2p.overlay._protocol import (
     BadAddress,
@@ -29,6 +29,7 @@ __all__ = [
     "OverlayMessage",
     "PortInUse",
     "TopicValidator",
+    "address_host",
     "check_peer_address",
     "open_libp2p_overlay",
 ]

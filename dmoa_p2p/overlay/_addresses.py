@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import ipaddress
 import re
 import socket
 from collections.abc import Sequence
@@ -38,6 +39,27 @@ def check_peer_address(addr: str) -> str:
     if not where:
         raise BadAddress(f"{addr!r} names no host and port before /p2p/ (e.g. {_EXAMPLE})")
     return str(peer_id)
+
+
+def address_host(addr: str) -> str | None:
+    """The host `addr` is on, as `Overlay.remote_host` names hosts: the IP of an /ip4/ or /ip6/
+    address in its canonical form, the listener number of a /memory/ one; None for any other
+    kind (a DNS name says nothing of where a connection comes from)."""
+    match = re.match(r"/(ip4|ip6|memory)/([^/]+)(/|$)", addr)
+    if match is None:
+        return None
+    return match[2] if match[1] == "memory" else canonical_ip(match[2])
+
+
+def canonical_ip(text: str) -> str | None:
+    """`text` as one IP address is always written (an IPv4-mapped IPv6 address as the IPv4
+    one, which a dual-stack socket reports); None if it is not an IP address."""
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+    return str(mapped or ip)
 
 
 def _why(exc: BaseException) -> str:

@@ -23,7 +23,7 @@ from libp2p.tools.anyio_service import background_trio_service
 from dmoa_p2p.exceptions import leaves
 from dmoa_p2p.identity import NodeIdentity
 from dmoa_p2p.logs import claim_libp2p_logger
-from dmoa_p2p.overlay._addresses import check_listen_ports
+from dmoa_p2p.overlay._addresses import canonical_ip, check_listen_ports
 from dmoa_p2p.overlay._delivery import RECEIVE_CAPACITY, deliver
 from dmoa_p2p.overlay._libp2p_direct import DirectStreams, error_reason
 from dmoa_p2p.overlay._libp2p_router import new_router
@@ -85,6 +85,19 @@ class Libp2pOverlay:
     def connected_peers(self) -> frozenset[str]:
         return frozenset(str(p.to_base58()) for p in self._host.get_connected_peers())
 
+    def remote_host(self, peer_id: str) -> str | None:
+        try:
+            connections = self._host.get_network().get_connections(ID.from_base58(peer_id))
+        except Exception:  # not a peer id: not connected either
+            return None
+        for connection in connections:
+            # the socket's peer address; the connection's "transport addresses" may fall back
+            # to the peerstore, which holds what the peer itself claimed
+            remote = connection.muxed_conn.get_remote_address()
+            if remote is not None:
+                return canonical_ip(str(remote[0]))
+        return None
+
     def block(self, peer_id: str) -> None:
         # py-libp2p checks its blacklist against forwarder and originator before it verifies
         # a message's signature; it also drops the peer's pubsub stream
@@ -107,8 +120,8 @@ class Libp2pOverlay:
             # back on another port would never be reached at the address asked for now
             self._host.get_peerstore().clear_addrs(info.peer_id)
             # py-libp2p 0.8.1 refuses, for 60 s and without trying, every dial to a peer
-            # whose addresses all failed once (Swarm._negative_peer_cache): a restarted peer
-            # stayed unreachable for a minute. Our dialers pace their own retries.
+            # whose addresses all failed once (Swarm._negative_peer_cache), which would keep
+            # a restarted peer unreachable for a minute; our dialers pace their own retries
             network.unblock_peer(info.peer_id)
         try:
             with trio.fail_after(CONNECT_TIMEOUT_S):

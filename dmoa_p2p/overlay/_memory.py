@@ -143,6 +143,7 @@ class MemoryOverlay:
     ) -> None:
         self._network = network
         self._peer_id = peer_id
+        self.port = port  # this overlay's stand-in for an IP address (`remote_host`)
         self._address = f"/memory/{port}/p2p/{peer_id}"
         self._outbound = outbound
         # insertion-ordered, so flooding order is deterministic
@@ -169,6 +170,11 @@ class MemoryOverlay:
 
     def connected_peers(self) -> frozenset[str]:
         return frozenset(self._neighbours)
+
+    def remote_host(self, peer_id: str) -> str | None:
+        # each overlay is a host of its own, so a peer's host is its listener number
+        peer = self._neighbours.get(peer_id)
+        return None if peer is None else str(peer.port)
 
     async def connect(self, multiaddr: str) -> str:
         self._check_open()

@@ -65,6 +65,11 @@ class Overlay(Protocol):
 
     def connected_peers(self) -> frozenset[str]: ...
 
+    def remote_host(self, peer_id: str) -> str | None:
+        """The IP address the live connection to `peer_id` comes from, as the socket says (not
+        as the peer claims), in `address_host`'s form; None when not connected."""
+        ...
+
     # per protocol: direct messages refused as too large, and rejected by their screen;
     # per topic: pubsub messages dropped because their subscriber was full
     refused: collections.Counter[str]
