@@ -17,7 +17,6 @@ from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.network.config import ConnectionConfig
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import info_from_p2p_addr
-from libp2p.pubsub.pubsub import Pubsub
 from libp2p.tools.anyio_service import background_trio_service
 
 from dmoa_p2p.exceptions import leaves
@@ -26,6 +25,7 @@ from dmoa_p2p.logs import claim_libp2p_logger
 from dmoa_p2p.overlay._addresses import canonical_ip, check_listen_ports
 from dmoa_p2p.overlay._delivery import RECEIVE_CAPACITY, deliver
 from dmoa_p2p.overlay._libp2p_direct import DirectStreams, error_reason
+from dmoa_p2p.overlay._libp2p_pubsub import new_pubsub
 from dmoa_p2p.overlay._libp2p_router import new_router
 from dmoa_p2p.overlay._protocol import (
     BadAddress,
@@ -86,16 +86,12 @@ class Libp2pOverlay:
         return frozenset(str(p.to_base58()) for p in self._host.get_connected_peers())
 
     def remote_host(self, peer_id: str) -> str | None:
-        try:
-            connections = self._host.get_network().get_connections(ID.from_base58(peer_id))
-        except Exception:  # not a peer id: not connected either
-            return None
-        for connection in connections:
-            # the socket's peer address; the connection's "transport addresses" may fall back
-            # to the peerstore, which holds what the peer itself claimed
-            remote = connection.muxed_conn.get_remote_address()
-            if remote is not None:
-                return canonical_ip(str(remote[0]))
+        with contextlib.suppress(ValueError):  # not a peer id, so not connected either
+            for connection in self._host.get_network().get_connections(ID.from_base58(peer_id)):
+                # the socket's, not "transport addresses" (maybe the peer's own claims)
+                muxed = getattr(connection, "muxed_conn", None)  # None until its handshake ends
+                if muxed is not None and (remote := muxed.get_remote_address()) is not None:
+                    return canonical_ip(str(remote[0]))
         return None
 
     def block(self, peer_id: str) -> None:
@@ -119,9 +115,8 @@ class Libp2pOverlay:
             # py-libp2p dials only the first address it stored for a peer: a peer that came
             # back on another port would never be reached at the address asked for now
             self._host.get_peerstore().clear_addrs(info.peer_id)
-            # py-libp2p 0.8.1 refuses, for 60 s and without trying, every dial to a peer
-            # whose addresses all failed once (Swarm._negative_peer_cache), which would keep
-            # a restarted peer unreachable for a minute; our dialers pace their own retries
+            # py-libp2p 0.8.1 refuses every dial for 60 s, untried, to a peer whose addresses all
+            # failed once (Swarm._negative_peer_cache), restarted or not; our dialers pace retries
             network.unblock_peer(info.peer_id)
         try:
             with trio.fail_after(CONNECT_TIMEOUT_S):
@@ -321,7 +316,7 @@ async def open_libp2p_overlay(
     )
     _unleak_inbound_slots(host)
     gossipsub = new_router(heartbeat_interval)
-    pubsub = Pubsub(host, gossipsub, strict_signing=True)
+    pubsub = new_pubsub(host, gossipsub)
     body_error: BaseException | None = None
     try:
         async with _running(host, pubsub, gossipsub, addrs), trio.open_nursery() as nursery:

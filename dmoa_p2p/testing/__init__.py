@@ -1,7 +1,7 @@
 """Testing kit for dmoa-p2p and its plugins: virtual time, fake backends, swarms of real nodes."""
 
 from dmoa_p2p.testing._backends import fake_backend_config, fake_backends
-from dmoa_p2p.testing._libp2p import Libp2pSwarmFactory, libp2p_swarm
+from dmoa_p2p.testing._libp2p import Libp2pSwarmFactory, free_tcp_port, libp2p_swarm
 from dmoa_p2p.testing._memory import (
     MemorySwarmFactory,
     memory_node,
@@ -21,6 +21,7 @@ __all__ = [
     "converged",
     "fake_backend_config",
     "fake_backends",
+    "free_tcp_port",
     "idle_presence",
     "libp2p_swarm",
     "memory_node",

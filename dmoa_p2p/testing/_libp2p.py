@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import socket
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -28,6 +29,15 @@ async def libp2p_swarm(
     async with open_inprocess_swarm(n, base_dir, **{"backend": "fake", **config}) as swarm:
         await swarm.wait_converged(timeout_s)
         yield swarm
+
+
+def free_tcp_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now, for a node that must listen on a
+    known port (to restart on it, or take it from another); another program may take it first."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 class Libp2pSwarmFactory(Protocol):

@@ -43,7 +43,10 @@ def test_from_toml_with_overrides(tmp_path: Path) -> None:
             {"data_dir": "d", "bootstrap": ["/ip4/127.0.0.1/tcp/4001"]},
             "does not end with /p2p/<peer id>; expected /ip4/HOST/tcp/PORT/p2p/PEER_ID",
         ),
-        ({"data_dir": "d", "bootstrap": ["/p2p/12D3KooWabc"]}, "does not end with /p2p/"),
+        (
+            {"data_dir": "d", "bootstrap": ["/p2p/12D3KooWabc"]},
+            "'/p2p/12D3KooWabc' names no host and port: expected /ip4/HOST/tcp/PORT/p2p/PEER_ID",
+        ),
         ({"data_dir": "d", "bootstrap": ["/ip4/1.2.3.4/tcp/1/p2p/"]}, "does not end with /p2p/"),
     ],
 )

@@ -89,10 +89,11 @@ async def test_newcomers_never_push_out_the_peers_known_longest(tmp_path: Path) 
     known = KnownPeers(path, SELF, limit=4)
     for i in range(4):
         known.remember(f"peer{i}", [addr(i)], seen=float(i))
-    for t in range(10, 100):  # always-on identities, seen more recently than the first ones
-        known.remember(f"sybil{t}", [addr(t)], seen=float(t))
+    for t in range(10, 20):  # every tick: the peers still around, then always-on newcomers
         for i in range(4):
-            known.remember(f"peer{i}", [addr(i)], seen=float(t))  # still around
+            known.remember(f"peer{i}", [addr(i)], seen=float(t))
+        for i in range(10, 14):
+            known.remember(f"sybil{i}", [addr(i)], seen=float(t))
     assert {peer_id for peer_id, _ in known.peers()} == {f"peer{i}" for i in range(4)}
     await known.save()
     again = KnownPeers.load(path, SELF, limit=3)  # a smaller bound keeps the oldest too

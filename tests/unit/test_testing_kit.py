@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -17,10 +18,19 @@ from dmoa_p2p.testing import (
     MemorySwarmFactory,
     converged,
     fake_backends,
+    free_tcp_port,
     memory_node,
     wait_for,
     wall_clock,
 )
+
+
+def test_a_free_tcp_port_can_be_listened_on() -> None:
+    port = free_tcp_port()
+    assert 1024 <= port <= 65535
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", port))
+        listener.listen(1)
 
 
 def test_fake_backends_are_seeded_one_apart() -> None:
