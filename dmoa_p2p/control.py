@@ -66,10 +66,8 @@ async def serve_control(
     sending `{"op": "cancel"}` cancels the query.
     """
     _prepare_socket_path(path)
-    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock = trio.socket.from_stdlib_socket(_bound_owner_only(path))
     try:
-        await sock.bind(str(path))
-        os.chmod(path, 0o600)
         sock.listen()
         listener = trio.SocketListener(sock)
         task_status.started()
@@ -81,8 +79,25 @@ async def serve_control(
 
 def _prepare_socket_path(path: Path) -> None:
     _check_path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # a new data dir: owner only
     _remove_socket(path)  # a socket left by a node that was killed
+
+
+def _bound_owner_only(path: Path) -> socket.socket:
+    """A unix socket bound at `path` that only its owner can open from the first moment.
+
+    The umask is the process's: bound synchronously, no other task runs while it is set.
+    """
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)
+    try:
+        sock.bind(str(path))
+    except BaseException:
+        sock.close()
+        raise
+    finally:
+        os.umask(old_umask)
+    return sock
 
 
 def _remove_socket(path: Path) -> None:

@@ -81,14 +81,22 @@ def plugin_names(kind: str) -> list[str]:
     return sorted({info.name for info in list_plugins(kind)})
 
 
+def unknown_plugin(kind: str, name: str) -> PluginError:
+    """The error for a `kind` plugin `name` that is not installed, with the closest name."""
+    names = plugin_names(kind)
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    available = ", ".join(names) or "none installed"
+    return PluginError(f"no {kind} plugin named {name!r}{hint}; available: {available}")
+
+
 def load_plugin(kind: str, name: str) -> Any:
     """The object a plugin's entry point names (a class or factory)."""
     if (kind, name) in _registered:
         return _registered[kind, name]
     ep = _entry_points(kind).get(name)
     if ep is None:
-        available = ", ".join(plugin_names(kind)) or "none installed"
-        raise PluginError(f"no {kind} plugin named {name!r}; available: {available}")
+        raise unknown_plugin(kind, name)
     try:
         return _load(ep)
     except Exception as exc:  # a broken third-party plugin must not look like our bug

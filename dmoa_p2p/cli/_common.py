@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import difflib
 import json
 import os
 import signal
@@ -25,7 +24,7 @@ from dmoa_p2p.exceptions import leaves
 from dmoa_p2p.identity import IdentityError
 from dmoa_p2p.logs import LogFileError, configure_logging
 from dmoa_p2p.overlay import OverlayError
-from dmoa_p2p.registry import PluginError, plugin_names
+from dmoa_p2p.registry import PluginError, plugin_names, unknown_plugin
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -192,13 +191,8 @@ def parse_named_options(pairs: tuple[str, ...], option: str) -> dict[str, dict[s
 
 def check_plugin_name(kind: str, name: str) -> None:
     """PluginError, with the closest installed name, when no `kind` plugin is called `name`."""
-    names = plugin_names(kind)
-    if name in names:
-        return
-    close = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    available = ", ".join(names) or "none installed"
-    raise PluginError(f"no {kind} plugin named {name!r}{hint}; available: {available}")
+    if name not in plugin_names(kind):
+        raise unknown_plugin(kind, name)
 
 
 def positive_numbers(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -170,3 +171,13 @@ async def test_a_client_that_hangs_up_before_its_answer_never_stops_the_node(
             data = await call_control(path, "ask", request=ask_json("Still here?", 0, 0))
             assert data["answer"].endswith("Still here?")
             nursery.cancel_scope.cancel()
+
+
+async def test_only_the_owner_can_open_the_control_socket(
+    tmp_path: Path, socket_dir: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with memory_swarm(tmp_path, fakes(1)) as nodes, trio.open_nursery() as nursery:
+        path = await serving(nursery, nodes[0], socket_dir / "new-dir")
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+        nursery.cancel_scope.cancel()

@@ -58,3 +58,11 @@ def test_listing_imports_no_plugin_module() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_an_unknown_plugin_name_is_answered_with_the_closest_one() -> None:
+    with pytest.raises(PluginError, match=r"named 'augmentd' \(did you mean 'augmented'\?\)"):
+        load_plugin("strategy", "augmentd")
+    with pytest.raises(PluginError) as info:
+        load_plugin("strategy", "zzzzzz")
+    assert "did you mean" not in str(info.value) and "available: " in str(info.value)
