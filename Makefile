@@ -2,7 +2,7 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test test-unit test-integration lint
+.PHONY: setup demo test test-unit test-integration test-netns lint
 
 setup: $(VENV)/.installed
 
@@ -24,7 +24,11 @@ test: lint
 	$(BIN)/pytest
 
 test-unit: setup
-	$(BIN)/pytest -m "not integration"
+	$(BIN)/pytest -m "not integration and not netns"
 
 test-integration: setup
 	$(BIN)/pytest -m integration
+
+# the NAT lab: real nodes in network namespaces behind NAT routers (root; skipped otherwise)
+test-netns: setup
+	$(BIN)/pytest -m netns

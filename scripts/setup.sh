@@ -4,8 +4,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # libgmp-dev: py-libp2p's fastecdsa compiles against GMP; cmake and g++ build llama.cpp;
-# chromium renders the nodes' status page in a test
-apt_packages=(libgmp-dev cmake g++ chromium)
+# chromium renders the nodes' status page in a test; iproute2, iptables and conntrack build
+# the NAT lab of the netns tests (network namespaces, NAT routers; run as root)
+apt_packages=(libgmp-dev cmake g++ chromium iproute2 iptables conntrack)
 missing=()
 for pkg in "${apt_packages[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
