@@ -26,7 +26,7 @@ from dmoa_p2p.cli._common import (
     run_until_signalled,
     user_errors,
 )
-from dmoa_p2p.config import BOOTSTRAP_FORM, NodeConfig, control_socket_path
+from dmoa_p2p.config import BOOTSTRAP_FORM, REACHABILITIES, NodeConfig, control_socket_path
 from dmoa_p2p.control import call_control
 from dmoa_p2p.http import bind_http_socket
 from dmoa_p2p.identity import KEY_FILE_NAME, NodeIdentity, load_or_create_identity, save_identity
@@ -86,6 +86,22 @@ go in the --config file; examples/node.toml shows every key.
     show_default="none: this node starts a swarm",
     show_envvar=True,
     help=f"A known peer, {BOOTSTRAP_FORM} (repeatable).",
+)
+@click.option(
+    "--relay/--no-relay",
+    "relay_service",
+    default=node_default("relay_service"),
+    show_default=True,
+    show_envvar=True,
+    help="Relay (circuit relay v2) for nodes behind NAT when this node is publicly reachable.",
+)
+@click.option(
+    "--reachability",
+    type=click.Choice(REACHABILITIES),
+    default=node_default("reachability"),
+    show_default=True,
+    show_envvar=True,
+    help="Whether peers can dial this node; auto: not if it listens on private addresses only.",
 )
 @click.option(
     "--presence-interval",
@@ -191,6 +207,8 @@ _SETS_FIELD = {
     "data_dir": "data_dir",
     "listen": "listen_addrs",
     "bootstrap": "bootstrap",
+    "relay_service": "relay_service",
+    "reachability": "reachability",
     "presence_interval": "presence_interval_s",
     "backend": "backend",
     "gossip": "gossip",
@@ -215,7 +233,11 @@ def node_overrides(given: dict[str, Any]) -> dict[str, Any]:
         overrides[param + "s"] = parse(given.get(param, ()), flag)
     if "data_dir" in given:
         overrides["data_dir"] = str(given["data_dir"])
-    return {field: value or None for field, value in overrides.items()}
+    # False is a value given (--no-relay); an empty list or table is not
+    return {
+        field: value if isinstance(value, bool) else value or None
+        for field, value in overrides.items()
+    }
 
 
 def load_config(config_file: Path | None, overrides: dict[str, Any], data_dir: str) -> NodeConfig:
