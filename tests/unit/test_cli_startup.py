@@ -365,6 +365,15 @@ def test_options_left_at_their_defaults_do_not_override_the_config_file(tmp_path
     assert loaded.queue_capacity == 16 and loaded.listen_addrs == ("/ip4/127.0.0.1/tcp/0",)
 
 
+def test_no_relay_is_a_setting_given_not_one_left_out(tmp_path: Path) -> None:
+    config = tmp_path / "node.toml"
+    config.write_text(f'data_dir = "{tmp_path}/mine"\nbackend = "fake"\n')
+    assert load_config(config, node_overrides({}), "/d").relay_service is True
+    given = node_overrides({"relay_service": False, "reachability": "private"})
+    loaded = load_config(config, given, "/d")
+    assert loaded.relay_service is False and loaded.reachability == "private"
+
+
 # --- swarm ---
 
 

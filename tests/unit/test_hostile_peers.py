@@ -73,6 +73,32 @@ def test_the_dial_budget_limits_each_peer_each_address_and_the_total() -> None:
     }
 
 
+def test_the_dial_budget_counts_a_relayed_address_whole() -> None:
+    budget = DialBudget(lambda: 0.0)
+    relay = "/ip4/198.51.100.10/tcp/4001/p2p/RELAY/p2p-circuit/p2p/"
+    # every peer behind one relay shares the relay's part: only the whole address is one way in
+    assert budget.allow_address(relay + "A") and budget.allow_address(relay + "B")
+    assert not budget.allow_address(relay + "A")
+
+
+async def test_a_presence_without_addresses_does_not_spend_the_peers_dial_budget(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    overlay = MemoryNetwork().open_overlay(NodeIdentity.generate())
+    async with overlay as own, trio.open_nursery() as nursery:
+        dialer = PeerDialer(own, nursery, check_every_s=1.0, max_peers=16)
+        peer = NodeIdentity.generate().peer_id
+        # a node behind NAT before its relay reservation: it names no address yet
+        dialer.dial_if_useful(attrs.evolve(presence(peer), listen_addrs=()))
+        await trio.sleep(1)
+        for _ in range(2):
+            dialer.dial_if_useful(presence(peer))  # dialled (in vain), then too soon again
+            await trio.sleep(1)
+        # the empty presence spent nothing: the first real one was dialled
+        assert dialer.budget.refused == {"peer_recently_dialled": 1}
+        nursery.cancel_scope.cancel()
+
+
 async def test_three_hundred_phantoms_are_dialled_once_and_never_proposers(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
