@@ -270,7 +270,13 @@ def _announce(running: App, as_json: bool) -> None:
             }
         )
         return
-    console.print(f"node [bold]{node.peer_id}[/] listening on:")
+    if not node.listen_addrs:  # behind NAT, until a relay grants it a reservation
+        console.print(
+            f"node [bold]{node.peer_id}[/]: not publicly reachable; peers can dial it once a "
+            "relay grants it a reservation (see `dmoa-p2p peers`)"
+        )
+    else:
+        console.print(f"node [bold]{node.peer_id}[/] listening on:")
     for addr in node.listen_addrs:
         console.print(f"  {addr}", soft_wrap=True)
     for url in running.http_urls:
@@ -363,6 +369,10 @@ def one_address(addrs: list[str]) -> str:
     if not addrs:
         return "-"
     ordered = sorted(addrs, key=lambda a: a.startswith(("/ip4/127.", "/ip6/::1/")))
+    relay, through, _ = ordered[0].partition("/p2p-circuit")
+    if through:  # a node behind NAT: the relay it is reached through
+        more = f" +{len(addrs) - 1}" if len(addrs) > 1 else ""
+        return f"via {one_address([relay])}{more}"
     head, sep, _peer = ordered[0].rpartition("/p2p/")
     addr = head if sep else ordered[0]
     parts = addr.strip("/").split("/")

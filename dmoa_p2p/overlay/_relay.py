@@ -53,6 +53,24 @@ _RESERVE_TIMEOUT_S = 10.0
 _ADDR_TTL_S = 600
 
 
+class _ClosedHopStreamIsNoError(logging.Filter):
+    """Work around py-libp2p 0.8.1 logging an ERROR on the relay for every reservation.
+
+    Its hop handler reads on after a RESERVE and logs "Error reading from hop stream" with an
+    empty reason when the client closes the stream, as py-libp2p's own renewal does: that
+    end of stream is the normal one, demoted here to DEBUG.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message.startswith("Error reading from hop stream from") and message.endswith(": "):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return True
+
+
+logging.getLogger("libp2p.relay.circuit_v2.protocol").addFilter(_ClosedHopStreamIsNoError())
+
+
 def is_circuit(addr: Any) -> bool:
     return "/p2p-circuit" in str(addr)
 

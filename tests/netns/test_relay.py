@@ -42,7 +42,7 @@ def addrs_of(status: dict[str, Any], peer_id: str) -> list[str]:
     return next((p["listen_addrs"] for p in status["peers"] if p["peer_id"] == peer_id), [])
 
 
-@pytest.mark.parametrize("nat_lab", PAIRS[:1], indirect=True, ids=PAIR_IDS[:1])
+@pytest.mark.parametrize("nat_lab", PAIRS, indirect=True, ids=PAIR_IDS)
 async def test_nodes_behind_two_nats_answer_each_others_queries_through_a_relay(
     nat_lab: NatLab, tmp_path: Path
 ) -> None:

@@ -343,6 +343,8 @@ def test_peer_ids_and_addresses_are_shortened() -> None:
     assert one_address(["/ip6/::1/tcp/2", "/dns4/example.org/tcp/3"]) == "example.org:3 +1"
     assert one_address(["/ip6/fe80::1/tcp/4"]) == "[fe80::1]:4"
     assert one_address(["/memory/7/p2p/x"]) == "/memory/7"
+    circuit = f"/ip4/198.51.100.10/tcp/4001/p2p/{PEER}/p2p-circuit/p2p/{PEER}"
+    assert one_address([circuit, circuit]) == "via 198.51.100.10:4001 +1"
     assert one_address([]) == "-"
 
 
