@@ -297,12 +297,14 @@ def peers(data_dir: Path, as_json: bool) -> None:
                 "peer_id": status["peer_id"],
                 "peers": status["peers"],
                 "pending_peers": status["pending_peers"],
+                "reachability": status["reachability"],
                 "rejected_messages": status["messages"]["rejected"],
                 "refusals": status["refusals"],
             }
         )
         return
     console.print(peers_table(status))
+    console.print(reachability_line(status["reachability"]))
     rejected = status["messages"]["rejected"]
     if rejected:
         console.print("rejected messages: " + ", ".join(f"{k}={v}" for k, v in rejected.items()))
@@ -311,6 +313,17 @@ def peers(data_dir: Path, as_json: bool) -> None:
         console.print("refused: " + ", ".join(f"{k}={v}" for k, v in refused.items()))
     if status["pending_peers"]:
         console.print(f"{status['pending_peers']} more peers heard of, not reached yet")
+
+
+def reachability_line(reachability: dict[str, Any]) -> str:
+    """How peers reach this node, in one line (public: as its listen addresses suggest)."""
+    if reachability["public"]:
+        relaying = ", relaying for nodes behind NAT" if reachability["relaying"] else ""
+        return f"reachable directly (by its addresses){relaying}"
+    relays = [one_address([addr]) for addr in reachability["relays"]]
+    if not relays:
+        return "not publicly reachable, and no relay holds a reservation for it yet"
+    return "not publicly reachable; reached through relay " + ", ".join(relays)
 
 
 def peers_table(status: dict[str, Any]) -> Table:

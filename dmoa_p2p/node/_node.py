@@ -137,6 +137,7 @@ class Node:
         return NodeSnapshot(
             peer_id=self.peer_id,
             listen_addrs=self.listen_addrs,
+            reachability=self.overlay.reachability,
             model=self.backend.model_name,
             own=PeerLoad(
                 self.peer_id,

@@ -16,6 +16,7 @@ from dmoa_p2p.overlay._protocol import (
     OverlayError,
     OverlayMessage,
     PortInUse,
+    Reachability,
     TopicValidator,
 )
 
@@ -28,6 +29,7 @@ __all__ = [
     "OverlayError",
     "OverlayMessage",
     "PortInUse",
+    "Reachability",
     "TopicValidator",
     "address_host",
     "check_peer_address",

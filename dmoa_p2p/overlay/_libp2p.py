@@ -34,6 +34,7 @@ from dmoa_p2p.overlay._protocol import (
     Overlay,
     OverlayError,
     OverlayMessage,
+    Reachability,
     TopicValidator,
 )
 from dmoa_p2p.overlay._reachability import publicly_reachable
@@ -91,6 +92,13 @@ class Libp2pOverlay:
             if self._relays.awaiting_reservation():
                 return ()  # peers that dial the home address now would not try again soon
         return tuple(str(addr) for addr in self._host.get_addrs())
+
+    @property
+    def reachability(self) -> Reachability:
+        relays = self._relays
+        if relays is None:
+            return Reachability(public=True, relaying=False)
+        return Reachability(not relays.reserves, relays.offers_hop, relays.relay_addrs())
 
     def connected_peers(self) -> frozenset[str]:
         return frozenset(str(p.to_base58()) for p in self._host.get_connected_peers())

@@ -115,6 +115,9 @@ class Relays:
         own = self._host.get_id().to_base58()
         return tuple(f"{addr}/p2p-circuit/p2p/{own}" for addr in self._reserved.values())
 
+    def relay_addrs(self) -> tuple[str, ...]:
+        return tuple(self._reserved.values())
+
     def awaiting_reservation(self) -> bool:
         """Whether a reservation is being sought from a connected relay that may grant it."""
         if not self.reserves or len(self._reserved) >= RESERVED_RELAYS:

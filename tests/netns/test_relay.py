@@ -55,7 +55,14 @@ async def test_nodes_behind_two_nats_answer_each_others_queries_through_a_relay(
         await wait_status(
             home, lambda s: s["listen_addrs"] == through_relay[s["peer_id"]], RESERVED_S
         )
+    relay_status = await wait_status(relay, answering, START_S)
+    assert relay_status["reachability"] == {"public": True, "relaying": True, "relays": []}
     status = await wait_status(peer1, lambda s: peer2.peer_id in peers_of(s), RELAYED_S)
+    assert status["reachability"] == {
+        "public": False,
+        "relaying": False,
+        "relays": [relay.address()],
+    }
     assert addrs_of(status, peer2.peer_id) == through_relay[peer2.peer_id]
     await wait_status(peer2, lambda s: peer1.peer_id in peers_of(s), RELAYED_S)
     request = QueryRequest("Who is behind the other router?", layers=1, proposers=2)

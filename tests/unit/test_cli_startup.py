@@ -19,7 +19,14 @@ from rich.console import Console
 from dmoa_p2p.cli import _common as common
 from dmoa_p2p.cli import cli
 from dmoa_p2p.cli._common import run_until_signalled, user_errors
-from dmoa_p2p.cli._node import load_config, node_overrides, one_address, peers_table, short_peer_id
+from dmoa_p2p.cli._node import (
+    load_config,
+    node_overrides,
+    one_address,
+    peers_table,
+    reachability_line,
+    short_peer_id,
+)
 from dmoa_p2p.cli._swarm import SwarmTiming, report
 from dmoa_p2p.config import DEFAULT_LISTEN, ConfigError, NodeConfig
 from dmoa_p2p.overlay import OverlayError
@@ -345,6 +352,17 @@ def test_peer_ids_and_addresses_are_shortened() -> None:
     assert one_address(["/memory/7/p2p/x"]) == "/memory/7"
     circuit = f"/ip4/198.51.100.10/tcp/4001/p2p/{PEER}/p2p-circuit/p2p/{PEER}"
     assert one_address([circuit, circuit]) == "via 198.51.100.10:4001 +1"
+
+
+def test_peers_says_how_the_node_is_reached() -> None:
+    relay = f"/ip4/198.51.100.10/tcp/4001/p2p/{PEER}"
+    public = {"public": True, "relaying": True, "relays": []}
+    assert reachability_line(public) == (
+        "reachable directly (by its addresses), relaying for nodes behind NAT"
+    )
+    behind = {"public": False, "relaying": False, "relays": [relay]}
+    assert reachability_line(behind).endswith("reached through relay 198.51.100.10:4001")
+    assert "no relay holds a reservation" in reachability_line({**behind, "relays": []})
     assert one_address([]) == "-"
 
 
