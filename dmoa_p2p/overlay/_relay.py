@@ -9,8 +9,10 @@ from typing import Any
 
 import multiaddr
 import trio
+from libp2p.connection_types import ConnectionType
 from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.relay.circuit_v2.config import RelayConfig, RelayRole
 from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID as HOP_PROTOCOL
 from libp2p.relay.circuit_v2.protocol import CircuitV2Protocol
@@ -131,9 +133,14 @@ class Relays:
     async def dial(self, addr: Any) -> None:
         """Connect through the relay `addr` names; host.connect() would skip the address
         (py-libp2p 0.8.1 filters /p2p-circuit addresses out of every swarm dial)."""
-        target = ID.from_base58(str(addr).rsplit("/p2p/", 1)[1])
+        relay_part, _, target = str(addr).partition("/p2p-circuit/p2p/")
+        relay = info_from_p2p_addr(multiaddr.Multiaddr(relay_part))
+        if relay.peer_id not in self._host.get_connected_peers():
+            # else the transport's first way (the stored circuit address) opens a stream to a
+            # relay it knows no address of, fails, and only then dials the relay
+            await self._host.connect(relay)
         # the transport tries the peer's stored circuit addresses first
-        self._host.get_peerstore().add_addr(target, addr, _ADDR_TTL_S)
+        self._host.get_peerstore().add_addr(ID.from_base58(target), addr, _ADDR_TTL_S)
         await self._transport.dial(addr)
 
     def _forget_lost(self) -> None:
@@ -192,9 +199,11 @@ def _protocols(peerstore: Any, peer: ID) -> list[str]:
 def _relay_address(host: Any, relay: ID) -> str | None:
     """The relay's address as this node's direct connection to it reached it, if public."""
     for connection in host.get_network().get_connections(relay):
+        if connection.get_connection_type() is ConnectionType.RELAYED:
+            continue  # its socket is the relay's: the address would name the wrong host
         muxed = getattr(connection, "muxed_conn", None)
         remote = muxed.get_remote_address() if muxed is not None else None
-        if remote is None or is_private_ip(str(remote[0])) or is_circuit(remote):
+        if remote is None or is_private_ip(str(remote[0])):
             continue
         ip, port = str(remote[0]), int(remote[1])
         family = "ip6" if ":" in ip else "ip4"

@@ -58,3 +58,8 @@ async def test_a_private_node_renews_its_reservation_and_is_reached_through_the_
                 assert await a.connect(b.listen_addrs[0]) == b.peer_id
                 await a.send(b.peer_id, "/t/1", b"x" * 600_000)  # over the envelope cap
                 assert got == [b"x" * 600_000]
+                # a node never connected to the relay reaches b through it too
+                async with open_libp2p_overlay(NodeIdentity.generate(), LOCAL) as c:
+                    assert await c.connect(b.listen_addrs[0]) == b.peer_id
+                    await c.send(b.peer_id, "/t/1", b"from c")
+                assert got[1:] == [b"from c"]
