@@ -54,6 +54,15 @@ def test_pending_peers_and_peers_per_ip_are_bounded() -> None:
     assert len(view) == 4  # pending still bounded
 
 
+def test_peers_behind_one_relay_are_not_taken_for_one_host() -> None:
+    view = PeerView("me", missed_limit=3.0, max_per_ip=2)
+    relay = "/ip4/198.51.100.10/tcp/4001/p2p/RELAY/p2p-circuit/p2p/"
+    for i in range(5):
+        behind = attrs.evolve(presence(f"n{i}"), listen_addrs=(relay + f"n{i}",))
+        view.observe(behind, now=0.0)
+    assert len(view.pending(0.0)) == 5 and view.refused["same_ip"] == 0
+
+
 def test_the_dial_budget_limits_each_peer_each_address_and_the_total() -> None:
     now = [0.0]
     budget = DialBudget(lambda: now[0], per_peer_s=30, per_address_s=60, rate_per_s=1, burst=2)
