@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,10 @@ def circuit(relay: LabNode, node: LabNode) -> str:
     return f"{relay.address()}/p2p-circuit/p2p/{node.peer_id}"
 
 
+def sees(peer_id: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda status: peer_id in peers_of(status)
+
+
 def addrs_of(status: dict[str, Any], peer_id: str) -> list[str]:
     return next((p["listen_addrs"] for p in status["peers"] if p["peer_id"] == peer_id), [])
 
@@ -72,3 +77,17 @@ async def test_nodes_behind_two_nats_answer_each_others_queries_through_a_relay(
         )
     by_node = {call["node"] for call in answer["trace"]["calls"]}
     assert {peer1.peer_id, peer2.peer_id, relay.peer_id} <= by_node, answer["trace"]
+
+
+@pytest.mark.parametrize("nat_lab", PAIRS[:1], indirect=True, ids=PAIR_IDS[:1])
+async def test_nodes_listening_on_every_interface_behind_nat_know_they_need_the_relay(
+    nat_lab: NatLab, tmp_path: Path
+) -> None:
+    relay = start_node(nat_lab, "relay", tmp_path)
+    await wait_status(relay, answering, START_S)
+    # 0.0.0.0: only their interfaces' addresses (10.x and loopback) say they are behind NAT
+    homes = [start_node(nat_lab, h, tmp_path, [relay.address()], "0.0.0.0") for h in HOMES]
+    for home, other in (homes, homes[::-1]):
+        status = await wait_status(home, sees(other.peer_id), RELAYED_S)
+        assert status["listen_addrs"] == [circuit(relay, home)]
+        assert status["reachability"]["relays"] == [relay.address()]
