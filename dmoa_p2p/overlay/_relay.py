@@ -24,21 +24,11 @@ from dmoa_p2p.overlay._reachability import is_private_ip
 
 _log = logging.getLogger(__name__)
 
-# A circuit carries everything between two NATed nodes until something better exists:
-# presence (about 1 KiB per peer every 2 s, for every peer the mesh forwards) and MoA
-# tasks and proposals of up to wire.limits.MAX_ENVELOPE_BYTES (512 KiB) each. go-libp2p's
-# 2 min / 128 KiB would cut a circuit within one augmented prompt; py-libp2p's 1 h / 1 GiB
-# lets one pair hold a volunteer's uplink for an hour. 64 MiB is over a hundred
-# envelope-sized messages, or an hour of presence from a 16-peer mesh; 20 min bounds how
-# long one circuit holds the relay, after which the pair redials (a new circuit, new limits).
-CIRCUIT_DURATION_S = 20 * 60
+CIRCUIT_DURATION_S = 20 * 60  # why these limits: see `Relays`
 CIRCUIT_DATA_BYTES = 64 * 2**20
-# Circuits into one reserved node: one per peer that reaches it (max_dialed_peers is 16).
-CIRCUITS_PER_RESERVATION = 16
-# Nodes a relay holds reservations for: a relay's load is at most 32 × 16 circuits, and
-# 32 × 64 MiB is the most any 20 minutes may cost it.
+CIRCUITS_PER_RESERVATION = 16  # one per peer that reaches it: max_dialed_peers is 16
 MAX_RESERVATIONS = 32
-# Renewed by py-libp2p 30 s before it expires (transport.RESERVATION_REFRESH_MARGIN).
+# renewed by py-libp2p 30 s before it lapses (transport.RESERVATION_REFRESH_MARGIN)
 RESERVATION_TTL_S = 15 * 60
 RELAY_LIMITS = RelayLimits(
     duration=CIRCUIT_DURATION_S,
@@ -81,7 +71,18 @@ class Relays:
     """Circuit relay v2 for one host: every node accepts relayed connections (stop) and can
     dial `/p2p-circuit` addresses; a public one also relays for others (hop, within
     RELAY_LIMITS); a private one keeps reservations on up to RESERVED_RELAYS relays and
-    names its circuit addresses in `circuit_addrs`."""
+    names its circuit addresses in `circuit_addrs`.
+
+    The limits. A circuit carries everything between two nodes behind NAT until something
+    better exists: presence (about 1 KiB per peer every 2 s, for every peer the mesh
+    forwards) and MoA tasks and proposals of up to wire.limits.MAX_ENVELOPE_BYTES (512 KiB)
+    each. go-libp2p's 2 min / 128 KiB would cut a circuit within one augmented prompt;
+    py-libp2p's 1 h / 1 GiB lets one pair hold a volunteer's uplink for an hour. 64 MiB is
+    over a hundred envelope-sized messages, or about an hour of a 16-peer mesh's presence;
+    20 min bounds how long one circuit holds the relay, after which the pair redials (a new
+    circuit, with new limits). A relay keeps at most MAX_RESERVATIONS nodes and
+    CIRCUITS_PER_RESERVATION circuits into each: at most 512 circuits at once.
+    """
 
     def __init__(
         self, host: Any, *, offer_hop: bool, reserve: bool, bootstrap: Sequence[str] = ()
