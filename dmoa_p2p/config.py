@@ -37,6 +37,17 @@ def _between(low: float, high: float) -> Callable[[object, attrs.Attribute[Any],
     return check
 
 
+REACHABILITIES = ("auto", "public", "private")
+
+
+def _one_of(names: tuple[str, ...]) -> Callable[[object, attrs.Attribute[Any], Any], None]:
+    def check(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value not in names:
+            raise ValueError(f"{attribute.name}: {value!r} is not one of {', '.join(names)}")
+
+    return check
+
+
 def _multiaddrs(
     _: object, attribute: attrs.Attribute[tuple[str, ...]], value: tuple[str, ...]
 ) -> None:
@@ -124,6 +135,11 @@ class NodeConfig:
     missed_presence_limit: float = attrs.field(default=3.0, validator=_positive)
     # dial peers learnt from presence until this many connections are open
     max_dialed_peers: int = attrs.field(default=16, validator=attrs.validators.ge(0))
+    # a publicly reachable node relays (circuit relay v2) for nodes behind NAT unless False
+    relay_service: bool = True
+    # "auto": public unless every listen address is private (RFC 1918, CGNAT, loopback);
+    # a node that is not public reaches others, and is reached, through relays
+    reachability: str = attrs.field(default="auto", validator=_one_of(REACHABILITIES))
     # llama.cpp with the embedded SmolLM2 model (plugins/dmoa-p2p-llama-cpp)
     backend: str = "llama-cpp"
     # plugin-specific settings, e.g. {"model": "/path/to/model.gguf", "n_threads": "1"}

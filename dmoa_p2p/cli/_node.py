@@ -26,7 +26,7 @@ from dmoa_p2p.cli._common import (
     run_until_signalled,
     user_errors,
 )
-from dmoa_p2p.config import BOOTSTRAP_FORM, NodeConfig, control_socket_path
+from dmoa_p2p.config import BOOTSTRAP_FORM, REACHABILITIES, NodeConfig, control_socket_path
 from dmoa_p2p.control import call_control
 from dmoa_p2p.http import bind_http_socket
 from dmoa_p2p.identity import KEY_FILE_NAME, NodeIdentity, load_or_create_identity, save_identity
@@ -86,6 +86,22 @@ go in the --config file; examples/node.toml shows every key.
     show_default="none: this node starts a swarm",
     show_envvar=True,
     help=f"A known peer, {BOOTSTRAP_FORM} (repeatable).",
+)
+@click.option(
+    "--relay/--no-relay",
+    "relay_service",
+    default=node_default("relay_service"),
+    show_default=True,
+    show_envvar=True,
+    help="Relay (circuit relay v2) for nodes behind NAT when this node is publicly reachable.",
+)
+@click.option(
+    "--reachability",
+    type=click.Choice(REACHABILITIES),
+    default=node_default("reachability"),
+    show_default=True,
+    show_envvar=True,
+    help="Whether peers can dial this node; auto: not if it listens on private addresses only.",
 )
 @click.option(
     "--presence-interval",
@@ -191,6 +207,8 @@ _SETS_FIELD = {
     "data_dir": "data_dir",
     "listen": "listen_addrs",
     "bootstrap": "bootstrap",
+    "relay_service": "relay_service",
+    "reachability": "reachability",
     "presence_interval": "presence_interval_s",
     "backend": "backend",
     "gossip": "gossip",
@@ -215,7 +233,11 @@ def node_overrides(given: dict[str, Any]) -> dict[str, Any]:
         overrides[param + "s"] = parse(given.get(param, ()), flag)
     if "data_dir" in given:
         overrides["data_dir"] = str(given["data_dir"])
-    return {field: value or None for field, value in overrides.items()}
+    # False is a value given (--no-relay); an empty list or table is not
+    return {
+        field: value if isinstance(value, bool) else value or None
+        for field, value in overrides.items()
+    }
 
 
 def load_config(config_file: Path | None, overrides: dict[str, Any], data_dir: str) -> NodeConfig:
@@ -248,7 +270,13 @@ def _announce(running: App, as_json: bool) -> None:
             }
         )
         return
-    console.print(f"node [bold]{node.peer_id}[/] listening on:")
+    if not node.listen_addrs:  # behind NAT, until a relay grants it a reservation
+        console.print(
+            f"node [bold]{node.peer_id}[/]: not publicly reachable; peers can dial it once a "
+            "relay grants it a reservation (see `dmoa-p2p peers`)"
+        )
+    else:
+        console.print(f"node [bold]{node.peer_id}[/] listening on:")
     for addr in node.listen_addrs:
         console.print(f"  {addr}", soft_wrap=True)
     for url in running.http_urls:
@@ -269,12 +297,14 @@ def peers(data_dir: Path, as_json: bool) -> None:
                 "peer_id": status["peer_id"],
                 "peers": status["peers"],
                 "pending_peers": status["pending_peers"],
+                "reachability": status["reachability"],
                 "rejected_messages": status["messages"]["rejected"],
                 "refusals": status["refusals"],
             }
         )
         return
     console.print(peers_table(status))
+    console.print(reachability_line(status["reachability"]))
     rejected = status["messages"]["rejected"]
     if rejected:
         console.print("rejected messages: " + ", ".join(f"{k}={v}" for k, v in rejected.items()))
@@ -283,6 +313,17 @@ def peers(data_dir: Path, as_json: bool) -> None:
         console.print("refused: " + ", ".join(f"{k}={v}" for k, v in refused.items()))
     if status["pending_peers"]:
         console.print(f"{status['pending_peers']} more peers heard of, not reached yet")
+
+
+def reachability_line(reachability: dict[str, Any]) -> str:
+    """How peers reach this node, in one line (public: as its listen addresses suggest)."""
+    if reachability["public"]:
+        relaying = ", relaying for nodes behind NAT" if reachability["relaying"] else ""
+        return f"reachable directly (by its addresses){relaying}"
+    relays = [one_address([addr]) for addr in reachability["relays"]]
+    if not relays:
+        return "not publicly reachable, and no relay holds a reservation for it yet"
+    return "not publicly reachable; reached through relay " + ", ".join(relays)
 
 
 def peers_table(status: dict[str, Any]) -> Table:
@@ -341,6 +382,10 @@ def one_address(addrs: list[str]) -> str:
     if not addrs:
         return "-"
     ordered = sorted(addrs, key=lambda a: a.startswith(("/ip4/127.", "/ip6/::1/")))
+    relay, through, _ = ordered[0].partition("/p2p-circuit")
+    if through:  # a node behind NAT: the relay it is reached through
+        more = f" +{len(addrs) - 1}" if len(addrs) > 1 else ""
+        return f"via {one_address([relay])}{more}"
     head, sep, _peer = ordered[0].rpartition("/p2p/")
     addr = head if sep else ordered[0]
     parts = addr.strip("/").split("/")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import collections
-import contextlib
 import logging
 from collections.abc import Callable, Sequence
 
@@ -73,7 +72,8 @@ class DialBudget:
         """True (and the dial counted) if `addr` may be dialled now; the address is its
         transport part (host and port), whatever /p2p/<id> a presence puts after it."""
         now = self._clock()
-        where = addr.split("/p2p/", 1)[0]
+        # through a relay, the whole address: the relay's own part is shared by every peer
+        where = addr if "/p2p-circuit" in addr else addr.split("/p2p/", 1)[0]
         if not _due(self._addresses, where, now, self.per_address_s):
             self.refused["address_recently_dialled"] += 1
             return False
@@ -159,6 +159,9 @@ class PeerDialer:
         connected = self._overlay.connected_peers()
         if peer_id in connected or peer_id in self._dialing or len(connected) >= self._max_peers:
             return
+        addrs = [addr for addr in addrs if not _wildcard(addr)]
+        if not addrs:  # none yet (a node behind NAT before its relay answered): keep the budget
+            return
         if not self.budget.allow_peer(peer_id):
             return
         self._dialing.add(peer_id)
@@ -167,16 +170,20 @@ class PeerDialer:
     async def _dial(self, peer_id: str, addrs: tuple[str, ...]) -> None:
         try:
             for addr in addrs:
-                if "/ip4/0.0.0.0/" in addr or "/ip6/::/" in addr:
-                    continue
                 if not self.budget.allow_address(addr):
                     continue
-                with contextlib.suppress(OverlayError):
+                try:
                     await self._overlay.connect(addr)
                     return
+                except OverlayError as exc:
+                    log.debug("dialling %s failed: %s", addr, exc)
             log.debug("could not dial %s at any of %s", peer_id, addrs)
         finally:
             self._dialing.discard(peer_id)
+
+
+def _wildcard(addr: str) -> bool:
+    return "/ip4/0.0.0.0/" in addr or "/ip6/::/" in addr
 
 
 def _reason(addr: str, exc: OverlayError) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import random
 import time
@@ -136,6 +137,7 @@ class Node:
         return NodeSnapshot(
             peer_id=self.peer_id,
             listen_addrs=self.listen_addrs,
+            reachability=self.overlay.reachability,
             model=self.backend.model_name,
             own=PeerLoad(
                 self.peer_id,
@@ -344,7 +346,12 @@ async def open_node(
         check_peer_address(addr)  # BadAddress now, rather than a dial that fails forever
     with data_dir_lock(config.data_dir):
         identity = identity or load_or_create_identity(config.data_dir)
-        opener = overlay_opener or open_libp2p_overlay
+        opener = overlay_opener or functools.partial(
+            open_libp2p_overlay,
+            relay_service=config.relay_service,
+            reachability=config.reachability,
+            bootstrap=config.bootstrap,
+        )
         backend = backend or load_backend_announced(config.backend, config.backend_options)
         try:
             async with opener(identity, config.listen_addrs) as overlay:

@@ -32,8 +32,14 @@ class PeerRecord:
 
 
 def claimed_ip(presence: Presence) -> str | None:
-    """The first non-loopback IP the presence claims to listen on, if any."""
+    """The first non-loopback IP the presence claims to listen on, if any.
+
+    Not a relay's: every node behind one relay names the relay's IP, and the relay bounds
+    how many nodes it keeps reservations for.
+    """
     for addr in presence.listen_addrs:
+        if "/p2p-circuit" in addr:
+            continue
         parts = addr.split("/")
         if len(parts) > 2 and parts[1] in ("ip4", "ip6"):
             try:

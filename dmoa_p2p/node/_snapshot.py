@@ -10,6 +10,7 @@ import attrs
 from dmoa_p2p import stability
 from dmoa_p2p.admission import OperatingPoint
 from dmoa_p2p.moa import DEFAULT_LAYERS, DEFAULT_PROPOSERS, PeerLoad
+from dmoa_p2p.overlay import Reachability
 from dmoa_p2p.wire import Presence, limits
 
 STABILITY_BOUND = 1.0  # Theorem 1: queues stay bounded while ρ < 1
@@ -98,6 +99,7 @@ class NodeSnapshot:
 
     peer_id: str
     listen_addrs: tuple[str, ...]
+    reachability: Reachability
     model: str
     own: PeerLoad  # this node's queue and estimates, as its presence advertises them
     peers: tuple[PeerEntry, ...]  # verified: this node has had a connection to each
@@ -154,6 +156,7 @@ class NodeSnapshot:
             {
                 "peer_id": self.peer_id,
                 "listen_addrs": list(self.listen_addrs),
+                "reachability": self.reachability.to_json(),
                 "connected_peers": list(self.connected_peers),
                 "peers": [peer.to_json() for peer in self.peers],
                 "pending_peers": self.pending_peers,

@@ -16,6 +16,7 @@ from dmoa_p2p.overlay._protocol import (
     OverlayError,
     OverlayMessage,
     PortInUse,
+    Reachability,
     TopicValidator,
 )
 
@@ -28,6 +29,7 @@ __all__ = [
     "OverlayError",
     "OverlayMessage",
     "PortInUse",
+    "Reachability",
     "TopicValidator",
     "address_host",
     "check_peer_address",
@@ -42,6 +44,9 @@ def open_libp2p_overlay(
     heartbeat_interval: float = 1.0,
     max_queued_per_peer: int = 8,
     publish_timeout: float = 10.0,
+    relay_service: bool = True,
+    reachability: str = "auto",
+    bootstrap: Sequence[str] = (),
 ) -> AbstractAsyncContextManager[Overlay]:
     """Run a py-libp2p GossipSub node for the `async with` block (see `_libp2p`)."""
     # importing libp2p takes ~1 s: pay it only when a real node starts
@@ -53,4 +58,7 @@ def open_libp2p_overlay(
         heartbeat_interval=heartbeat_interval,
         max_queued_per_peer=max_queued_per_peer,
         publish_timeout=publish_timeout,
+        relay_service=relay_service,
+        reachability=reachability,
+        bootstrap=bootstrap,
     )

@@ -17,7 +17,6 @@ from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.network.config import ConnectionConfig
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import info_from_p2p_addr
-from libp2p.tools.anyio_service import background_trio_service
 
 from dmoa_p2p.exceptions import leaves
 from dmoa_p2p.identity import NodeIdentity
@@ -25,6 +24,7 @@ from dmoa_p2p.logs import claim_libp2p_logger
 from dmoa_p2p.overlay._addresses import canonical_ip, check_listen_ports
 from dmoa_p2p.overlay._delivery import RECEIVE_CAPACITY, deliver
 from dmoa_p2p.overlay._libp2p_direct import DirectStreams, error_reason
+from dmoa_p2p.overlay._libp2p_host import running
 from dmoa_p2p.overlay._libp2p_pubsub import new_pubsub
 from dmoa_p2p.overlay._libp2p_router import new_router
 from dmoa_p2p.overlay._protocol import (
@@ -34,14 +34,16 @@ from dmoa_p2p.overlay._protocol import (
     Overlay,
     OverlayError,
     OverlayMessage,
+    Reachability,
     TopicValidator,
 )
+from dmoa_p2p.overlay._reachability import publicly_reachable
+from dmoa_p2p.overlay._relay import Relays, is_circuit
 
 _log = logging.getLogger(__name__)
 claim_libp2p_logger()  # importing libp2p (above) reset its logger to print on stderr
 
 CONNECT_TIMEOUT_S = 10.0
-_CLOSE_TIMEOUT_S = 5.0
 _SHUTDOWN_RACE = "Nursery is closed to new arrivals"
 
 
@@ -56,8 +58,10 @@ class Libp2pOverlay:
         *,
         max_queued_per_peer: int,
         publish_timeout: float,
+        relays: Relays | None = None,
     ) -> None:
         self._host = host
+        self._relays = relays
         self._pubsub = pubsub
         self._nursery = nursery
         self._max_queued = max_queued_per_peer
@@ -80,7 +84,21 @@ class Libp2pOverlay:
 
     @property
     def listen_addrs(self) -> tuple[str, ...]:
+        # a node behind NAT: its own addresses reach no one outside, and py-libp2p does not
+        # name the relays it holds reservations on (so peers would never find a way in)
+        if self._relays is not None and self._relays.reserves:
+            if circuits := self._relays.circuit_addrs():
+                return circuits
+            if self._relays.awaiting_reservation():
+                return ()  # peers that dial the home address now would not try again soon
         return tuple(str(addr) for addr in self._host.get_addrs())
+
+    @property
+    def reachability(self) -> Reachability:
+        relays = self._relays
+        if relays is None:
+            return Reachability(public=True, relaying=False)
+        return Reachability(not relays.reserves, relays.offers_hop, relays.relay_addrs())
 
     def connected_peers(self) -> frozenset[str]:
         return frozenset(str(p.to_base58()) for p in self._host.get_connected_peers())
@@ -120,7 +138,10 @@ class Libp2pOverlay:
             network.unblock_peer(info.peer_id)
         try:
             with trio.fail_after(CONNECT_TIMEOUT_S):
-                await self._host.connect(info)
+                if self._relays is not None and is_circuit(multiaddr_):
+                    await self._relays.dial(multiaddr.Multiaddr(multiaddr_))
+                else:
+                    await self._host.connect(info)
         except trio.TooSlowError as exc:
             raise OverlayError(
                 f"cannot connect to {multiaddr_!r}: no answer within {CONNECT_TIMEOUT_S:g} s"
@@ -305,8 +326,16 @@ async def open_libp2p_overlay(
     heartbeat_interval: float = 1.0,
     max_queued_per_peer: int = 8,
     publish_timeout: float = 10.0,
+    relay_service: bool = True,
+    reachability: str = "auto",
+    bootstrap: Sequence[str] = (),
 ) -> AsyncIterator[Overlay]:
-    """Run a py-libp2p host with GossipSub listening on `listen_addrs`, for the block's duration."""
+    """Run a py-libp2p host with GossipSub listening on `listen_addrs`, for the block's duration.
+
+    A publicly reachable node (see `publicly_reachable`) relays for others unless
+    `relay_service` is False; any other keeps reservations on relays, `bootstrap` peers first.
+    """
+    public = publicly_reachable(reachability, listen_addrs)
     addrs = _listen_multiaddrs(listen_addrs)
     check_listen_ports(listen_addrs)
     host = new_host(
@@ -319,13 +348,18 @@ async def open_libp2p_overlay(
     pubsub = new_pubsub(host, gossipsub)
     body_error: BaseException | None = None
     try:
-        async with _running(host, pubsub, gossipsub, addrs), trio.open_nursery() as nursery:
+        async with running(host, pubsub, gossipsub, addrs), trio.open_nursery() as nursery:
+            relays = Relays(
+                host, offer_hop=public and relay_service, reserve=not public, bootstrap=bootstrap
+            )
+            await nursery.start(relays.run)
             overlay = Libp2pOverlay(
                 host,
                 pubsub,
                 nursery,
                 max_queued_per_peer=max_queued_per_peer,
                 publish_timeout=publish_timeout,
+                relays=relays,
             )
             try:
                 yield overlay
@@ -342,59 +376,3 @@ async def open_libp2p_overlay(
         return
     if to_raise is not None:
         raise to_raise
-
-
-@contextlib.asynccontextmanager
-async def _running(host: Any, pubsub: Any, gossipsub: Any, addrs: list[Any]) -> AsyncIterator[None]:
-    async with (
-        host.run(listen_addrs=addrs),
-        background_trio_service(pubsub),
-        background_trio_service(gossipsub),
-    ):
-        await pubsub.wait_until_ready()
-        try:
-            yield
-        finally:
-            connections = host.get_network().get_connections()
-            # host.run() only cancels its tasks, leaking sockets; and closing the
-            # connections before pubsub stops leaves fewer messages racing its shutdown
-            with trio.CancelScope(shield=True), trio.move_on_after(_CLOSE_TIMEOUT_S):
-                # host.close() closes them one by one, each after 0.2 s of fixed
-                # sleeps in py-libp2p: all at once, 10 peers take 0.2 s, not 2 s
-                async with trio.open_nursery() as closing:
-                    for connection in connections:
-                        closing.start_soon(_close_connection, connection)
-                await host.close()
-            with trio.CancelScope(shield=True), trio.move_on_after(_CLOSE_TIMEOUT_S):
-                await _close_transports([c.muxed_conn for c in connections])
-
-
-async def _close_connection(connection: Any) -> None:
-    try:
-        await connection.close()
-    except Exception as exc:
-        _log.debug("closing a connection failed: %r", exc)
-
-
-async def _close_transports(muxed_conns: list[Any]) -> None:
-    """Close the secured (and so the raw TCP) connection under each muxed connection.
-
-    Closing the connections misses those whose close was cut short: when the
-    cancellation that stops us also reaches libp2p's own tasks (a swarm of nodes
-    stopping at once), a connection task sees its yamux reader cancelled and starts
-    SwarmConn.close(), which marks the connection closed at once and is then
-    cancelled at its first checkpoint (yamux's GO_AWAY), before the transport is
-    closed; every later SwarmConn.close() returns at once. The listening side's
-    socket is still closed by trio's serve_listeners; nothing closes the dialing
-    side's. Closing a transport again is harmless.
-    """
-    for muxed in muxed_conns:
-        secured = getattr(muxed, "secured_conn", None)
-        if secured is None:
-            continue
-        if not muxed.is_closed:
-            _log.debug("closing the transport of an unclosed connection to %s", muxed.peer_id)
-        try:
-            await secured.close()
-        except Exception as exc:
-            _log.debug("closing a connection's transport failed: %r", exc)

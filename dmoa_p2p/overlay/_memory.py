@@ -20,6 +20,7 @@ from dmoa_p2p.overlay._protocol import (
     Overlay,
     OverlayError,
     OverlayMessage,
+    Reachability,
     TopicValidator,
 )
 
@@ -167,6 +168,10 @@ class MemoryOverlay:
     @property
     def listen_addrs(self) -> tuple[str, ...]:
         return (self._address,)
+
+    @property
+    def reachability(self) -> Reachability:
+        return Reachability(public=True, relaying=False)  # every peer can dial every other
 
     def connected_peers(self) -> frozenset[str]:
         return frozenset(self._neighbours)

@@ -41,6 +41,18 @@ class OverlayMessage:
     publisher: str  # peer id that signed the pubsub message (GossipSub StrictSign)
 
 
+@attrs.frozen
+class Reachability:
+    """How peers reach this node: directly (public), or through the relays named."""
+
+    public: bool  # guessed from its listen addresses (or set); no peer has dialled back yet
+    relaying: bool  # relays (circuit relay v2) for nodes behind NAT
+    relays: tuple[str, ...] = ()  # relays holding a reservation for it, by address
+
+    def to_json(self) -> dict[str, object]:
+        return {"public": self.public, "relaying": self.relaying, "relays": list(self.relays)}
+
+
 class Overlay(Protocol):
     """A GossipSub-style overlay: signed pubsub topics, plus direct messages between peers.
 
@@ -64,6 +76,9 @@ class Overlay(Protocol):
         ...
 
     def connected_peers(self) -> frozenset[str]: ...
+
+    @property
+    def reachability(self) -> Reachability: ...
 
     def remote_host(self, peer_id: str) -> str | None:
         """The IP address the live connection to `peer_id` comes from, as the socket says (not

@@ -55,12 +55,15 @@ class LabNode:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
 
-def start_node(lab: NatLab, host: str, base: Path, bootstrap: Sequence[str] = ()) -> LabNode:
-    """Start a node with the fake backend inside `host`, listening on its lab address."""
+def start_node(
+    lab: NatLab, host: str, base: Path, bootstrap: Sequence[str] = (), listen_ip: str | None = None
+) -> LabNode:
+    """Start a node with the fake backend inside `host`, listening on its lab address (or on
+    `listen_ip`, e.g. 0.0.0.0)."""
     data_dir = base / host
     identity = NodeIdentity.generate()  # made here, so its peer id is known before it starts
     save_identity(identity, data_dir / KEY_FILE_NAME)
-    listen = f"/ip4/{lab.ip(host)}/tcp/{PORT}"
+    listen = f"/ip4/{listen_ip or lab.ip(host)}/tcp/{PORT}"
     node = ["node", "--backend", "fake", "--listen", listen, "--data-dir", str(data_dir)]
     argv = [sys.executable, "-m", "dmoa_p2p", "-q", *node]
     for addr in bootstrap:

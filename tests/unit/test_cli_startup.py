@@ -19,7 +19,14 @@ from rich.console import Console
 from dmoa_p2p.cli import _common as common
 from dmoa_p2p.cli import cli
 from dmoa_p2p.cli._common import run_until_signalled, user_errors
-from dmoa_p2p.cli._node import load_config, node_overrides, one_address, peers_table, short_peer_id
+from dmoa_p2p.cli._node import (
+    load_config,
+    node_overrides,
+    one_address,
+    peers_table,
+    reachability_line,
+    short_peer_id,
+)
 from dmoa_p2p.cli._swarm import SwarmTiming, report
 from dmoa_p2p.config import DEFAULT_LISTEN, ConfigError, NodeConfig
 from dmoa_p2p.overlay import OverlayError
@@ -343,6 +350,19 @@ def test_peer_ids_and_addresses_are_shortened() -> None:
     assert one_address(["/ip6/::1/tcp/2", "/dns4/example.org/tcp/3"]) == "example.org:3 +1"
     assert one_address(["/ip6/fe80::1/tcp/4"]) == "[fe80::1]:4"
     assert one_address(["/memory/7/p2p/x"]) == "/memory/7"
+    circuit = f"/ip4/198.51.100.10/tcp/4001/p2p/{PEER}/p2p-circuit/p2p/{PEER}"
+    assert one_address([circuit, circuit]) == "via 198.51.100.10:4001 +1"
+
+
+def test_peers_says_how_the_node_is_reached() -> None:
+    relay = f"/ip4/198.51.100.10/tcp/4001/p2p/{PEER}"
+    public = {"public": True, "relaying": True, "relays": []}
+    assert reachability_line(public) == (
+        "reachable directly (by its addresses), relaying for nodes behind NAT"
+    )
+    behind = {"public": False, "relaying": False, "relays": [relay]}
+    assert reachability_line(behind).endswith("reached through relay 198.51.100.10:4001")
+    assert "no relay holds a reservation" in reachability_line({**behind, "relays": []})
     assert one_address([]) == "-"
 
 
@@ -363,6 +383,15 @@ def test_options_left_at_their_defaults_do_not_override_the_config_file(tmp_path
     given = node_overrides({"queue_capacity": 16, "listen": ("/ip4/127.0.0.1/tcp/0",)})
     loaded = load_config(config, given, "/the/default/data/dir")
     assert loaded.queue_capacity == 16 and loaded.listen_addrs == ("/ip4/127.0.0.1/tcp/0",)
+
+
+def test_no_relay_is_a_setting_given_not_one_left_out(tmp_path: Path) -> None:
+    config = tmp_path / "node.toml"
+    config.write_text(f'data_dir = "{tmp_path}/mine"\nbackend = "fake"\n')
+    assert load_config(config, node_overrides({}), "/d").relay_service is True
+    given = node_overrides({"relay_service": False, "reachability": "private"})
+    loaded = load_config(config, given, "/d")
+    assert loaded.relay_service is False and loaded.reachability == "private"
 
 
 # --- swarm ---

@@ -48,6 +48,10 @@ def test_from_toml_with_overrides(tmp_path: Path) -> None:
             "'/p2p/12D3KooWabc' names no host and port: expected /ip4/HOST/tcp/PORT/p2p/PEER_ID",
         ),
         ({"data_dir": "d", "bootstrap": ["/ip4/1.2.3.4/tcp/1/p2p/"]}, "does not end with /p2p/"),
+        (
+            {"data_dir": "d", "reachability": "nat"},
+            "reachability: 'nat' is not one of auto, public, private",
+        ),
     ],
 )
 def test_bad_values_name_the_problem(values: dict[str, object], message: str) -> None:

@@ -54,6 +54,15 @@ def test_pending_peers_and_peers_per_ip_are_bounded() -> None:
     assert len(view) == 4  # pending still bounded
 
 
+def test_peers_behind_one_relay_are_not_taken_for_one_host() -> None:
+    view = PeerView("me", missed_limit=3.0, max_per_ip=2)
+    relay = "/ip4/198.51.100.10/tcp/4001/p2p/RELAY/p2p-circuit/p2p/"
+    for i in range(5):
+        behind = attrs.evolve(presence(f"n{i}"), listen_addrs=(relay + f"n{i}",))
+        view.observe(behind, now=0.0)
+    assert len(view.pending(0.0)) == 5 and view.refused["same_ip"] == 0
+
+
 def test_the_dial_budget_limits_each_peer_each_address_and_the_total() -> None:
     now = [0.0]
     budget = DialBudget(lambda: now[0], per_peer_s=30, per_address_s=60, rate_per_s=1, burst=2)
@@ -71,6 +80,32 @@ def test_the_dial_budget_limits_each_peer_each_address_and_the_total() -> None:
         "address_recently_dialled": 1,
         "dial_rate": 1,
     }
+
+
+def test_the_dial_budget_counts_a_relayed_address_whole() -> None:
+    budget = DialBudget(lambda: 0.0)
+    relay = "/ip4/198.51.100.10/tcp/4001/p2p/RELAY/p2p-circuit/p2p/"
+    # every peer behind one relay shares the relay's part: only the whole address is one way in
+    assert budget.allow_address(relay + "A") and budget.allow_address(relay + "B")
+    assert not budget.allow_address(relay + "A")
+
+
+async def test_a_presence_without_addresses_does_not_spend_the_peers_dial_budget(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    overlay = MemoryNetwork().open_overlay(NodeIdentity.generate())
+    async with overlay as own, trio.open_nursery() as nursery:
+        dialer = PeerDialer(own, nursery, check_every_s=1.0, max_peers=16)
+        peer = NodeIdentity.generate().peer_id
+        # a node behind NAT before its relay reservation: it names no address yet
+        dialer.dial_if_useful(attrs.evolve(presence(peer), listen_addrs=()))
+        await trio.sleep(1)
+        for _ in range(2):
+            dialer.dial_if_useful(presence(peer))  # dialled (in vain), then too soon again
+            await trio.sleep(1)
+        # the empty presence spent nothing: the first real one was dialled
+        assert dialer.budget.refused == {"peer_recently_dialled": 1}
+        nursery.cancel_scope.cancel()
 
 
 async def test_three_hundred_phantoms_are_dialled_once_and_never_proposers(

@@ -1,0 +1,221 @@
+"""Circuit relay v2 on the py-libp2p host: offering the relay, keeping reservations, dialling."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import multiaddr
+import trio
+from libp2p.connection_types import ConnectionType
+from libp2p.custom_types import TProtocol
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import info_from_p2p_addr
+from libp2p.relay.circuit_v2.config import RelayConfig, RelayRole
+from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID as HOP_PROTOCOL
+from libp2p.relay.circuit_v2.protocol import CircuitV2Protocol
+from libp2p.relay.circuit_v2.resources import RelayLimits
+from libp2p.relay.circuit_v2.transport import CircuitV2Transport
+from libp2p.tools.anyio_service import background_trio_service
+
+from dmoa_p2p.overlay._reachability import is_private_ip
+
+_log = logging.getLogger(__name__)
+
+CIRCUIT_DURATION_S = 20 * 60  # why these limits: see `Relays`
+CIRCUIT_DATA_BYTES = 64 * 2**20
+CIRCUITS_PER_RESERVATION = 16  # one per peer that reaches it: max_dialed_peers is 16
+MAX_RESERVATIONS = 32
+# renewed by py-libp2p 30 s before it lapses (transport.RESERVATION_REFRESH_MARGIN)
+RESERVATION_TTL_S = 15 * 60
+RELAY_LIMITS = RelayLimits(
+    duration=CIRCUIT_DURATION_S,
+    data=CIRCUIT_DATA_BYTES,
+    max_circuit_conns=CIRCUITS_PER_RESERVATION,
+    max_reservations=MAX_RESERVATIONS,
+    reservation_ttl=RESERVATION_TTL_S,
+)
+RESERVED_RELAYS = 2  # a second one keeps the node reachable while the first is replaced
+_CHECK_EVERY_S = 1.0
+_FIRST_RETRY_S = 5.0
+_MAX_RETRY_S = 300.0
+_RESERVE_TIMEOUT_S = 10.0
+_ADDR_TTL_S = 600
+
+
+class _ClosedHopStreamIsNoError(logging.Filter):
+    """Work around py-libp2p 0.8.1 logging an ERROR on the relay for every reservation.
+
+    Its hop handler reads on after a RESERVE and logs "Error reading from hop stream" with an
+    empty reason when the client closes the stream, as py-libp2p's own renewal does: that
+    end of stream is the normal one, demoted here to DEBUG.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message.startswith("Error reading from hop stream from") and message.endswith(": "):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return True
+
+
+logging.getLogger("libp2p.relay.circuit_v2.protocol").addFilter(_ClosedHopStreamIsNoError())
+
+
+def is_circuit(addr: Any) -> bool:
+    return "/p2p-circuit" in str(addr)
+
+
+class Relays:
+    """Circuit relay v2 for one host: every node accepts relayed connections (stop) and can
+    dial `/p2p-circuit` addresses; a public one also relays for others (hop, within
+    RELAY_LIMITS); a private one keeps reservations on up to RESERVED_RELAYS relays and
+    names its circuit addresses in `circuit_addrs`.
+
+    The limits. A circuit carries everything between two nodes behind NAT until something
+    better exists: presence (about 1 KiB per peer every 2 s, for every peer the mesh
+    forwards) and MoA tasks and proposals of up to wire.limits.MAX_ENVELOPE_BYTES (512 KiB)
+    each. go-libp2p's 2 min / 128 KiB would cut a circuit within one augmented prompt;
+    py-libp2p's 1 h / 1 GiB lets one pair hold a volunteer's uplink for an hour. 64 MiB is
+    over a hundred envelope-sized messages, or about an hour of a 16-peer mesh's presence;
+    20 min bounds how long one circuit holds the relay, after which the pair redials (a new
+    circuit, with new limits). A relay keeps at most MAX_RESERVATIONS nodes and
+    CIRCUITS_PER_RESERVATION circuits into each: at most 512 circuits at once.
+    """
+
+    def __init__(
+        self, host: Any, *, offer_hop: bool, reserve: bool, bootstrap: Sequence[str] = ()
+    ) -> None:
+        self._host = host
+        self.offers_hop = offer_hop
+        self.reserves = reserve
+        self._protocol = CircuitV2Protocol(host, limits=RELAY_LIMITS, allow_hop=offer_hop)
+        # not RelayRole.CLIENT: with it py-libp2p makes a new reservation on every circuit dial
+        roles = RelayRole.STOP | (RelayRole.HOP if offer_hop else RelayRole(0))
+        self._transport = CircuitV2Transport(
+            host, self._protocol, RelayConfig(roles=roles, limits=RELAY_LIMITS)
+        )
+        # a relay at a private address helps only where peers could dial each other anyway
+        self._bootstrap = [_peer_of(addr) for addr in bootstrap if not _at_private_ip(addr)]
+        self._reserved: dict[ID, str] = {}  # relay: its address, as this node dialled it
+        self._retry_at: dict[ID, tuple[float, float]] = {}  # relay: (when, backoff)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with background_trio_service(self._protocol), trio.open_nursery() as nursery:
+            task_status.started()
+            while self.reserves:
+                self._forget_lost()
+                for relay in self._candidates():
+                    if len(self._reserved) >= RESERVED_RELAYS:
+                        break
+                    await self._reserve(relay, nursery)
+                await trio.sleep(_CHECK_EVERY_S)
+            await trio.sleep_forever()  # the protocol's handlers go when its service stops
+
+    def circuit_addrs(self) -> tuple[str, ...]:
+        """`<relay addr>/p2p-circuit/p2p/<own id>` for each relay holding a reservation."""
+        own = self._host.get_id().to_base58()
+        return tuple(f"{addr}/p2p-circuit/p2p/{own}" for addr in self._reserved.values())
+
+    def relay_addrs(self) -> tuple[str, ...]:
+        return tuple(self._reserved.values())
+
+    def awaiting_reservation(self) -> bool:
+        """Whether a reservation is being sought from a connected relay that may grant it."""
+        if not self.reserves or len(self._reserved) >= RESERVED_RELAYS:
+            return False
+        # a bootstrap peer not reached yet counts: a presence naming the home address would
+        # still reach peers later (GossipSub's message cache), and they would dial in vain
+        connected = set(self._host.get_connected_peers())
+        unreached = [p for p in self._bootstrap if p not in connected and p not in self._retry_at]
+        return bool(unreached or self._candidates())
+
+    async def dial(self, addr: Any) -> None:
+        """Connect through the relay `addr` names; host.connect() would skip the address
+        (py-libp2p 0.8.1 filters /p2p-circuit addresses out of every swarm dial)."""
+        relay_part, _, target = str(addr).partition("/p2p-circuit/p2p/")
+        relay = info_from_p2p_addr(multiaddr.Multiaddr(relay_part))
+        if relay.peer_id not in self._host.get_connected_peers():
+            # else the transport's first way (the stored circuit address) opens a stream to a
+            # relay it knows no address of, fails, and only then dials the relay
+            await self._host.connect(relay)
+        # the transport tries the peer's stored circuit addresses first
+        self._host.get_peerstore().add_addr(ID.from_base58(target), addr, _ADDR_TTL_S)
+        await self._transport.dial(addr)
+
+    def _forget_lost(self) -> None:
+        """Drop reservations whose relay went away or that lapsed unrenewed."""
+        connected = set(self._host.get_connected_peers())
+        for relay in list(self._reserved):
+            if relay not in connected or relay not in self._transport._reservations:
+                _log.info("reservation on relay %s lost", relay)
+                del self._reserved[relay]
+                self._transport._reservations.pop(relay, None)
+
+    def _candidates(self) -> list[ID]:
+        """Connected bootstrap peers, then connected peers identify says offer the hop protocol.
+
+        Read afresh each round: py-libp2p's RelayDiscovery caches a peer's protocols when first
+        asked, an empty list if identify had not finished, and never finds that relay again.
+        """
+        peerstore, now = self._host.get_peerstore(), trio.current_time()
+        connected = list(self._host.get_connected_peers())
+        hop = [peer for peer in connected if HOP_PROTOCOL in _protocols(peerstore, peer)]
+        ordered = [peer for peer in self._bootstrap if peer in connected] + hop
+        return [
+            peer
+            for peer in dict.fromkeys(ordered)
+            if peer not in self._reserved and self._retry_at.get(peer, (0.0, 0.0))[0] <= now
+        ]
+
+    async def _reserve(self, relay: ID, nursery: trio.Nursery) -> None:
+        address = _relay_address(self._host, relay)
+        ok = False
+        if address is not None:
+            with trio.move_on_after(_RESERVE_TIMEOUT_S):
+                try:
+                    stream = await self._host.new_stream(relay, [TProtocol(HOP_PROTOCOL)])
+                    # renewed in `nursery` by the transport, each time on a new stream
+                    ok = await self._transport.reserve(stream, relay, nursery)
+                    await stream.close()
+                except Exception as exc:  # no hop protocol there, or the connection went
+                    _log.debug("reservation on %s failed: %r", relay, exc)
+        if ok and address is not None:
+            _log.info("reserved a slot on relay %s (%s)", relay, address)
+            self._reserved[relay] = address
+            self._retry_at.pop(relay, None)
+            return
+        backoff = min(self._retry_at.get(relay, (0.0, _FIRST_RETRY_S / 2))[1] * 2, _MAX_RETRY_S)
+        self._retry_at[relay] = (trio.current_time() + backoff, backoff)
+
+
+def _protocols(peerstore: Any, peer: ID) -> list[str]:
+    try:
+        return [str(p) for p in peerstore.get_protocols(peer)]
+    except Exception:  # PeerStoreError: nothing identified yet
+        return []
+
+
+def _relay_address(host: Any, relay: ID) -> str | None:
+    """The relay's address as this node's direct connection to it reached it, if public."""
+    for connection in host.get_network().get_connections(relay):
+        if connection.get_connection_type() is ConnectionType.RELAYED:
+            continue  # its socket is the relay's: the address would name the wrong host
+        muxed = getattr(connection, "muxed_conn", None)
+        remote = muxed.get_remote_address() if muxed is not None else None
+        if remote is None or is_private_ip(str(remote[0])):
+            continue
+        ip, port = str(remote[0]), int(remote[1])
+        family = "ip6" if ":" in ip else "ip4"
+        return f"/{family}/{ip}/tcp/{port}/p2p/{relay.to_base58()}"
+    return None
+
+
+def _at_private_ip(addr: str) -> bool:
+    match = re.match(r"/(ip4|ip6)/([^/]+)/", addr)
+    return match is None or is_private_ip(match[2])
+
+
+def _peer_of(addr: str) -> ID:
+    return ID.from_base58(str(multiaddr.Multiaddr(addr).get_peer_id()))

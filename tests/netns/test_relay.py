@@ -1,0 +1,93 @@
+"""Nodes behind two NAT routers work together through a public relay node, in the NAT lab."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from dmoa_p2p.config import control_socket_path
+from dmoa_p2p.control import call_control
+from dmoa_p2p.moa import QueryRequest
+from tests.netns.lab import NatLab
+from tests.netns.test_lab import (
+    HOMES,
+    JOIN_S,
+    PAIR_IDS,
+    PAIRS,
+    START_S,
+    LabNode,
+    answering,
+    peers_of,
+    start_node,
+    wait_status,
+)
+
+pytestmark = pytest.mark.netns
+
+# a reservation is tried once a second after the relay is reached and identified
+RESERVED_S = JOIN_S
+# presence through the relay's mesh names the circuit address, then the dialer dials it
+RELAYED_S = 30.0
+ASK_S = 30.0  # a one-layer query on the fake backend, over a circuit
+
+
+def circuit(relay: LabNode, node: LabNode) -> str:
+    return f"{relay.address()}/p2p-circuit/p2p/{node.peer_id}"
+
+
+def sees(peer_id: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda status: peer_id in peers_of(status)
+
+
+def addrs_of(status: dict[str, Any], peer_id: str) -> list[str]:
+    return next((p["listen_addrs"] for p in status["peers"] if p["peer_id"] == peer_id), [])
+
+
+@pytest.mark.parametrize("nat_lab", PAIRS, indirect=True, ids=PAIR_IDS)
+async def test_nodes_behind_two_nats_answer_each_others_queries_through_a_relay(
+    nat_lab: NatLab, tmp_path: Path
+) -> None:
+    relay = start_node(nat_lab, "relay", tmp_path)
+    await wait_status(relay, answering, START_S)
+    peer1, peer2 = (start_node(nat_lab, home, tmp_path, [relay.address()]) for home in HOMES)
+    through_relay = {home.peer_id: [circuit(relay, home)] for home in (peer1, peer2)}
+    for home in (peer1, peer2):
+        # its home address reaches no one: it names the way in through the relay instead
+        await wait_status(
+            home, lambda s: s["listen_addrs"] == through_relay[s["peer_id"]], RESERVED_S
+        )
+    relay_status = await wait_status(relay, answering, START_S)
+    assert relay_status["reachability"] == {"public": True, "relaying": True, "relays": []}
+    status = await wait_status(peer1, lambda s: peer2.peer_id in peers_of(s), RELAYED_S)
+    assert status["reachability"] == {
+        "public": False,
+        "relaying": False,
+        "relays": [relay.address()],
+    }
+    assert addrs_of(status, peer2.peer_id) == through_relay[peer2.peer_id]
+    await wait_status(peer2, lambda s: peer1.peer_id in peers_of(s), RELAYED_S)
+    request = QueryRequest("Who is behind the other router?", layers=1, proposers=2)
+    with trio.fail_after(ASK_S):
+        answer = await call_control(
+            control_socket_path(peer1.data_dir), "ask", request=request.to_json()
+        )
+    by_node = {call["node"] for call in answer["trace"]["calls"]}
+    assert {peer1.peer_id, peer2.peer_id, relay.peer_id} <= by_node, answer["trace"]
+
+
+@pytest.mark.parametrize("nat_lab", PAIRS[:1], indirect=True, ids=PAIR_IDS[:1])
+async def test_nodes_listening_on_every_interface_behind_nat_know_they_need_the_relay(
+    nat_lab: NatLab, tmp_path: Path
+) -> None:
+    relay = start_node(nat_lab, "relay", tmp_path)
+    await wait_status(relay, answering, START_S)
+    # 0.0.0.0: only their interfaces' addresses (10.x and loopback) say they are behind NAT
+    homes = [start_node(nat_lab, h, tmp_path, [relay.address()], "0.0.0.0") for h in HOMES]
+    for home, other in (homes, homes[::-1]):
+        status = await wait_status(home, sees(other.peer_id), RELAYED_S)
+        assert status["listen_addrs"] == [circuit(relay, home)]
+        assert status["reachability"]["relays"] == [relay.address()]
