@@ -10,7 +10,7 @@ import socket
 import struct
 from collections.abc import Iterable, Sequence
 
-REACHABILITIES = ("auto", "public", "private")  # config.REACHABILITIES names them too
+from dmoa_p2p.config import REACHABILITIES
 
 # Not `ipaddress.is_private`: that also counts documentation and benchmarking ranges
 # (198.51.100.0/24, 198.18.0.0/15), which are routed like any public address in the NAT lab.
