@@ -61,12 +61,13 @@ async def open_app(
         ) as node:
             app = App(node)
             async with trio.open_nursery() as nursery:
-                if control:
-                    await nursery.start(serve_control, node, config.control_path, app.status)
                 if http_socket is not None:
                     app.http_urls = await nursery.start(
                         serve_http, node, http_socket, config.http_api_key, app.status
                     )
+                # last: whoever sees the control socket answer sees every front end up
+                if control:
+                    await nursery.start(serve_control, node, config.control_path, app.status)
                 try:
                     yield app
                 finally:
