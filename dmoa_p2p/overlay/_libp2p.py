@@ -37,7 +37,7 @@ from dmoa_p2p.overlay._protocol import (
     Reachability,
     TopicValidator,
 )
-from dmoa_p2p.overlay._reachability import publicly_reachable
+from dmoa_p2p.overlay._reachability import concrete_addrs, publicly_reachable
 from dmoa_p2p.overlay._relay import Relays, is_circuit
 
 _log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ class Libp2pOverlay:
                 return circuits
             if self._relays.awaiting_reservation():
                 return ()  # peers that dial the home address now would not try again soon
-        return tuple(str(addr) for addr in self._host.get_addrs())
+        return tuple(concrete_addrs([str(addr) for addr in self._host.get_addrs()]))
 
     @property
     def reachability(self) -> Reachability:

@@ -74,3 +74,25 @@ def interface_ips(names: Iterable[str] | None = None) -> list[str]:
                 answer = fcntl.ioctl(probe.fileno(), _SIOCGIFADDR, request)
                 found.append(socket.inet_ntoa(answer[20:24]))
     return found
+
+
+def concrete_addrs(addrs: Sequence[str], interfaces: Sequence[str] | None = None) -> list[str]:
+    """`addrs` with each IPv4 wildcard (`/ip4/0.0.0.0/...`) replaced by the same address on
+    every interface's IP (`interfaces`, default `interface_ips()`), loopback last.
+
+    A wildcard is where a node listens, not where anyone can reach it: peers told
+    `0.0.0.0` dial themselves (trap G4).
+    """
+    ips = sorted(interface_ips() if interfaces is None else interfaces, key=_loopback_last)
+    found: list[str] = []
+    for addr in addrs:
+        head, wildcard, rest = addr.partition("/ip4/0.0.0.0/")
+        if not wildcard or head:
+            found.append(addr)
+            continue
+        found += [f"/ip4/{ip}/{rest}" for ip in ips]
+    return list(dict.fromkeys(found))
+
+
+def _loopback_last(ip: str) -> bool:
+    return ip.startswith("127.")

@@ -81,3 +81,16 @@ async def test_a_bootstrap_address_that_can_never_work_is_one_error_at_start(
             pass
     assert isinstance(caught.value, BadAddress)
     assert "\n" not in str(caught.value)
+
+
+async def test_a_node_on_every_interface_names_each_address_never_the_wildcard() -> None:
+    port = free_tcp_port()
+    async with (
+        open_libp2p_overlay(NodeIdentity.generate(), [f"/ip4/0.0.0.0/tcp/{port}"]) as node,
+        open_libp2p_overlay(NodeIdentity.generate(), ["/ip4/127.0.0.1/tcp/0"]) as peer,
+    ):
+        assert node.listen_addrs and not any("/0.0.0.0/" in a for a in node.listen_addrs)
+        loopback = f"/ip4/127.0.0.1/tcp/{port}/p2p/{node.peer_id}"
+        assert node.listen_addrs[-1] == loopback  # last: it reaches only this machine
+        await peer.connect(loopback)  # an address it names is one it is reached at
+        assert node.peer_id in peer.connected_peers()

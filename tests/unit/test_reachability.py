@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from dmoa_p2p.overlay._reachability import interface_ips, is_private_ip, publicly_reachable
+from dmoa_p2p.overlay._reachability import (
+    concrete_addrs,
+    interface_ips,
+    is_private_ip,
+    publicly_reachable,
+)
 
 
 @pytest.mark.parametrize(
@@ -49,3 +54,16 @@ def test_a_wildcard_listen_address_counts_each_interface_address() -> None:
     expected = any(not is_private_ip(ip) for ip in ips)
     assert publicly_reachable("auto", ["/ip4/0.0.0.0/tcp/4001"]) is expected
     assert interface_ips(["no-such-interface"]) == []
+
+
+def test_a_wildcard_listen_address_is_advertised_as_each_interfaces_address() -> None:
+    addrs = ["/ip4/0.0.0.0/tcp/4001/p2p/me", "/ip4/198.51.100.7/tcp/4002/p2p/me"]
+    assert concrete_addrs(addrs, ["127.0.0.1", "10.1.0.2", "198.51.100.7"]) == [
+        "/ip4/10.1.0.2/tcp/4001/p2p/me",
+        "/ip4/198.51.100.7/tcp/4001/p2p/me",
+        "/ip4/127.0.0.1/tcp/4001/p2p/me",  # last: it reaches only this machine
+        "/ip4/198.51.100.7/tcp/4002/p2p/me",
+    ]
+    assert concrete_addrs(addrs[1:], []) == addrs[1:]  # nothing to replace
+    assert concrete_addrs(addrs[:1], []) == []  # no interface: no address, never 0.0.0.0
+    assert "127.0.0.1" in interface_ips()  # this machine's loopback, read from the kernel
