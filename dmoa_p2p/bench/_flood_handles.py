@@ -13,8 +13,9 @@ from typing import IO, Any, Protocol
 import attrs
 import trio
 
-from dmoa_p2p.bench._flood_peer import LOCAL, FloodCounts, Flooder, FloodLimits, LineReader
+from dmoa_p2p.bench._flood_peer import LOCAL, FloodCounts, Flooder, FloodLimits
 from dmoa_p2p.bench._overlay import BenchError
+from dmoa_p2p.control import LineReader
 from dmoa_p2p.identity import NodeIdentity
 from dmoa_p2p.overlay import open_libp2p_overlay
 
@@ -71,7 +72,7 @@ class ProcessFlooder:
         assert process.stdin is not None and process.stdout is not None
         self._process = process
         self._stdin = process.stdin
-        self._lines = LineReader(process.stdout)
+        self._lines = LineReader(process.stdout, 1 << 20)  # a line of counts
         self._errors = errors
         self.peer_id = ""
 

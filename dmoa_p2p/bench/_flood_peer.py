@@ -23,6 +23,7 @@ from typing import Any, Literal
 import attrs
 import trio
 
+from dmoa_p2p.control import LineReader
 from dmoa_p2p.gossip import MOA_PROTOCOL
 from dmoa_p2p.identity import NodeIdentity
 from dmoa_p2p.node import PRESENCE_TOPIC
@@ -336,31 +337,14 @@ async def _serve_commands(victim_addr: str, victim: str, limits: FloodLimits) ->
         flooder = Flooder(overlay, identity, victim, limits)
         await nursery.start(flooder.run, victim_addr)
         _say({"ready": flooder.peer_id})
-        commands = LineReader(trio.lowlevel.FdStream(os.dup(sys.stdin.fileno())))
-        while (command := await commands.line()) not in (None, "stop"):
+        commands = LineReader(trio.lowlevel.FdStream(os.dup(sys.stdin.fileno())), 1024)
+        while (line := await commands.line()) is not None and (command := line.decode()) != "stop":
             if command == "flood":
                 flooder.start_flood()
             elif command == "mark":
                 _say({"counts": flooder.counts().to_json()})
         _say({"counts": (await flooder.stop_flood()).to_json()})
         nursery.cancel_scope.cancel()
-
-
-class LineReader:
-    """Lines (without their newline) from a byte stream; None at its end."""
-
-    def __init__(self, stream: trio.abc.ReceiveStream) -> None:
-        self._stream = stream
-        self._buffer = b""
-
-    async def line(self) -> str | None:
-        while b"\n" not in self._buffer:
-            chunk = await self._stream.receive_some(65536)
-            if not chunk:
-                return None
-            self._buffer += chunk
-        line, self._buffer = self._buffer.split(b"\n", 1)
-        return line.decode()
 
 
 def main(argv: list[str]) -> None:

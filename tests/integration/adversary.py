@@ -17,6 +17,7 @@ import msgpack
 import pytest
 import trio
 
+from dmoa_p2p import testing
 from dmoa_p2p.gossip import MOA_PROTOCOL
 from dmoa_p2p.identity import NodeIdentity
 from dmoa_p2p.moa import QueryRequest
@@ -52,9 +53,7 @@ BODY, SIGNATURE = 6, 7
 
 
 async def wait_for(condition: Callable[[], bool], timeout_s: float = 15.0) -> None:
-    with trio.fail_after(timeout_s):
-        while not condition():  # noqa: ASYNC110 - polling other tasks' state is the point
-            await trio.sleep(0.02)
+    await testing.wait_for(condition, timeout_s, poll_s=0.02)
 
 
 # ---- envelopes --------------------------------------------------------------------------
