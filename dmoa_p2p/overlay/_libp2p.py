@@ -5,7 +5,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
-import math
 import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
@@ -18,13 +17,12 @@ from libp2p.network.config import ConnectionConfig
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import info_from_p2p_addr
 
-from dmoa_p2p.exceptions import leaves
 from dmoa_p2p.identity import NodeIdentity
 from dmoa_p2p.logs import claim_libp2p_logger
 from dmoa_p2p.overlay._addresses import canonical_ip, check_listen_ports
 from dmoa_p2p.overlay._delivery import RECEIVE_CAPACITY, deliver
 from dmoa_p2p.overlay._libp2p_direct import DirectStreams, error_reason
-from dmoa_p2p.overlay._libp2p_host import running
+from dmoa_p2p.overlay._libp2p_host import after_teardown, running, unleak_inbound_slots
 from dmoa_p2p.overlay._libp2p_pubsub import new_pubsub
 from dmoa_p2p.overlay._libp2p_router import new_router
 from dmoa_p2p.overlay._protocol import (
@@ -44,7 +42,6 @@ _log = logging.getLogger(__name__)
 claim_libp2p_logger()  # importing libp2p (above) reset its logger to print on stderr
 
 CONNECT_TIMEOUT_S = 10.0
-_SHUTDOWN_RACE = "Nursery is closed to new arrivals"
 
 
 class Libp2pOverlay:
@@ -262,60 +259,11 @@ def _dial_failure(exc: BaseException) -> str:
     return error_reason(exc)
 
 
-def _is_shutdown_race(exc: BaseException) -> bool:
-    return isinstance(exc, RuntimeError) and _SHUTDOWN_RACE in str(exc)
-
-
-def _after_teardown(exc: BaseException, body_error: BaseException | None) -> BaseException | None:
-    """What to raise once the overlay stopped with `exc`; None when only libp2p's shutdown raced.
-
-    `body_error` is what the `async with` block raised, if anything.
-    """
-
-    def is_race(leaf: BaseException) -> bool:
-        return leaf is not body_error and _is_shutdown_race(leaf)
-
-    rest: BaseException | None
-    if isinstance(exc, BaseExceptionGroup):
-        races, rest = exc.split(is_race)
-        rest = exc if races is None else rest  # split() copies even when nothing matched
-    else:
-        rest = None if is_race(exc) else exc
-    if rest is not exc:
-        _log.debug("py-libp2p raced its own shutdown (suppressed): %r", exc)
-    if rest is None:
-        if body_error is None:
-            return None
-        # the race cut the block short while it was still running: never hide that
-        error = OverlayError("py-libp2p stopped while the overlay was in use")
-        error.__cause__ = exc
-        return error
-    if body_error is not None and leaves(rest) == [body_error]:
-        return body_error  # the caller's own exception, not wrapped by libp2p's nurseries
-    return rest
-
-
 def _listen_multiaddrs(listen_addrs: Sequence[str]) -> list[Any]:
     try:
         return [multiaddr.Multiaddr(addr) for addr in listen_addrs]
     except Exception as exc:
         raise BadAddress(f"bad listen address in {list(listen_addrs)}: {exc}") from exc
-
-
-def _unleak_inbound_slots(host: Any) -> None:
-    """Work around py-libp2p 0.8.1 locking a node out after 250 inbound connections.
-
-    Its `Swarm._handle_inbound_connection` takes a slot of `_inbound_limiter`
-    (max_connections − min_connections = 250) and gives it back only when the handler
-    returns, which `_do_handle_inbound_connection` makes wait for the whole swarm to stop:
-    every inbound connection ever accepted holds a slot, closed or not, and the 251st
-    newcomer is refused. An unlimited limiter restores what the cap was meant to leave
-    open; connections per peer stay capped at one. Shown by tests/integration/
-    test_adversary.py::test_hundreds_of_identities_that_connect_and_leave_do_not_lock_newcomers_out.
-    """
-    network = host.get_network()
-    if isinstance(getattr(network, "_inbound_limiter", None), trio.CapacityLimiter):
-        network._inbound_limiter = trio.CapacityLimiter(math.inf)
 
 
 @contextlib.asynccontextmanager
@@ -343,7 +291,7 @@ async def open_libp2p_overlay(
         # without it every connect() waits 250 ms for a second connection
         connection_config=ConnectionConfig(max_connections_per_peer=1),
     )
-    _unleak_inbound_slots(host)
+    unleak_inbound_slots(host)
     gossipsub = new_router(heartbeat_interval)
     pubsub = new_pubsub(host, gossipsub)
     body_error: BaseException | None = None
@@ -369,7 +317,7 @@ async def open_libp2p_overlay(
             finally:
                 overlay._shutdown()
     except BaseException as exc:
-        to_raise = _after_teardown(exc, body_error)
+        to_raise = after_teardown(exc, body_error)
         if to_raise is exc:
             raise
     else:

@@ -1,18 +1,23 @@
-"""Starting and stopping a py-libp2p host with its pubsub, and closing every connection."""
+"""Starting and stopping a py-libp2p host with its pubsub; telling its shutdown races apart."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from collections.abc import AsyncIterator
 from typing import Any
 
 import trio
 from libp2p.tools.anyio_service import background_trio_service
 
+from dmoa_p2p.exceptions import leaves
+from dmoa_p2p.overlay._protocol import OverlayError
+
 _log = logging.getLogger(__name__)
 
 _CLOSE_TIMEOUT_S = 5.0
+_SHUTDOWN_RACE = "Nursery is closed to new arrivals"
 
 
 @contextlib.asynccontextmanager
@@ -69,3 +74,52 @@ async def _close_transports(muxed_conns: list[Any]) -> None:
             await secured.close()
         except Exception as exc:
             _log.debug("closing a connection's transport failed: %r", exc)
+
+
+def _is_shutdown_race(exc: BaseException) -> bool:
+    return isinstance(exc, RuntimeError) and _SHUTDOWN_RACE in str(exc)
+
+
+def after_teardown(exc: BaseException, body_error: BaseException | None) -> BaseException | None:
+    """What to raise once the overlay stopped with `exc`; None when only libp2p's shutdown raced.
+
+    `body_error` is what the `async with` block raised, if anything.
+    """
+
+    def is_race(leaf: BaseException) -> bool:
+        return leaf is not body_error and _is_shutdown_race(leaf)
+
+    rest: BaseException | None
+    if isinstance(exc, BaseExceptionGroup):
+        races, rest = exc.split(is_race)
+        rest = exc if races is None else rest  # split() copies even when nothing matched
+    else:
+        rest = None if is_race(exc) else exc
+    if rest is not exc:
+        _log.debug("py-libp2p raced its own shutdown (suppressed): %r", exc)
+    if rest is None:
+        if body_error is None:
+            return None
+        # the race cut the block short while it was still running: never hide that
+        error = OverlayError("py-libp2p stopped while the overlay was in use")
+        error.__cause__ = exc
+        return error
+    if body_error is not None and leaves(rest) == [body_error]:
+        return body_error  # the caller's own exception, not wrapped by libp2p's nurseries
+    return rest
+
+
+def unleak_inbound_slots(host: Any) -> None:
+    """Work around py-libp2p 0.8.1 locking a node out after 250 inbound connections.
+
+    Its `Swarm._handle_inbound_connection` takes a slot of `_inbound_limiter`
+    (max_connections − min_connections = 250) and gives it back only when the handler
+    returns, which `_do_handle_inbound_connection` makes wait for the whole swarm to stop:
+    every inbound connection ever accepted holds a slot, closed or not, and the 251st
+    newcomer is refused. An unlimited limiter restores what the cap was meant to leave
+    open; connections per peer stay capped at one. Shown by tests/integration/
+    test_adversary.py::test_hundreds_of_identities_that_connect_and_leave_do_not_lock_newcomers_out.
+    """
+    network = host.get_network()
+    if isinstance(getattr(network, "_inbound_limiter", None), trio.CapacityLimiter):
+        network._inbound_limiter = trio.CapacityLimiter(math.inf)

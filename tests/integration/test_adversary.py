@@ -209,7 +209,7 @@ async def test_hundreds_of_identities_that_connect_and_leave_do_not_lock_newcome
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """py-libp2p 0.8.1 keeps an inbound slot per connection ever accepted (250 in all); the
-    overlay works around it (`overlay/_libp2p.py`, `_unleak_inbound_slots`)."""
+    overlay works around it (`overlay/_libp2p_host.py`, `unleak_inbound_slots`)."""
     capture_logs(caplog)
     async with open_inprocess_swarm(2, tmp_path, **SWARM) as swarm:
         await swarm.wait_converged(timeout_s=20)

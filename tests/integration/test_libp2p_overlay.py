@@ -14,7 +14,7 @@ import trio
 
 from dmoa_p2p.identity import NodeIdentity
 from dmoa_p2p.overlay import Overlay, OverlayError, OverlayMessage, open_libp2p_overlay
-from dmoa_p2p.overlay._libp2p import _after_teardown
+from dmoa_p2p.overlay._libp2p_host import after_teardown
 from dmoa_p2p.overlay._libp2p_router import new_router
 from dmoa_p2p.testing import free_tcp_port
 
@@ -275,21 +275,21 @@ def race() -> RuntimeError:
 def test_teardown_suppresses_only_the_shutdown_race() -> None:
     mine = KeyError("mine")
     other = ValueError("other")
-    assert _after_teardown(race(), None) is None
-    assert _after_teardown(ExceptionGroup("g", [ExceptionGroup("h", [race()])]), None) is None
-    assert _after_teardown(ExceptionGroup("g", [race(), ExceptionGroup("h", [mine])]), mine) is mine
-    kept = _after_teardown(ExceptionGroup("g", [race(), other]), None)
+    assert after_teardown(race(), None) is None
+    assert after_teardown(ExceptionGroup("g", [ExceptionGroup("h", [race()])]), None) is None
+    assert after_teardown(ExceptionGroup("g", [race(), ExceptionGroup("h", [mine])]), mine) is mine
+    kept = after_teardown(ExceptionGroup("g", [race(), other]), None)
     assert isinstance(kept, ExceptionGroup)
     assert kept.exceptions == (other,)
     group = ExceptionGroup("g", [other])
-    assert _after_teardown(group, None) is group
+    assert after_teardown(group, None) is group
     own_race = race()
-    assert _after_teardown(ExceptionGroup("g", [own_race]), own_race) is own_race
+    assert after_teardown(ExceptionGroup("g", [own_race]), own_race) is own_race
 
 
 def test_teardown_reports_a_race_that_cut_the_block_short() -> None:
     group = ExceptionGroup("g", [race()])
     # in practice the block ended with trio.Cancelled, which libp2p's nursery absorbed
-    error = _after_teardown(group, KeyboardInterrupt())
+    error = after_teardown(group, KeyboardInterrupt())
     assert isinstance(error, OverlayError)
     assert error.__cause__ is group

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.netns.lab import NatKind, NatLab, open_lab, unavailable_reason
+from dmoa_p2p.testing.netlab import NatKind, NatLab, open_lab, unavailable_reason
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

@@ -18,7 +18,7 @@ import trio
 from dmoa_p2p.config import control_socket_path
 from dmoa_p2p.control import ControlError, call_control
 from dmoa_p2p.identity import KEY_FILE_NAME, NodeIdentity, save_identity
-from tests.netns.lab import HOSTS, MARK, NatKind, NatLab, command, lab_namespaces, open_lab
+from dmoa_p2p.testing.netlab import HOSTS, MARK, NatKind, NatLab, command, lab_namespaces, open_lab
 
 pytestmark = pytest.mark.netns
 

@@ -12,7 +12,7 @@ import trio
 from dmoa_p2p.config import control_socket_path
 from dmoa_p2p.control import call_control
 from dmoa_p2p.moa import QueryRequest
-from tests.netns.lab import NatLab
+from dmoa_p2p.testing.netlab import NatLab
 from tests.netns.test_lab import (
     HOMES,
     JOIN_S,
