@@ -11,7 +11,8 @@ from dmoa_p2p.cli._bench_http import http_bench as http_bench
 from dmoa_p2p.cli._bench_moa import moa
 from dmoa_p2p.cli._chat import chat
 from dmoa_p2p.cli._common import cli
-from dmoa_p2p.cli._node import keygen, node, peers
+from dmoa_p2p.cli._node import keygen, node
+from dmoa_p2p.cli._peers import peers
 from dmoa_p2p.cli._simulate import simulate
 from dmoa_p2p.cli._stability import stability
 from dmoa_p2p.cli._swarm import swarm

@@ -155,6 +155,7 @@ class Node:
                     rec.presence.listen_addrs,
                     rec.presence.models,
                     now - rec.last_seen,
+                    self.overlay.link(rec.presence.peer_id),
                 )
                 for rec in self.peer_view.live(now)
             ),

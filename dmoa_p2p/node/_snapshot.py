@@ -38,6 +38,7 @@ class PeerEntry:
     listen_addrs: tuple[str, ...]
     models: tuple[str, ...]
     last_seen_s: float  # seconds ago
+    link: str | None = None  # "direct", "relayed" (circuit relay), None: not connected
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -50,6 +51,7 @@ class PeerEntry:
             "arrival_rate": self.load.arrival_rate,
             "admitted_rate": self.load.admitted_rate,
             "last_seen_s": round(self.last_seen_s, 3),
+            "link": self.link,
         }
 
 

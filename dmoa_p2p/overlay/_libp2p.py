@@ -16,12 +16,19 @@ from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.network.config import ConnectionConfig
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import info_from_p2p_addr
+from libp2p.tools.anyio_service import background_trio_service
 
 from dmoa_p2p.identity import NodeIdentity
 from dmoa_p2p.logs import claim_libp2p_logger
 from dmoa_p2p.overlay._addresses import canonical_ip, check_listen_ports
 from dmoa_p2p.overlay._delivery import RECEIVE_CAPACITY, deliver
 from dmoa_p2p.overlay._libp2p_direct import DirectStreams, error_reason
+from dmoa_p2p.overlay._libp2p_holepunch import (
+    advertised_addrs,
+    hole_punching,
+    is_relayed,
+    link_kind,
+)
 from dmoa_p2p.overlay._libp2p_host import after_teardown, running, unleak_inbound_slots
 from dmoa_p2p.overlay._libp2p_pubsub import new_pubsub
 from dmoa_p2p.overlay._libp2p_router import new_router
@@ -35,7 +42,7 @@ from dmoa_p2p.overlay._protocol import (
     Reachability,
     TopicValidator,
 )
-from dmoa_p2p.overlay._reachability import concrete_addrs, publicly_reachable
+from dmoa_p2p.overlay._reachability import publicly_reachable
 from dmoa_p2p.overlay._relay import Relays, is_circuit
 
 _log = logging.getLogger(__name__)
@@ -88,7 +95,7 @@ class Libp2pOverlay:
                 return circuits
             if self._relays.awaiting_reservation():
                 return ()  # peers that dial the home address now would not try again soon
-        return tuple(concrete_addrs([str(addr) for addr in self._host.get_addrs()]))
+        return tuple(str(addr) for addr in self._host.get_addrs())  # see advertised_addrs
 
     @property
     def reachability(self) -> Reachability:
@@ -100,9 +107,16 @@ class Libp2pOverlay:
     def connected_peers(self) -> frozenset[str]:
         return frozenset(str(p.to_base58()) for p in self._host.get_connected_peers())
 
+    def link(self, peer_id: str) -> str | None:
+        with contextlib.suppress(ValueError):  # not a peer id, so not connected either
+            return link_kind(self._host, ID.from_base58(peer_id))
+        return None
+
     def remote_host(self, peer_id: str) -> str | None:
         with contextlib.suppress(ValueError):  # not a peer id, so not connected either
-            for connection in self._host.get_network().get_connections(ID.from_base58(peer_id)):
+            connections = self._host.get_network().get_connections(ID.from_base58(peer_id))
+            # a relayed connection's socket is the relay's: the peer's own IP comes first
+            for connection in sorted(connections, key=is_relayed):
                 # the socket's, not "transport addresses" (maybe the peer's own claims)
                 muxed = getattr(connection, "muxed_conn", None)  # None until its handshake ends
                 if muxed is not None and (remote := muxed.get_remote_address()) is not None:
@@ -290,13 +304,18 @@ async def open_libp2p_overlay(
         key_pair=create_new_key_pair(identity.seed),
         # without it every connect() waits 250 ms for a second connection
         connection_config=ConnectionConfig(max_connections_per_peer=1),
+        addrs_factory=advertised_addrs,
     )
     unleak_inbound_slots(host)
     gossipsub = new_router(heartbeat_interval)
     pubsub = new_pubsub(host, gossipsub)
     body_error: BaseException | None = None
     try:
-        async with running(host, pubsub, gossipsub, addrs), trio.open_nursery() as nursery:
+        async with (
+            running(host, pubsub, gossipsub, addrs),
+            background_trio_service(hole_punching(host)),
+            trio.open_nursery() as nursery,
+        ):
             relays = Relays(
                 host, offer_hop=public and relay_service, reserve=not public, bootstrap=bootstrap
             )

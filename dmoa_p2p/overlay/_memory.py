@@ -176,6 +176,9 @@ class MemoryOverlay:
     def connected_peers(self) -> frozenset[str]:
         return frozenset(self._neighbours)
 
+    def link(self, peer_id: str) -> str | None:
+        return "direct" if peer_id in self._neighbours else None
+
     def remote_host(self, peer_id: str) -> str | None:
         # each overlay is a host of its own, so a peer's host is its listener number
         peer = self._neighbours.get(peer_id)

@@ -80,6 +80,11 @@ class Overlay(Protocol):
     @property
     def reachability(self) -> Reachability: ...
 
+    def link(self, peer_id: str) -> str | None:
+        """How this node is connected to `peer_id`: "direct" when any connection is, "relayed"
+        when every one goes through a relay (circuit relay v2), None when not connected."""
+        ...
+
     def remote_host(self, peer_id: str) -> str | None:
         """The IP address the live connection to `peer_id` comes from, as the socket says (not
         as the peer claims), in `address_host`'s form; None when not connected."""

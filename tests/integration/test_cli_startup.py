@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from dmoa_p2p.cli._node import short_peer_id
+from dmoa_p2p.cli._peers import short_peer_id
 from dmoa_p2p.swarm import open_process_swarm
 
 pytestmark = pytest.mark.integration

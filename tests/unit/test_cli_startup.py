@@ -19,14 +19,8 @@ from rich.console import Console
 from dmoa_p2p.cli import _common as common
 from dmoa_p2p.cli import cli
 from dmoa_p2p.cli._common import run_until_signalled, user_errors
-from dmoa_p2p.cli._node import (
-    load_config,
-    node_overrides,
-    one_address,
-    peers_table,
-    reachability_line,
-    short_peer_id,
-)
+from dmoa_p2p.cli._node import load_config, node_overrides
+from dmoa_p2p.cli._peers import one_address, peers_table, reachability_line, short_peer_id
 from dmoa_p2p.cli._swarm import SwarmTiming, report
 from dmoa_p2p.config import DEFAULT_LISTEN, ConfigError, NodeConfig
 from dmoa_p2p.overlay import OverlayError
