@@ -22,6 +22,7 @@ from dmoa_p2p.bench._moa import (
     run_moa_bench,
     run_model_moa_bench,
 )
+from dmoa_p2p.bench._nat import NatBenchResult, NatBenchSettings, NatRun, run_nat_bench
 from dmoa_p2p.bench._overlay import BenchError, ProgressCallback, run_overlay_bench
 from dmoa_p2p.bench._results import (
     BARE_MEANS,
@@ -64,6 +65,9 @@ __all__ = [
     "HttpBenchResult",
     "MoaBenchResult",
     "ModelMoaBenchResult",
+    "NatBenchResult",
+    "NatBenchSettings",
+    "NatRun",
     "OverlayBenchResult",
     "ProgressCallback",
     "QuerySplit",
@@ -74,5 +78,6 @@ __all__ = [
     "run_http_bench",
     "run_moa_bench",
     "run_model_moa_bench",
+    "run_nat_bench",
     "run_overlay_bench",
 ]

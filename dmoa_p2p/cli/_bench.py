@@ -7,6 +7,7 @@ from rich.table import Table
 
 from dmoa_p2p.bench import BARE, BARE_MEANS, DMOA, OverlayBenchResult, run_overlay_bench
 from dmoa_p2p.cli._bench_flood import flood
+from dmoa_p2p.cli._bench_nat import nat
 from dmoa_p2p.cli._bench_run import measure_and_report, stage_bar
 from dmoa_p2p.cli._common import console, json_option
 
@@ -26,6 +27,7 @@ def bench() -> None:
 
 
 bench.add_command(flood)
+bench.add_command(nat)
 
 
 @bench.command()

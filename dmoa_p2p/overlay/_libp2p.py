@@ -24,8 +24,8 @@ from dmoa_p2p.overlay._addresses import canonical_ip, check_listen_ports
 from dmoa_p2p.overlay._delivery import RECEIVE_CAPACITY, deliver
 from dmoa_p2p.overlay._libp2p_direct import DirectStreams, error_reason
 from dmoa_p2p.overlay._libp2p_holepunch import (
+    HolePunching,
     advertised_addrs,
-    hole_punching,
     is_relayed,
     link_kind,
 )
@@ -63,9 +63,11 @@ class Libp2pOverlay:
         max_queued_per_peer: int,
         publish_timeout: float,
         relays: Relays | None = None,
+        punching: HolePunching | None = None,
     ) -> None:
         self._host = host
         self._relays = relays
+        self._punching = punching
         self._pubsub = pubsub
         self._nursery = nursery
         self._max_queued = max_queued_per_peer
@@ -151,6 +153,8 @@ class Libp2pOverlay:
             with trio.fail_after(CONNECT_TIMEOUT_S):
                 if self._relays is not None and is_circuit(multiaddr_):
                     await self._relays.dial(multiaddr.Multiaddr(multiaddr_))
+                    if self._punching is not None:
+                        self._nursery.start_soon(self._punching.punch, info.peer_id)
                 else:
                     await self._host.connect(info)
         except trio.TooSlowError as exc:
@@ -313,7 +317,7 @@ async def open_libp2p_overlay(
     try:
         async with (
             running(host, pubsub, gossipsub, addrs),
-            background_trio_service(hole_punching(host)),
+            background_trio_service(punching := HolePunching(host)),
             trio.open_nursery() as nursery,
         ):
             relays = Relays(
@@ -327,6 +331,7 @@ async def open_libp2p_overlay(
                 max_queued_per_peer=max_queued_per_peer,
                 publish_timeout=publish_timeout,
                 relays=relays,
+                punching=punching,
             )
             try:
                 yield overlay

@@ -12,9 +12,10 @@ import trio
 from dmoa_p2p.config import control_socket_path
 from dmoa_p2p.control import call_control
 from dmoa_p2p.moa import QueryRequest
+from dmoa_p2p.testing.labnodes import LabNode, answering, link_to, start_node
+from dmoa_p2p.testing.labnodes import wait_status as status_when
 from dmoa_p2p.testing.netlab import NatKind, NatLab
-from tests.netns.test_lab import HOMES, PAIR_IDS, PAIRS, START_S, LabNode, answering, start_node
-from tests.netns.test_lab import wait_status as status_when
+from tests.netns.test_lab import HOMES, PAIR_IDS, PAIRS, START_S
 from tests.netns.test_relay import ASK_S, RELAYED_S, sees
 
 pytestmark = pytest.mark.netns
@@ -25,10 +26,6 @@ PUNCHED_S = 15.0
 WATCHED_S = 120.0
 # presence comes every 2 s; a peer is dropped after missed_presence_limit (3) of them
 STALE_S = 7.0
-
-
-def link_to(status: dict[str, Any], peer_id: str) -> str | None:
-    return next((p["link"] for p in status["peers"] if p["peer_id"] == peer_id), None)
 
 
 def seen_ago(status: dict[str, Any], peer_id: str) -> float:

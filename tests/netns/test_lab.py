@@ -2,27 +2,27 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import attrs
 import pytest
 import trio
 
-from dmoa_p2p.config import control_socket_path
-from dmoa_p2p.control import ControlError, call_control
-from dmoa_p2p.identity import KEY_FILE_NAME, NodeIdentity, save_identity
+from dmoa_p2p.testing.labnodes import (
+    PORT,
+    LabNode,
+    answering,
+    peers_of,
+    start_node,
+    wait_status,
+)
 from dmoa_p2p.testing.netlab import HOSTS, MARK, NatKind, NatLab, command, lab_namespaces, open_lab
 
 pytestmark = pytest.mark.netns
 
-PORT = 4001
 PROBE = str(Path(__file__).with_name("probe.py"))
 HOMES = {"peer1": "nat1", "peer2": "nat2"}  # home host: its router
 # Node tests run two homes at once, so that two labs cover the three kinds. A resetting router
@@ -36,64 +36,6 @@ JOIN_S = 20.0  # connect, then one presence each way (every 2 s)
 UNREACHABLE_S = 20.0
 
 
-@attrs.frozen
-class LabNode:
-    """A `dmoa-p2p node` process on one lab host."""
-
-    host: str
-    ip: str
-    data_dir: Path
-    peer_id: str
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def address(self, ip: str | None = None) -> str:
-        """Its dial address, at its own IP or at `ip` (its router's, as the internet sees it)."""
-        return f"/ip4/{ip or self.ip}/tcp/{PORT}/p2p/{self.peer_id}"
-
-    def said(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-
-def start_node(
-    lab: NatLab, host: str, base: Path, bootstrap: Sequence[str] = (), listen_ip: str | None = None
-) -> LabNode:
-    """Start a node with the fake backend inside `host`, listening on its lab address (or on
-    `listen_ip`, e.g. 0.0.0.0)."""
-    data_dir = base / host
-    identity = NodeIdentity.generate()  # made here, so its peer id is known before it starts
-    save_identity(identity, data_dir / KEY_FILE_NAME)
-    listen = f"/ip4/{listen_ip or lab.ip(host)}/tcp/{PORT}"
-    node = ["node", "--backend", "fake", "--listen", listen, "--data-dir", str(data_dir)]
-    argv = [sys.executable, "-m", "dmoa_p2p", "-q", *node]
-    for addr in bootstrap:
-        argv += ["--bootstrap", addr]
-    # only this test's settings: none from the environment of whoever runs the tests
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DMOA_P2P_")}
-    log = base / f"{host}.log"
-    process = lab.run(host, argv, log=log, env=env)
-    return LabNode(host, lab.ip(host), data_dir, identity.peer_id, process, log)
-
-
-async def wait_status(
-    node: LabNode, condition: Callable[[dict[str, Any]], bool], timeout_s: float
-) -> dict[str, Any]:
-    """The node's status once `condition` holds; fails, with the node's log, if it exits or
-    `timeout_s` passes first."""
-    path = control_socket_path(node.data_dir)
-    try:
-        with trio.fail_after(timeout_s):
-            while node.process.poll() is None:
-                with contextlib.suppress(ControlError):  # not answering yet: starting
-                    status = await call_control(path, "status")
-                    if condition(status):
-                        return status
-                await trio.sleep(0.1)
-    except trio.TooSlowError:
-        pytest.fail(f"{node.host}: condition not met within {timeout_s:g} s; log:\n{node.said()}")
-    pytest.fail(f"{node.host}: node exited with {node.process.returncode}; log:\n{node.said()}")
-
-
 async def wait_said(node: LabNode, words: str, timeout_s: float) -> str:
     """The first line of the node's log holding `words`; fails if none comes in time."""
     with trio.move_on_after(timeout_s):
@@ -103,15 +45,6 @@ async def wait_said(node: LabNode, words: str, timeout_s: float) -> str:
                     return line
             await trio.sleep(0.1)
     pytest.fail(f"{node.host} did not say {words!r} within {timeout_s:g} s; log:\n{node.said()}")
-
-
-def answering(status: dict[str, Any]) -> bool:
-    """Any status will do: the node is up."""
-    return True
-
-
-def peers_of(status: dict[str, Any]) -> set[str]:
-    return {peer["peer_id"] for peer in status["peers"]}
 
 
 async def probe(lab: NatLab, host: str, target: str, port: int, **options: Any) -> dict[str, Any]:

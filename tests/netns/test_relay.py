@@ -12,19 +12,9 @@ import trio
 from dmoa_p2p.config import control_socket_path
 from dmoa_p2p.control import call_control
 from dmoa_p2p.moa import QueryRequest
+from dmoa_p2p.testing.labnodes import LabNode, answering, peers_of, start_node, wait_status
 from dmoa_p2p.testing.netlab import NatLab
-from tests.netns.test_lab import (
-    HOMES,
-    JOIN_S,
-    PAIR_IDS,
-    PAIRS,
-    START_S,
-    LabNode,
-    answering,
-    peers_of,
-    start_node,
-    wait_status,
-)
+from tests.netns.test_lab import HOMES, JOIN_S, PAIR_IDS, PAIRS, START_S
 
 pytestmark = pytest.mark.netns
 
