@@ -109,17 +109,19 @@ class DialBack:
         self._host.set_stream_handler(TProtocol(PROTOCOL_ID), self._on_request)
         task_status.started()
         while self._relays is not None:
-            candidates = self._candidates()
+            candidates = self.candidates()
             if self._schedule.due(len(candidates)):
                 await self.check(candidates)
             await trio.sleep(_CHECK_EVERY_S)
         await trio.sleep_forever()
 
-    async def check(self, candidates: Sequence[tuple[str, str]]) -> bool | None:
-        """Ask up to ASK_PEERS of `candidates` ((peer id, IP) pairs) to dial back; act on and
-        return their verdict (None: undecided)."""
+    async def check(
+        self, candidates: Sequence[tuple[str, str]], addrs: Sequence[str] | None = None
+    ) -> bool | None:
+        """Ask up to ASK_PEERS of `candidates` ((peer id, IP) pairs) to dial `addrs` (default:
+        `own_addrs()`) back; act on and return their verdict (None: undecided)."""
         chosen = choose_peers(candidates, self._last_asked, ASK_PEERS)
-        addrs = self.own_addrs()
+        addrs = self.own_addrs() if addrs is None else addrs
         outcomes: list[Outcome] = []
 
         async def ask_one(peer: str) -> None:
@@ -170,7 +172,7 @@ class DialBack:
             return Answer(Outcome.REFUSED, f"no answer: {error_reason(exc)}")
         return Answer(outcome, reason)
 
-    def _candidates(self) -> list[tuple[str, str]]:
+    def candidates(self) -> list[tuple[str, str]]:
         """Connected peers that speak the protocol over a direct connection, with its IP."""
         peerstore, found = self._host.get_peerstore(), []
         for peer in self._host.get_connected_peers():
@@ -243,7 +245,7 @@ async def _dial_back(host: Any, peer: ID, addr: DialAddr) -> str | None:
         try:
             tcp = await trio.open_tcp_stream(addr.ip, addr.port)
         except OSError as exc:
-            return os.strerror(exc.errno) if exc.errno else str(exc)
+            return _socket_error(exc)
         raw = RawConnection(TrioTCPStream(tcp), True)
         try:
             secured = await host.get_network().upgrader.upgrade_security(raw, True, peer)
@@ -255,6 +257,18 @@ async def _dial_back(host: Any, peer: ID, addr: DialAddr) -> str | None:
         await _close(secured)
         return None
     return f"no answer within {DIAL_TIMEOUT_S:g} s"
+
+
+def _socket_error(exc: OSError) -> str:
+    """The socket's reason ("Connection refused") under trio's "all attempts ... failed"."""
+    pending: list[BaseException] = [exc]
+    while pending:
+        inner = pending.pop(0)
+        if isinstance(inner, OSError) and inner.errno:
+            return os.strerror(inner.errno)
+        pending += [e for e in (inner.__cause__, inner.__context__) if e is not None]
+        pending += list(getattr(inner, "exceptions", ()))
+    return str(exc)
 
 
 def _direct_ip(host: Any, peer: ID, muxed: Any = None) -> str | None:

@@ -101,7 +101,9 @@ def parse_address(text: str, requester: str) -> DialAddr:
         ip = ipaddress.ip_address(ip_text)
     except ValueError as exc:
         raise BadMessage(f"{ip_text[:50]!r} is not an IP address") from exc
-    if ip.version != (4 if family == "ip4" else 6) or ip.is_unspecified or ip.is_multicast:
+    scoped = isinstance(ip, ipaddress.IPv6Address) and ip.scope_id is not None
+    wrong = ip.version != (4 if family == "ip4" else 6) or scoped
+    if wrong or ip.is_unspecified or ip.is_multicast:
         raise BadMessage(f"{ip_text!r} is not a unicast /{family} address")
     port = int(port_text)
     if not 1 <= port <= 65535:
