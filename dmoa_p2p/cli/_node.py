@@ -26,6 +26,7 @@ from dmoa_p2p.cli._common import (
     run_until_signalled,
     user_errors,
 )
+from dmoa_p2p.cli._reach import how_decided
 from dmoa_p2p.config import BOOTSTRAP_FORM, REACHABILITIES, NodeConfig, control_socket_path
 from dmoa_p2p.control import call_control
 from dmoa_p2p.http import bind_http_socket
@@ -317,7 +318,7 @@ def peers(data_dir: Path, as_json: bool) -> None:
 
 def reachability_line(reachability: dict[str, Any]) -> str:
     """How peers reach this node, and how that was decided, in one line."""
-    how = _how_decided(reachability)
+    how = how_decided(reachability)
     if reachability["public"]:
         relaying = ", relaying for nodes behind NAT" if reachability["relaying"] else ""
         return f"reachable directly ({how}){relaying}"
@@ -325,18 +326,6 @@ def reachability_line(reachability: dict[str, Any]) -> str:
     if not relays:
         return f"not publicly reachable ({how}), and no relay holds a reservation for it yet"
     return f"not publicly reachable ({how}); reached through relay " + ", ".join(relays)
-
-
-def _how_decided(reachability: dict[str, Any]) -> str:
-    source = reachability.get("source", "guess")
-    if source == "configured":
-        return "as configured"
-    if source == "dial-back":
-        confirmed, failed = reachability["confirmed_by"], reachability["failed_by"]
-        if reachability["public"]:
-            return f"{confirmed} peers dialled it back"
-        return f"{failed} peers could not dial it back"
-    return "by its addresses; no dial-back check yet"
 
 
 def peers_table(status: dict[str, Any]) -> Table:
