@@ -24,7 +24,8 @@ MAX_DIALS = 2  # of those, dialled (the ones at the requester's IP)
 MAX_REASON_BYTES = 600
 DIAL_TIMEOUT_S = 3.0  # TCP connect and Noise handshake, per address
 READ_TIMEOUT_S = 5.0  # for a request, once its stream is open
-ANSWER_TIMEOUT_S = MAX_DIALS * DIAL_TIMEOUT_S + READ_TIMEOUT_S
+# how long an answering peer takes at most, plus the request's way there and back
+ANSWER_TIMEOUT_S = READ_TIMEOUT_S + MAX_DIALS * DIAL_TIMEOUT_S + 4.0
 # what one node answers: per requester and in all, in a sliding window
 PER_PEER_REQUESTS = 4
 PER_PEER_WINDOW_S = 600.0

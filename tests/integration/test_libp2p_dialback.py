@@ -35,7 +35,8 @@ def host_of(overlay: Overlay) -> Any:
 
 
 def port_of(overlay: Overlay) -> int:
-    return int(overlay.listen_addrs[0].split("/")[4])
+    """The port it listens on (which it may not advertise while it seeks a relay)."""
+    return int(str(host_of(overlay).get_addrs()[0]).split("/")[4])
 
 
 @asynccontextmanager
