@@ -125,6 +125,8 @@ class Relays:
                         if len(self._reserved) >= RESERVED_RELAYS or not self.reserves:
                             break
                         await self._reserve(relay, nursery)
+                if not self.reserves:  # also one granted while `decide` made it public
+                    self._drop_reservations()
                 await trio.sleep(_CHECK_EVERY_S)
 
     def decide(self, public: bool, *, confirmed_by: int, failed_by: int) -> None:
@@ -137,11 +139,7 @@ class Relays:
         self.reserves = not public
         self._set_hop(public and self._relay_service)
         if public:
-            for relay in list(self._reserved):  # py-libp2p renews only what it still holds
-                del self._reserved[relay]
-                self._transport._reservations.pop(relay, None)
-                self._transport._reservation_proofs.pop(relay, None)
-            self._retry_at.clear()
+            self._drop_reservations()
         # peers learn the hop's coming or going from identify; py-libp2p pushes it on listen
         # only, so push now (its private method: no public one exists in 0.8.1)
         if self._nursery is not None:
@@ -156,6 +154,14 @@ class Relays:
             confirmed_by=self.confirmed_by,
             failed_by=self.failed_by,
         )
+
+    def _drop_reservations(self) -> None:
+        """Let every reservation lapse: py-libp2p renews only those it still holds."""
+        for relay in list(self._reserved):
+            del self._reserved[relay]
+            self._transport._reservations.pop(relay, None)
+            self._transport._reservation_proofs.pop(relay, None)
+        self._retry_at.clear()
 
     def _set_hop(self, offer: bool) -> None:
         """Switch the hop handler: py-libp2p's CircuitV2Protocol reads `allow_hop` only when it

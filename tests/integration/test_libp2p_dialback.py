@@ -100,7 +100,11 @@ async def test_a_listening_node_is_confirmed_public_by_two_peers_dialling_back()
             assert c.reachability.to_json()["source"] == "dial-back"
 
 
-async def test_a_node_whose_advertised_port_is_dead_is_found_unreachable() -> None:
+async def test_a_node_whose_advertised_port_is_dead_is_found_unreachable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # everything here is on 127.0.0.1, which a relay normally must not be on
+    monkeypatch.setattr(_relay, "is_private_ip", lambda ip: False)
     with trio.fail_after(30):
         async with (
             overlays(2, reachability="public") as peers,
@@ -127,9 +131,15 @@ async def test_a_node_whose_advertised_port_is_dead_is_found_unreachable() -> No
                 reach = x.reachability
                 assert (reach.public, reach.relaying, reach.source) == (False, False, "dial-back")
                 assert (reach.confirmed_by, reach.failed_by) == (0, 2)
-                # its own port is alive: the same peers confirm it (and it relays again)
+                # it reserves on its peers (which relay) and names the circuits as its way in
+                await wait_for(lambda: len(x.reachability.relays) == 2)
+                assert all("/p2p-circuit/" in addr for addr in x.listen_addrs), x.listen_addrs
+                # its own port is alive: the same peers confirm it, it relays again and lets
+                # its reservations lapse
                 assert await asker.check(asker.candidates()) is True
-                assert (x.reachability.public, x.reachability.relaying) == (True, True)
+                reach = x.reachability
+                assert (reach.public, reach.relaying, reach.relays) == (True, True, ())
+                assert x.listen_addrs == (f"/ip4/127.0.0.1/tcp/{port_of(x)}/p2p/{x.peer_id}",)
 
 
 async def test_a_request_to_dial_another_ip_than_the_requesters_is_refused() -> None:
