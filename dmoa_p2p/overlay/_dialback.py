@@ -122,6 +122,8 @@ class DialBack:
         chosen = choose_peers(candidates, self._last_asked, ASK_PEERS)
         addrs = self.own_addrs() if addrs is None else addrs
         outcomes: list[Outcome] = []
+        if not addrs:  # nothing to dial back at (no TCP listen address): no verdict either
+            chosen = []
 
         async def ask_one(peer: str) -> None:
             self._last_asked[peer] = trio.current_time()
