@@ -46,15 +46,28 @@ def peers(data_dir: Path, as_json: bool) -> None:
         console.print(f"{status['pending_peers']} more peers heard of, not reached yet")
 
 
+def how_decided(reachability: dict[str, Any]) -> str:
+    """E.g. "3 peers dialled it back", from a status's `reachability` (older ones: a guess)."""
+    source = reachability.get("source", "guess")
+    if source == "configured":
+        return "as configured"
+    if source == "dial-back":
+        if reachability["public"]:
+            return f"{reachability['confirmed_by']} peers dialled it back"
+        return f"{reachability['failed_by']} peers could not dial it back"
+    return "by its addresses; no dial-back check yet"
+
+
 def reachability_line(reachability: dict[str, Any]) -> str:
-    """How peers reach this node, in one line (public: as its listen addresses suggest)."""
+    """How peers reach this node, and how that was decided, in one line."""
+    how = how_decided(reachability)
     if reachability["public"]:
         relaying = ", relaying for nodes behind NAT" if reachability["relaying"] else ""
-        return f"reachable directly (by its addresses){relaying}"
+        return f"reachable directly ({how}){relaying}"
     relays = [one_address([addr]) for addr in reachability["relays"]]
     if not relays:
-        return "not publicly reachable, and no relay holds a reservation for it yet"
-    return "not publicly reachable; reached through relay " + ", ".join(relays)
+        return f"not publicly reachable ({how}), and no relay holds a reservation for it yet"
+    return f"not publicly reachable ({how}); reached through relay " + ", ".join(relays)
 
 
 def peers_table(status: dict[str, Any]) -> Table:

@@ -22,6 +22,7 @@ from dmoa_p2p.identity import NodeIdentity
 from dmoa_p2p.logs import claim_libp2p_logger
 from dmoa_p2p.overlay._addresses import canonical_ip, check_listen_ports
 from dmoa_p2p.overlay._delivery import RECEIVE_CAPACITY, deliver
+from dmoa_p2p.overlay._dialback import DialBack
 from dmoa_p2p.overlay._libp2p_direct import DirectStreams, error_reason
 from dmoa_p2p.overlay._libp2p_holepunch import (
     HolePunching,
@@ -101,10 +102,9 @@ class Libp2pOverlay:
 
     @property
     def reachability(self) -> Reachability:
-        relays = self._relays
-        if relays is None:
+        if self._relays is None:
             return Reachability(public=True, relaying=False)
-        return Reachability(not relays.reserves, relays.offers_hop, relays.relay_addrs())
+        return self._relays.reachability()
 
     def connected_peers(self) -> frozenset[str]:
         return frozenset(str(p.to_base58()) for p in self._host.get_connected_peers())
@@ -320,10 +320,13 @@ async def open_libp2p_overlay(
             background_trio_service(punching := HolePunching(host)),
             trio.open_nursery() as nursery,
         ):
+            auto = reachability == "auto"
             relays = Relays(
-                host, offer_hop=public and relay_service, reserve=not public, bootstrap=bootstrap
+                host, public=public, guessed=auto, relay_service=relay_service, bootstrap=bootstrap
             )
             await nursery.start(relays.run)
+            # every node answers dial-backs; one left to guess asks for them
+            await nursery.start(DialBack(host, relays if auto else None).run)
             overlay = Libp2pOverlay(
                 host,
                 pubsub,

@@ -171,7 +171,8 @@ class MemoryOverlay:
 
     @property
     def reachability(self) -> Reachability:
-        return Reachability(public=True, relaying=False)  # every peer can dial every other
+        # every peer can dial every other: nothing to check
+        return Reachability(public=True, relaying=False, source="configured")
 
     def connected_peers(self) -> frozenset[str]:
         return frozenset(self._neighbours)

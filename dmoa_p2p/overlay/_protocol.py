@@ -18,6 +18,7 @@ DirectHandler = Callable[[str, bytes], Awaitable[None]]
 # rejects it, and the sender's `send` raises OverlayError saying "rejected: <reason>"
 DirectScreen = Callable[[str, bytes], str | None]
 MAX_REJECTION_CHARS = 300  # of a rejection's reason, as the sender gets it
+REACHABILITY_SOURCES = ("configured", "guess", "dial-back")
 
 
 class OverlayError(Exception):
@@ -43,14 +44,29 @@ class OverlayMessage:
 
 @attrs.frozen
 class Reachability:
-    """How peers reach this node: directly (public), or through the relays named."""
+    """How peers reach this node: directly (public), or through the relays named; and how
+    that was decided."""
 
-    public: bool  # guessed from its listen addresses (or set); no peer has dialled back yet
+    public: bool
     relaying: bool  # relays (circuit relay v2) for nodes behind NAT
     relays: tuple[str, ...] = ()  # relays holding a reservation for it, by address
+    # "configured" (told public or private), "guess" (from its own addresses: no dial-back
+    # verdict yet), "dial-back" (peers dialled it back on fresh connections)
+    source: str = attrs.field(
+        default="configured", validator=attrs.validators.in_(REACHABILITY_SOURCES)
+    )
+    confirmed_by: int = 0  # peers that reached it, in the dial-back check that decided
+    failed_by: int = 0  # peers that could not, in that check
 
     def to_json(self) -> dict[str, object]:
-        return {"public": self.public, "relaying": self.relaying, "relays": list(self.relays)}
+        return {
+            "public": self.public,
+            "relaying": self.relaying,
+            "relays": list(self.relays),
+            "source": self.source,
+            "confirmed_by": self.confirmed_by,
+            "failed_by": self.failed_by,
+        }
 
 
 class Overlay(Protocol):

@@ -20,6 +20,7 @@ from libp2p.relay.circuit_v2.resources import RelayLimits
 from libp2p.relay.circuit_v2.transport import CircuitV2Transport
 from libp2p.tools.anyio_service import background_trio_service
 
+from dmoa_p2p.overlay._protocol import Reachability
 from dmoa_p2p.overlay._reachability import is_private_ip
 
 _log = logging.getLogger(__name__)
@@ -71,7 +72,8 @@ class Relays:
     """Circuit relay v2 for one host: every node accepts relayed connections (stop) and can
     dial `/p2p-circuit` addresses; a public one also relays for others (hop, within
     RELAY_LIMITS); a private one keeps reservations on up to RESERVED_RELAYS relays and
-    names its circuit addresses in `circuit_addrs`.
+    names its circuit addresses in `circuit_addrs`. Which one it is can change at run time
+    (`decide`, from a dial-back verdict).
 
     The limits. A circuit carries everything between two nodes behind NAT until something
     better exists: presence (about 1 KiB per peer every 2 s, for every peer the mesh
@@ -85,33 +87,94 @@ class Relays:
     """
 
     def __init__(
-        self, host: Any, *, offer_hop: bool, reserve: bool, bootstrap: Sequence[str] = ()
+        self,
+        host: Any,
+        *,
+        public: bool,
+        guessed: bool = False,
+        relay_service: bool = True,
+        bootstrap: Sequence[str] = (),
     ) -> None:
         self._host = host
-        self.offers_hop = offer_hop
-        self.reserves = reserve
-        self._protocol = CircuitV2Protocol(host, limits=RELAY_LIMITS, allow_hop=offer_hop)
-        # not RelayRole.CLIENT: with it py-libp2p makes a new reservation on every circuit dial
-        roles = RelayRole.STOP | (RelayRole.HOP if offer_hop else RelayRole(0))
+        self._relay_service = relay_service
+        self.offers_hop = public and relay_service
+        self.reserves = not public
+        # how `public` was decided: "configured", "guess" (from addresses), "dial-back"
+        self.source = "guess" if guessed else "configured"
+        self.confirmed_by = self.failed_by = 0  # peers, in the check that decided
+        self._protocol = CircuitV2Protocol(host, limits=RELAY_LIMITS, allow_hop=self.offers_hop)
+        # not RelayRole.CLIENT: with it py-libp2p makes a new reservation on every circuit
+        # dial; no HOP either: the transport ignores it, the protocol's handler is the hop
         self._transport = CircuitV2Transport(
-            host, self._protocol, RelayConfig(roles=roles, limits=RELAY_LIMITS)
+            host, self._protocol, RelayConfig(roles=RelayRole.STOP, limits=RELAY_LIMITS)
         )
         # a relay at a private address helps only where peers could dial each other anyway
         self._bootstrap = [_peer_of(addr) for addr in bootstrap if not _at_private_ip(addr)]
         self._reserved: dict[ID, str] = {}  # relay: its address, as this node dialled it
         self._retry_at: dict[ID, tuple[float, float]] = {}  # relay: (when, backoff)
+        self._nursery: trio.Nursery | None = None  # run()'s
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with background_trio_service(self._protocol), trio.open_nursery() as nursery:
+            self._nursery = nursery
             task_status.started()
-            while self.reserves:
-                self._forget_lost()
-                for relay in self._candidates():
-                    if len(self._reserved) >= RESERVED_RELAYS:
-                        break
-                    await self._reserve(relay, nursery)
+            while True:  # the protocol's handlers go when its service stops
+                if self.reserves:
+                    self._forget_lost()
+                    for relay in self._candidates():
+                        if len(self._reserved) >= RESERVED_RELAYS or not self.reserves:
+                            break
+                        await self._reserve(relay, nursery)
+                if not self.reserves:  # also one granted while `decide` made it public
+                    self._drop_reservations()
                 await trio.sleep(_CHECK_EVERY_S)
-            await trio.sleep_forever()  # the protocol's handlers go when its service stops
+
+    def decide(self, public: bool, *, confirmed_by: int, failed_by: int) -> None:
+        """Act on a dial-back verdict: offer the hop (unless the relay service is off) and drop
+        the reservations once public; stop offering it and seek reservations once private."""
+        self.source, self.confirmed_by, self.failed_by = "dial-back", confirmed_by, failed_by
+        if public == (not self.reserves):
+            return
+        _log.info("dial-back: this node is %s", "public" if public else "private")
+        self.reserves = not public
+        self._set_hop(public and self._relay_service)
+        if public:
+            self._drop_reservations()
+        # peers learn the hop's coming or going from identify; py-libp2p pushes it on listen
+        # only, so push now (its private method: no public one exists in 0.8.1)
+        if self._nursery is not None:
+            self._nursery.start_soon(_push_identify, self._host)
+
+    def reachability(self) -> Reachability:
+        return Reachability(
+            public=not self.reserves,
+            relaying=self.offers_hop,
+            relays=self.relay_addrs(),
+            source=self.source,
+            confirmed_by=self.confirmed_by,
+            failed_by=self.failed_by,
+        )
+
+    def _drop_reservations(self) -> None:
+        """Let every reservation lapse: py-libp2p renews only those it still holds."""
+        for relay in list(self._reserved):
+            del self._reserved[relay]
+            self._transport._reservations.pop(relay, None)
+            self._transport._reservation_proofs.pop(relay, None)
+        self._retry_at.clear()
+
+    def _set_hop(self, offer: bool) -> None:
+        """Switch the hop handler: py-libp2p's CircuitV2Protocol reads `allow_hop` only when it
+        starts (to register the handler) and stops (to remove it), so toggle both here.
+        Circuits already open run out within RELAY_LIMITS."""
+        if offer == self.offers_hop:
+            return
+        self.offers_hop = self._protocol.allow_hop = offer
+        if offer:
+            handler = self._protocol._handle_hop_stream
+            self._host.set_stream_handler(TProtocol(HOP_PROTOCOL), handler)
+        else:
+            self._host.remove_stream_handler(TProtocol(HOP_PROTOCOL))
 
     def circuit_addrs(self) -> tuple[str, ...]:
         """`<relay addr>/p2p-circuit/p2p/<own id>` for each relay holding a reservation."""
@@ -188,6 +251,14 @@ class Relays:
             return
         backoff = min(self._retry_at.get(relay, (0.0, _FIRST_RETRY_S / 2))[1] * 2, _MAX_RETRY_S)
         self._retry_at[relay] = (trio.current_time() + backoff, backoff)
+
+
+async def _push_identify(host: Any) -> None:
+    try:
+        with trio.move_on_after(_RESERVE_TIMEOUT_S):
+            await host._push_identify_to_all_peers()
+    except Exception as exc:  # best effort: peers also identify anew when they reconnect
+        _log.debug("identify push failed: %r", exc)
 
 
 def _protocols(peerstore: Any, peer: ID) -> list[str]:

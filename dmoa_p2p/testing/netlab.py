@@ -201,6 +201,12 @@ class NatLab:
             )
         return done.stdout.decode()
 
+    def firewall(self, host: str) -> None:
+        """Drop every new inbound connection to `host` (replies to its own still arrive): a
+        public address behind a firewall, which only a real dial-back sees through."""
+        rule = ["-A", "INPUT", "-m", "conntrack", "--ctstate", "NEW", "-j", "DROP"]
+        command(self._in(host, ["iptables", *rule]))
+
     def stop_processes(self, grace_s: float = STOP_GRACE_S) -> None:
         """Stop every process `run` started: SIGTERM, then SIGKILL after `grace_s` in all."""
         for process in self._processes:

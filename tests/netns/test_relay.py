@@ -33,6 +33,12 @@ def sees(peer_id: str) -> Callable[[dict[str, Any]], bool]:
     return lambda status: peer_id in peers_of(status)
 
 
+def how_reached(status: dict[str, Any]) -> tuple[bool, bool, list[str]]:
+    """Public, relaying, and through which relays (how it was decided aside)."""
+    reach = status["reachability"]
+    return reach["public"], reach["relaying"], reach["relays"]
+
+
 def addrs_of(status: dict[str, Any], peer_id: str) -> list[str]:
     return next((p["listen_addrs"] for p in status["peers"] if p["peer_id"] == peer_id), [])
 
@@ -51,13 +57,9 @@ async def test_nodes_behind_two_nats_answer_each_others_queries_through_a_relay(
             home, lambda s: s["listen_addrs"] == through_relay[s["peer_id"]], RESERVED_S
         )
     relay_status = await wait_status(relay, answering, START_S)
-    assert relay_status["reachability"] == {"public": True, "relaying": True, "relays": []}
+    assert how_reached(relay_status) == (True, True, [])
     status = await wait_status(peer1, lambda s: peer2.peer_id in peers_of(s), RELAYED_S)
-    assert status["reachability"] == {
-        "public": False,
-        "relaying": False,
-        "relays": [relay.address()],
-    }
+    assert how_reached(status) == (False, False, [relay.address()])
     assert addrs_of(status, peer2.peer_id) == through_relay[peer2.peer_id]
     await wait_status(peer2, lambda s: peer1.peer_id in peers_of(s), RELAYED_S)
     request = QueryRequest("Who is behind the other router?", layers=1, proposers=2)

@@ -350,13 +350,24 @@ def test_peer_ids_and_addresses_are_shortened() -> None:
 
 def test_peers_says_how_the_node_is_reached() -> None:
     relay = f"/ip4/198.51.100.10/tcp/4001/p2p/{PEER}"
-    public = {"public": True, "relaying": True, "relays": []}
+    counts = {"confirmed_by": 0, "failed_by": 0}
+    public = {"public": True, "relaying": True, "relays": [], "source": "guess", **counts}
     assert reachability_line(public) == (
-        "reachable directly (by its addresses), relaying for nodes behind NAT"
+        "reachable directly (by its addresses; no dial-back check yet), relaying for nodes "
+        "behind NAT"
     )
-    behind = {"public": False, "relaying": False, "relays": [relay]}
-    assert reachability_line(behind).endswith("reached through relay 198.51.100.10:4001")
-    assert "no relay holds a reservation" in reachability_line({**behind, "relays": []})
+    checked = {**public, "source": "dial-back", "confirmed_by": 3}
+    assert reachability_line(checked).startswith("reachable directly (3 peers dialled it back)")
+    behind = {**public, "public": False, "relaying": False, "relays": [relay]}
+    behind |= {"source": "dial-back", "failed_by": 2}
+    assert reachability_line(behind) == (
+        "not publicly reachable (2 peers could not dial it back); reached through relay "
+        "198.51.100.10:4001"
+    )
+    told = {**behind, "source": "configured", "relays": []}
+    assert reachability_line(told) == (
+        "not publicly reachable (as configured), and no relay holds a reservation for it yet"
+    )
     assert one_address([]) == "-"
 
 
