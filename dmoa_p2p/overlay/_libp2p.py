@@ -21,10 +21,12 @@ from dmoa_p2p.identity import NodeIdentity
 from dmoa_p2p.logs import claim_libp2p_logger
 from dmoa_p2p.overlay._addresses import canonical_ip, check_listen_ports
 from dmoa_p2p.overlay._delivery import RECEIVE_CAPACITY, deliver
+from dmoa_p2p.overlay._dht import ProviderRecords
 from dmoa_p2p.overlay._libp2p_direct import DirectStreams, error_reason
 from dmoa_p2p.overlay._libp2p_host import after_teardown, running, unleak_inbound_slots
 from dmoa_p2p.overlay._libp2p_pubsub import new_pubsub
 from dmoa_p2p.overlay._libp2p_router import new_router
+from dmoa_p2p.overlay._mdns import LanDiscovery
 from dmoa_p2p.overlay._protocol import (
     BadAddress,
     DirectHandler,
@@ -32,6 +34,7 @@ from dmoa_p2p.overlay._protocol import (
     Overlay,
     OverlayError,
     OverlayMessage,
+    Provider,
     Reachability,
     TopicValidator,
 )
@@ -56,9 +59,11 @@ class Libp2pOverlay:
         max_queued_per_peer: int,
         publish_timeout: float,
         relays: Relays | None = None,
+        providers: ProviderRecords | None = None,
     ) -> None:
         self._host = host
         self._relays = relays
+        self._providers = providers
         self._pubsub = pubsub
         self._nursery = nursery
         self._max_queued = max_queued_per_peer
@@ -194,6 +199,14 @@ class Libp2pOverlay:
         self._check_open()
         await self._direct.send(peer_id, protocol, data, timeout_s)
 
+    async def provide(self, key: str) -> bool:
+        self._check_open()
+        return self._providers is not None and await self._providers.provide(key)
+
+    async def find_providers(self, key: str, limit: int) -> list[Provider]:
+        self._check_open()
+        return [] if self._providers is None else await self._providers.find(key, limit)
+
     def _longest_queue(self) -> int:
         # peer_queues: {ID: RpcQueue}; len() counts queued RPCs (priority + normal)
         return max((len(q) for q in self._pubsub.peer_queues.values()), default=0)
@@ -277,11 +290,14 @@ async def open_libp2p_overlay(
     relay_service: bool = True,
     reachability: str = "auto",
     bootstrap: Sequence[str] = (),
+    mdns: str | None = None,
 ) -> AsyncIterator[Overlay]:
     """Run a py-libp2p host with GossipSub listening on `listen_addrs`, for the block's duration.
 
     A publicly reachable node (see `publicly_reachable`) relays for others unless
     `relay_service` is False; any other keeps reservations on relays, `bootstrap` peers first.
+    Both serve a Kademlia DHT (`ProviderRecords`); with `mdns`, a service name such as
+    `MDNS_SERVICE`, the node advertises itself on the LAN and dials peers heard there.
     """
     public = publicly_reachable(reachability, listen_addrs)
     addrs = _listen_multiaddrs(listen_addrs)
@@ -301,6 +317,11 @@ async def open_libp2p_overlay(
                 host, offer_hop=public and relay_service, reserve=not public, bootstrap=bootstrap
             )
             await nursery.start(relays.run)
+            # records name the overlay's addresses: relays' for a node behind NAT
+            providers = ProviderRecords(
+                host, server=public, advertised=lambda: overlay.listen_addrs
+            )
+            await nursery.start(providers.run)
             overlay = Libp2pOverlay(
                 host,
                 pubsub,
@@ -308,7 +329,10 @@ async def open_libp2p_overlay(
                 max_queued_per_peer=max_queued_per_peer,
                 publish_timeout=publish_timeout,
                 relays=relays,
+                providers=providers,
             )
+            if mdns is not None:
+                await nursery.start(LanDiscovery(host, mdns, overlay.connect).run)
             try:
                 yield overlay
             except BaseException as exc:
