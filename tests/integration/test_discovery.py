@@ -1,4 +1,4 @@
-"""Finding peers without a bootstrap list: mDNS on the local network, provider records in the DHT."""
+"""Finding peers without a bootstrap list: mDNS on the local network, provider records (DHT)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,19 @@ import secrets
 import time
 from pathlib import Path
 
+import multiaddr
 import pytest
 import trio
+from libp2p import new_host
+from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.discovery.mdns.broadcaster import PeerBroadcaster
+from zeroconf import ServiceBrowser, ServiceListener, Zeroconf
 
 from dmoa_p2p.control import call_control
 from dmoa_p2p.identity import NodeIdentity
 from dmoa_p2p.overlay import Overlay, model_key, open_libp2p_overlay
-from dmoa_p2p.testing import libp2p_swarm, wait_for
+from dmoa_p2p.overlay._lan_peers import mdns_service_type
+from dmoa_p2p.testing import free_tcp_port, libp2p_swarm, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -60,17 +66,22 @@ async def open_chain(stack: contextlib.AsyncExitStack, n: int) -> list[Overlay]:
     return overlays
 
 
+async def provide_soon(overlay: Overlay, key: str, timeout_s: float = 20.0) -> float:
+    """Provide `key` once a DHT peer takes the record (the routing table has one); seconds."""
+    start = time.monotonic()
+    while not await overlay.provide(key):
+        assert time.monotonic() - start < timeout_s, "no DHT peer took the record"
+        await trio.sleep(0.5)
+    return time.monotonic() - start
+
+
 async def test_a_provider_record_is_found_through_the_dht_by_a_peer_not_connected_to_it() -> None:
     async with contextlib.AsyncExitStack() as stack:
         overlays = await open_chain(stack, 5)
         provider, seeker = overlays[-1], overlays[0]
         assert provider.peer_id not in seeker.connected_peers()
         key = model_key("smollm2-135m")
-        start = time.monotonic()
-        while not await provider.provide(key):  # until the routing tables hold a peer
-            await trio.sleep(0.5)
-            assert time.monotonic() - start < 20
-        print(f"provided in {time.monotonic() - start:.2f} s")
+        print(f"provided in {await provide_soon(provider, key):.2f} s")
         start = time.monotonic()
         found = await seeker.find_providers(key, 10)
         print(f"found {found} in {time.monotonic() - start:.2f} s")
@@ -85,9 +96,7 @@ async def test_providers_are_listed_once_each_and_at_most_the_limit() -> None:
         key = model_key("shared-model")
         providers = overlays[2:]
         for overlay in providers:
-            with trio.fail_after(20):
-                while not await overlay.provide(key):
-                    await trio.sleep(0.5)
+            await provide_soon(overlay, key)
         seeker = overlays[0]
         found = await seeker.find_providers(key, 10)
         # every holder of the records tells of every provider: py-libp2p repeats them (G11)
@@ -101,17 +110,62 @@ async def test_providers_are_listed_once_each_and_at_most_the_limit() -> None:
 async def test_a_node_s_model_is_listed_by_another_node_s_providers_operation(
     tmp_path: Path,
 ) -> None:
-    # DHT servers, as publicly reachable nodes are; presence off the table by a long interval
+    # DHT servers, as publicly reachable nodes are; every node serves the fake model
     async with libp2p_swarm(3, tmp_path, reachability="public") as swarm:
         seeker, model = swarm.members[0], swarm.nodes[1].backend.model_name
-        with trio.fail_after(30):
-            while not all(node.announcer.announced for node in swarm.nodes):
-                await trio.sleep(0.2)
+        await wait_for(lambda: all(node.announcer.announced for node in swarm.nodes), 30.0)
         answer = await call_control(seeker.control_path, "providers", model=model, limit=5)
-        by_dht = {entry["peer_id"]: entry for entry in answer["providers"] if entry["via"] == "dht"}
+        listed = answer["providers"]
+        by_dht = {entry["peer_id"]: entry for entry in listed if entry["via"] == "dht"}
         assert answer["model"] == model
         assert set(by_dht) == {m.peer_id for m in swarm.members[1:]}
         for member in swarm.members[1:]:
             assert by_dht[member.peer_id]["addrs"] == list(member.listen_addrs)
         # the node's own model when none is named
         assert (await call_control(seeker.control_path, "providers"))["model"] == model
+
+
+def advertised(service_type: str, timeout_s: float = 10.0) -> list[str]:
+    """The addresses (dnsaddr TXT records) the first instance of `service_type` heard names."""
+    names: list[str] = []
+
+    class Collect(ServiceListener):
+        def add_service(self, zc: Zeroconf, type_: str, name: str) -> None:
+            names.append(name)
+
+        def remove_service(self, zc: Zeroconf, type_: str, name: str) -> None:
+            pass
+
+        def update_service(self, zc: Zeroconf, type_: str, name: str) -> None:
+            pass
+
+    zeroconf = Zeroconf()
+    try:
+        browser = ServiceBrowser(zeroconf, service_type, Collect())
+        deadline = time.monotonic() + timeout_s
+        while not names and time.monotonic() < deadline:
+            time.sleep(0.1)
+        browser.cancel()
+        info = zeroconf.get_service_info(service_type, names[0], 3000) if names else None
+        properties = info.properties if info is not None else {}
+        return [v.decode() for k, v in properties.items() if k.startswith(b"dnsaddr") and v]
+    finally:
+        zeroconf.close()
+
+
+async def test_mdns_never_advertises_the_wildcard_address_py_libp2p_s_own_would() -> None:
+    identity, name = NodeIdentity.generate(), swarm_name()
+    wildcard = [f"/ip4/0.0.0.0/tcp/{free_tcp_port()}"]
+    async with open_libp2p_overlay(identity, wildcard, mdns=name) as overlay:
+        addrs = await trio.to_thread.run_sync(advertised, mdns_service_type(name))
+        assert addrs and set(addrs) <= set(overlay.listen_addrs)
+        assert not any("/0.0.0.0/" in addr for addr in addrs)
+        assert f"/ip4/127.0.0.1/{wildcard[0].partition('0.0.0.0/')[2]}/p2p/" in addrs[-1]
+    # the bug worked around (trap G4): py-libp2p's broadcaster names the wildcard itself
+    host = new_host(key_pair=create_new_key_pair(identity.seed))
+    async with host.run(listen_addrs=[multiaddr.Multiaddr(wildcard[0])]):
+        theirs = PeerBroadcaster(Zeroconf(), "_x._udp.local.", "x._x._udp.local.", "", 0, host=host)
+        theirs._build_service_info(theirs._resolve_host_addrs())
+        assert theirs.service_info is not None
+        assert theirs.service_info.properties[b"dnsaddr"].startswith(b"/ip4/0.0.0.0/")
+        theirs.zeroconf.close()
