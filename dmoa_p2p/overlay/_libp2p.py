@@ -22,6 +22,7 @@ from dmoa_p2p.logs import claim_libp2p_logger
 from dmoa_p2p.overlay._addresses import canonical_ip, check_listen_ports
 from dmoa_p2p.overlay._delivery import RECEIVE_CAPACITY, deliver
 from dmoa_p2p.overlay._dht import ProviderRecords
+from dmoa_p2p.overlay._dns import connect_resolved, is_dns
 from dmoa_p2p.overlay._libp2p_direct import DirectStreams, error_reason
 from dmoa_p2p.overlay._libp2p_host import after_teardown, running, unleak_inbound_slots
 from dmoa_p2p.overlay._libp2p_pubsub import new_pubsub
@@ -124,6 +125,8 @@ class Libp2pOverlay:
 
     async def connect(self, multiaddr_: str) -> str:
         self._check_open()
+        if is_dns(multiaddr_):  # see `resolved`: py-libp2p's resolver misses many names
+            return await connect_resolved(multiaddr_, self.connect)
         try:
             info = info_from_p2p_addr(multiaddr.Multiaddr(multiaddr_))
         except Exception as exc:

@@ -17,7 +17,7 @@ from zeroconf import ServiceBrowser, ServiceListener, Zeroconf
 
 from dmoa_p2p.control import call_control
 from dmoa_p2p.identity import NodeIdentity
-from dmoa_p2p.overlay import Overlay, model_key, open_libp2p_overlay
+from dmoa_p2p.overlay import Overlay, OverlayError, model_key, open_libp2p_overlay
 from dmoa_p2p.overlay._lan_peers import mdns_service_type
 from dmoa_p2p.testing import free_tcp_port, libp2p_swarm, wait_for
 
@@ -169,3 +169,14 @@ async def test_mdns_never_advertises_the_wildcard_address_py_libp2p_s_own_would(
         assert theirs.service_info is not None
         assert theirs.service_info.properties[b"dnsaddr"].startswith(b"/ip4/0.0.0.0/")
         theirs.zeroconf.close()
+
+
+async def test_a_peer_address_may_name_its_host_by_dns_even_one_from_etc_hosts() -> None:
+    async with (
+        open_libp2p_overlay(NodeIdentity.generate(), LOCAL) as a,
+        open_libp2p_overlay(NodeIdentity.generate(), LOCAL) as b,
+    ):
+        by_name = a.listen_addrs[0].replace("/ip4/127.0.0.1/", "/dns4/localhost/")
+        assert await b.connect(by_name) == a.peer_id
+        with pytest.raises(OverlayError, match=r"'no-such-host\.invalid' does not resolve"):
+            await b.connect(by_name.replace("localhost", "no-such-host.invalid"))
