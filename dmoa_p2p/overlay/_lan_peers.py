@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 
 import attrs
 
@@ -30,6 +30,14 @@ def mdns_service_type(name: str) -> str:
             f"an mDNS service name is 1 to 15 lowercase letters, digits or inner '-', not {name!r}"
         )
     return f"_{name}._udp.local."
+
+
+def lan_addrs(addrs: Sequence[str], most: int = 8) -> list[str]:
+    """What to advertise on the LAN of `addrs` (concrete ones, see `concrete_addrs`): the
+    non-loopback ones, unless there are none (nodes on one machine then still meet). A peer
+    on another machine that dialled 127.0.0.1 would reach itself, or a stranger."""
+    reachable = [addr for addr in addrs if not _is_loopback(addr)]
+    return (reachable or list(addrs))[:most]
 
 
 @attrs.define

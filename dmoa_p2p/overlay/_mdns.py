@@ -13,7 +13,7 @@ from libp2p.discovery.mdns.broadcaster import PeerBroadcaster
 from libp2p.discovery.mdns.listener import PeerListener
 from zeroconf import Zeroconf
 
-from dmoa_p2p.overlay._lan_peers import HeardPeers, mdns_service_type
+from dmoa_p2p.overlay._lan_peers import HeardPeers, lan_addrs, mdns_service_type
 from dmoa_p2p.overlay._protocol import OverlayError
 from dmoa_p2p.overlay._reachability import concrete_addrs
 
@@ -21,7 +21,6 @@ _log = logging.getLogger(__name__)
 
 MAX_PEERS = 16  # mDNS dials no more once this many connections are open, however found
 MAX_CONCURRENT_DIALS = 3
-MAX_ADVERTISED = 8
 _CHECK_EVERY_S = 1.0
 _STOP_TIMEOUT_S = 5.0
 
@@ -55,7 +54,7 @@ class LanDiscovery:
         instance = f"{secrets.token_hex(16)}.{self._type}"
         token = trio.lowlevel.current_trio_token()
         listener = _Listener(self, zeroconf, instance, token)
-        addrs = concrete_addrs([str(a) for a in self._host.get_addrs()])[:MAX_ADVERTISED]
+        addrs = lan_addrs(concrete_addrs([str(a) for a in self._host.get_addrs()]))
         own = str(self._host.get_id().to_base58())
         broadcaster = PeerBroadcaster(zeroconf, self._type, instance, own, 0, addrs)
         try:

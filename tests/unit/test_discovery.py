@@ -5,17 +5,23 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import itertools
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
 import trio.testing
 
 from dmoa_p2p.backends.fake import FakeBackend
+from dmoa_p2p.cli._providers import providers_table
+from dmoa_p2p.control import ControlError, call_control, serve_control
 from dmoa_p2p.identity import NodeIdentity
 from dmoa_p2p.node._providing import ANNOUNCE_EVERY_S
 from dmoa_p2p.overlay import MemoryNetwork, Overlay, Provider, model_key
-from dmoa_p2p.overlay._lan_peers import MAX_HEARD, HeardPeers, mdns_service_type
+from dmoa_p2p.overlay._lan_peers import MAX_HEARD, HeardPeers, lan_addrs, mdns_service_type
 from dmoa_p2p.overlay._providers import (
     MAX_ADDRS_PER_PROVIDER,
     check_key,
@@ -127,6 +133,13 @@ def test_mdns_dials_loopback_last_and_a_few_addresses_only() -> None:
     assert peers.addrs(A) == (tcp(2, A), f"/ip4/127.0.0.1/tcp/1/p2p/{A}")
 
 
+def test_mdns_advertises_loopback_addresses_only_when_a_node_has_no_other() -> None:
+    loopback = "/ip4/127.0.0.1/tcp/4001"
+    assert lan_addrs([tcp(1), loopback, tcp(2)]) == [tcp(1), tcp(2)]
+    assert lan_addrs([loopback]) == [loopback]
+    assert len(lan_addrs([tcp(port) for port in range(1, 20)])) == 8
+
+
 def test_mdns_dials_a_few_peers_at_once_and_only_those_not_connected() -> None:
     peers = HeardPeers(OWN, max_dials=2)
     for i, peer in enumerate(PEERS[:5]):
@@ -221,3 +234,41 @@ async def test_peers_whose_presence_names_the_model_are_listed_without_a_record(
         found = await nodes[0].providers("m1", 5)
         addrs = list(nodes[1].listen_addrs)
         assert found == [{"peer_id": nodes[1].peer_id, "addrs": addrs, "via": "presence"}]
+
+
+@pytest.fixture
+def socket_dir() -> Iterator[Path]:
+    """A short directory: a unix socket's path must fit in 107 bytes."""
+    directory = Path(tempfile.mkdtemp(prefix="dmoa-", dir="/tmp"))
+    yield directory
+    shutil.rmtree(directory)
+
+
+async def test_the_providers_operation_lists_peers_and_refuses_bad_requests(
+    tmp_path: Path, socket_dir: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    backends = [FakeBackend(model_name="m0"), FakeBackend(model_name="m1")]
+    async with memory_swarm(tmp_path, backends) as nodes, trio.open_nursery() as nursery:
+        path = socket_dir / "control.sock"
+        await nursery.start(serve_control, nodes[1], path, lambda: {})
+        await wait_for(lambda: all(node.announcer.announced for node in nodes), 10.0)
+        answer = await call_control(path, "providers", model="m0", limit=3)
+        assert answer == {
+            "model": "m0",
+            "providers": [
+                {"peer_id": nodes[0].peer_id, "addrs": list(nodes[0].listen_addrs), "via": "dht"}
+            ],
+        }
+        assert await call_control(path, "providers") == {"model": "m1", "providers": []}
+        refused: list[tuple[dict[str, Any], str]] = [
+            ({"limit": 0}, "limit must be from 1 to 64"),
+            ({"limit": "3"}, "an integer limit"),
+            ({"model": 7}, "a model name"),
+            ({"model": "m" * 300}, "provider key"),
+        ]
+        for bad, said in refused:
+            with pytest.raises(ControlError, match=said):
+                await call_control(path, "providers", **bad)
+        nursery.cancel_scope.cancel()
+    table = providers_table(answer)
+    assert table.row_count == 1 and "1 peers serve m0" in str(table.title)
