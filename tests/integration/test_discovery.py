@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import secrets
+import sys
 import time
 from pathlib import Path
 
@@ -121,8 +124,18 @@ async def test_a_node_s_model_is_listed_by_another_node_s_providers_operation(
         assert set(by_dht) == {m.peer_id for m in swarm.members[1:]}
         for member in swarm.members[1:]:
             assert by_dht[member.peer_id]["addrs"] == list(member.listen_addrs)
-        # the node's own model when none is named
+        # the node's own model when none is named; and the same from the command line
         assert (await call_control(seeker.control_path, "providers"))["model"] == model
+        command = [sys.executable, "-m", "dmoa_p2p", "providers", "--data-dir"]
+        shown = await trio.run_process(
+            [*command, str(seeker.data_dir), "--json", "--limit", "5"], capture_stdout=True
+        )
+        listed = json.loads(shown.stdout)["providers"]
+        assert {e["peer_id"] for e in listed if e["via"] == "dht"} == set(by_dht)
+        table = await trio.run_process(
+            [*command, str(seeker.data_dir)], capture_stdout=True, env={**os.environ, "COLUMNS": "100"}
+        )
+        assert f"2 peers serve {model}" in table.stdout.decode()
 
 
 def advertised(service_type: str, timeout_s: float = 10.0) -> list[str]:
