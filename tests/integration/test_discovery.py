@@ -132,8 +132,9 @@ async def test_a_node_s_model_is_listed_by_another_node_s_providers_operation(
         )
         listed = json.loads(shown.stdout)["providers"]
         assert {e["peer_id"] for e in listed if e["via"] == "dht"} == set(by_dht)
+        wide = {**os.environ, "COLUMNS": "100"}
         table = await trio.run_process(
-            [*command, str(seeker.data_dir)], capture_stdout=True, env={**os.environ, "COLUMNS": "100"}
+            [*command, str(seeker.data_dir)], capture_stdout=True, env=wide
         )
         assert f"2 peers serve {model}" in table.stdout.decode()
 
