@@ -33,8 +33,8 @@ class LanDiscovery:
     py-libp2p's own mDNS (`new_host(enable_mDNS=True)`) is not used: it advertises the
     listen addresses as they are, 0.0.0.0 for a node on the wildcard (trap G4: peers would
     dial themselves); it tells what it hears to one process-wide event, from zeroconf's
-    thread, so that several nodes in one process hear each other's news; and it dials no
-    one. Here the addresses advertised are `concrete_addrs`; what is heard comes back to
+    thread, so that every node in a process would hear what any of them heard; and it
+    dials no one. Here the addresses advertised are `concrete_addrs`; what is heard comes back to
     this trio run, to this node only; dials are bounded and paced by `HeardPeers`.
     """
 
@@ -53,10 +53,14 @@ class LanDiscovery:
             return
         instance = f"{secrets.token_hex(16)}.{self._type}"
         token = trio.lowlevel.current_trio_token()
-        listener = _Listener(self, zeroconf, instance, token)
         addrs = lan_addrs(concrete_addrs([str(a) for a in self._host.get_addrs()]))
         own = str(self._host.get_id().to_base58())
-        broadcaster = PeerBroadcaster(zeroconf, self._type, instance, own, 0, addrs)
+        try:
+            listener = _Listener(self, zeroconf, instance, token)
+            broadcaster = PeerBroadcaster(zeroconf, self._type, instance, own, 0, addrs)
+        except BaseException:
+            zeroconf.close()
+            raise
         try:
             async with trio.open_nursery() as nursery:
                 # registering probes the name and announces it: 1.5 s, not worth waiting for;
