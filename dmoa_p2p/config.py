@@ -140,6 +140,8 @@ class NodeConfig:
     # "auto": public unless every listen address is private (RFC 1918, CGNAT, loopback);
     # a node that is not public reaches others, and is reached, through relays
     reachability: str = attrs.field(default="auto", validator=_one_of(REACHABILITIES))
+    # advertise the node on the local network (mDNS) and dial the dmoa-p2p nodes heard there
+    mdns: bool = True
     # llama.cpp with the embedded SmolLM2 model (plugins/dmoa-p2p-llama-cpp)
     backend: str = "llama-cpp"
     # plugin-specific settings, e.g. {"model": "/path/to/model.gguf", "n_threads": "1"}

@@ -25,6 +25,7 @@ from dmoa_p2p.moa import (
     progress_to_json,
 )
 from dmoa_p2p.node import Node
+from dmoa_p2p.overlay import MAX_PROVIDERS
 from dmoa_p2p.registry import PluginError
 
 Status = Callable[[], dict[str, Any]]
@@ -34,6 +35,7 @@ _MAX_REQUEST_BYTES = 1 << 20
 _MAX_ANSWER_BYTES = 16 << 20  # an answer line carries the whole trace
 TEXT_EVENT = "text"  # a piece of the answer's text, in a streamed `ask`
 _MAX_UNIX_PATH = 107  # sun_path is 108 bytes with the terminating NUL
+DEFAULT_PROVIDERS = 20
 
 
 class ControlError(Exception):
@@ -112,7 +114,10 @@ async def _handle(node: Node, status: Status, stream: trio.abc.Stream) -> None:
             if request["op"] == "ask":
                 await _serve_ask(node, request, stream, reader)
                 return
-            response = _dispatch(status, request)
+            if request["op"] == "providers":
+                response = await _providers(node, request)
+            else:
+                response = _dispatch(status, request)
         except (ValueError, KeyError, TypeError) as exc:
             response = {"error": f"bad control request: {exc}"}
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -127,7 +132,19 @@ def _dispatch(status: Status, request: dict[str, Any]) -> dict[str, Any]:
     op = request["op"]
     if op == "status":
         return status()
-    return {"error": f"unknown control operation {op!r}; try one of: status, ask"}
+    return {"error": f"unknown control operation {op!r}; try one of: status, ask, providers"}
+
+
+async def _providers(node: Node, request: dict[str, Any]) -> dict[str, Any]:
+    """`{"op": "providers", "model": NAME, "limit": N}`: peers serving NAME (the node's own
+    model when null), found in the DHT or in presence; `limit` from 1 to MAX_PROVIDERS."""
+    model = request.get("model") or node.backend.model_name
+    limit = request.get("limit", DEFAULT_PROVIDERS)
+    if not isinstance(model, str) or not isinstance(limit, int) or isinstance(limit, bool):
+        raise ValueError("providers takes a model name and an integer limit")
+    if not 1 <= limit <= MAX_PROVIDERS:
+        raise ValueError(f"limit must be from 1 to {MAX_PROVIDERS}")
+    return {"model": model, "providers": await node.providers(model, limit)}
 
 
 def query_from_json(data: Any) -> QueryRequest:

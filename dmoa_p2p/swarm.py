@@ -51,8 +51,13 @@ def dial_addr(listen_addrs: Sequence[str]) -> str:
 
 
 def member_config(data_dir: Path, bootstrap: tuple[str, ...], **overrides: Any) -> NodeConfig:
+    """A swarm member: on 127.0.0.1, mDNS off (unless `overrides` say otherwise), so that
+    swarms on one machine (tests running at once) never find and join each other."""
     return NodeConfig(
-        data_dir=data_dir, listen_addrs=(LOCALHOST_LISTEN,), bootstrap=bootstrap, **overrides
+        data_dir=data_dir,
+        listen_addrs=(LOCALHOST_LISTEN,),
+        bootstrap=bootstrap,
+        **{"mdns": False, **overrides},
     )
 
 
@@ -204,6 +209,7 @@ class ProcessSwarm:
             str(data_dir),
             "--listen",
             LOCALHOST_LISTEN,
+            "--no-mdns",  # see `member_config`; a later --mdns in node_args wins
             *node_args,
         ]
         for addr in bootstrap:

@@ -13,11 +13,13 @@ from dmoa_p2p.cli._chat import chat
 from dmoa_p2p.cli._common import cli
 from dmoa_p2p.cli._node import keygen, node
 from dmoa_p2p.cli._peers import peers
+from dmoa_p2p.cli._providers import providers
 from dmoa_p2p.cli._simulate import simulate
 from dmoa_p2p.cli._stability import stability
 from dmoa_p2p.cli._swarm import swarm
 
-for command in (keygen, node, peers, swarm, ask, chat, plugins, bench, stability, simulate):
+COMMANDS = (keygen, node, peers, providers, swarm, ask, chat, plugins, bench, stability, simulate)
+for command in COMMANDS:
     cli.add_command(command)
 
 

@@ -210,6 +210,18 @@ def positive_numbers(
     return numbers
 
 
+def mdns_option(func: F) -> F:
+    """`dmoa-p2p node --mdns/--no-mdns` (NodeConfig.mdns); set in _node.py's _SETS_FIELD."""
+    return click.option(
+        "--mdns/--no-mdns",
+        "mdns",
+        default=True,
+        show_default=True,
+        show_envvar=True,
+        help="Find and join dmoa-p2p nodes on the local network (mDNS), no bootstrap needed.",
+    )(func)
+
+
 def json_option(func: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(func)
 

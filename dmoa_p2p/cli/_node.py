@@ -17,6 +17,7 @@ from dmoa_p2p.cli._common import (
     console,
     data_dir_option,
     json_option,
+    mdns_option,
     node_default,
     parse_backend_options,
     parse_named_options,
@@ -92,6 +93,7 @@ go in the --config file; examples/node.toml shows every key.
     show_envvar=True,
     help="Relay (circuit relay v2) for nodes behind NAT when this node is publicly reachable.",
 )
+@mdns_option
 @click.option(
     "--reachability",
     type=click.Choice(REACHABILITIES),
@@ -206,6 +208,7 @@ _SETS_FIELD = {
     "bootstrap": "bootstrap",
     "relay_service": "relay_service",
     "reachability": "reachability",
+    "mdns": "mdns",
     "presence_interval": "presence_interval_s",
     "backend": "backend",
     "gossip": "gossip",
@@ -259,13 +262,8 @@ def load_config(config_file: Path | None, overrides: dict[str, Any], data_dir: s
 def _announce(running: App, as_json: bool) -> None:
     node = running.node
     if as_json:
-        print_json(
-            {
-                "peer_id": node.peer_id,
-                "listen_addrs": list(node.listen_addrs),
-                "http": list(running.http_urls),
-            }
-        )
+        addrs, http = list(node.listen_addrs), list(running.http_urls)
+        print_json({"peer_id": node.peer_id, "listen_addrs": addrs, "http": http})
         return
     if not node.listen_addrs:  # behind NAT, until a relay grants it a reservation
         console.print(

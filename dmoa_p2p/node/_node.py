@@ -10,6 +10,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
+from typing import Any
 
 import trio
 
@@ -26,9 +27,10 @@ from dmoa_p2p.node._lock import data_dir_lock
 from dmoa_p2p.node._peer_view import PeerView
 from dmoa_p2p.node._presence import BLOCK_S, PRESENCE_TOPIC, PresencePace, PresenceService
 from dmoa_p2p.node._prompts import AdmittedPrompt, PromptDesk, load_admission
+from dmoa_p2p.node._providing import ModelAnnouncer, model_providers
 from dmoa_p2p.node._snapshot import NodeSnapshot, PeerEntry, load_of
 from dmoa_p2p.node._watch import PeerKeeper, load_backend_announced
-from dmoa_p2p.overlay import Overlay, check_peer_address, open_libp2p_overlay
+from dmoa_p2p.overlay import MDNS_SERVICE, Overlay, check_peer_address, open_libp2p_overlay
 from dmoa_p2p.queue import InferenceQueue
 from dmoa_p2p.registry import create_plugin
 from dmoa_p2p.wire import (
@@ -83,6 +85,7 @@ class Node:
         self.events: Counter[str] = Counter()
         self._clock_watch = ClockWatch(self.events)
         self._presence_pace = PresencePace()
+        self.announcer = ModelAnnouncer(overlay, backend.model_name)
         self.blocked_until: dict[str, float] = {}  # presence flooders, until when
         self.known_peers = known_peers
         self.peer_keeper = PeerKeeper(
@@ -198,6 +201,7 @@ class Node:
                 nursery.start_soon(dialer.keep_connected, addr)
             nursery.start_soon(self.peer_keeper.run, dialer, bool(self.config.bootstrap))
             nursery.start_soon(self._lift_blocks)
+            nursery.start_soon(self.announcer.run)
             task_status.started()
 
     async def ask(
@@ -213,6 +217,11 @@ class Node:
         text as the final aggregation produces it; `on_progress` the query's progress.
         """
         return await self.answer(self.admit(request), on_text, on_progress)
+
+    async def providers(self, model: str, limit: int) -> list[dict[str, Any]]:
+        """Other peers serving `model`, as JSON (see `model_providers`)."""
+        live = self.peer_view.live(trio.current_time())
+        return await model_providers(self.overlay, model, limit, live)
 
     def admit(self, request: QueryRequest) -> AdmittedPrompt:
         """`ask`'s admission step alone, for callers that must know before they start answering
@@ -352,6 +361,7 @@ async def open_node(
             relay_service=config.relay_service,
             reachability=config.reachability,
             bootstrap=config.bootstrap,
+            mdns=MDNS_SERVICE if config.mdns else None,
         )
         backend = backend or load_backend_announced(config.backend, config.backend_options)
         try:

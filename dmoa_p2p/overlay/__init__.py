@@ -7,6 +7,7 @@ from contextlib import AbstractAsyncContextManager
 
 from dmoa_p2p.identity import NodeIdentity
 from dmoa_p2p.overlay._addresses import address_host, check_peer_address
+from dmoa_p2p.overlay._lan_peers import MDNS_SERVICE
 from dmoa_p2p.overlay._memory import MemoryNetwork
 from dmoa_p2p.overlay._protocol import (
     BadAddress,
@@ -16,11 +17,15 @@ from dmoa_p2p.overlay._protocol import (
     OverlayError,
     OverlayMessage,
     PortInUse,
+    Provider,
     Reachability,
     TopicValidator,
 )
+from dmoa_p2p.overlay._providers import MAX_PROVIDERS, model_key
 
 __all__ = [
+    "MAX_PROVIDERS",
+    "MDNS_SERVICE",
     "BadAddress",
     "DirectHandler",
     "DirectScreen",
@@ -29,10 +34,12 @@ __all__ = [
     "OverlayError",
     "OverlayMessage",
     "PortInUse",
+    "Provider",
     "Reachability",
     "TopicValidator",
     "address_host",
     "check_peer_address",
+    "model_key",
     "open_libp2p_overlay",
 ]
 
@@ -47,6 +54,7 @@ def open_libp2p_overlay(
     relay_service: bool = True,
     reachability: str = "auto",
     bootstrap: Sequence[str] = (),
+    mdns: str | None = None,
 ) -> AbstractAsyncContextManager[Overlay]:
     """Run a py-libp2p GossipSub node for the `async with` block (see `_libp2p`)."""
     # importing libp2p takes ~1 s: pay it only when a real node starts
@@ -61,4 +69,5 @@ def open_libp2p_overlay(
         relay_service=relay_service,
         reachability=reachability,
         bootstrap=bootstrap,
+        mdns=mdns,
     )

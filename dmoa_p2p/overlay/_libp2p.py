@@ -22,7 +22,9 @@ from dmoa_p2p.identity import NodeIdentity
 from dmoa_p2p.logs import claim_libp2p_logger
 from dmoa_p2p.overlay._addresses import canonical_ip, check_listen_ports
 from dmoa_p2p.overlay._delivery import RECEIVE_CAPACITY, deliver
+from dmoa_p2p.overlay._dht import ProviderRecords
 from dmoa_p2p.overlay._dialback import DialBack
+from dmoa_p2p.overlay._dns import connect_resolved, is_dns
 from dmoa_p2p.overlay._libp2p_direct import DirectStreams, error_reason
 from dmoa_p2p.overlay._libp2p_holepunch import (
     HolePunching,
@@ -33,6 +35,7 @@ from dmoa_p2p.overlay._libp2p_holepunch import (
 from dmoa_p2p.overlay._libp2p_host import after_teardown, running, unleak_inbound_slots
 from dmoa_p2p.overlay._libp2p_pubsub import new_pubsub
 from dmoa_p2p.overlay._libp2p_router import new_router
+from dmoa_p2p.overlay._mdns import LanDiscovery
 from dmoa_p2p.overlay._protocol import (
     BadAddress,
     DirectHandler,
@@ -40,6 +43,7 @@ from dmoa_p2p.overlay._protocol import (
     Overlay,
     OverlayError,
     OverlayMessage,
+    Provider,
     Reachability,
     TopicValidator,
 )
@@ -65,10 +69,12 @@ class Libp2pOverlay:
         publish_timeout: float,
         relays: Relays | None = None,
         punching: HolePunching | None = None,
+        providers: ProviderRecords | None = None,
     ) -> None:
         self._host = host
         self._relays = relays
         self._punching = punching
+        self._providers = providers
         self._pubsub = pubsub
         self._nursery = nursery
         self._max_queued = max_queued_per_peer
@@ -135,6 +141,8 @@ class Libp2pOverlay:
 
     async def connect(self, multiaddr_: str) -> str:
         self._check_open()
+        if is_dns(multiaddr_):  # see `resolved`: py-libp2p's resolver misses many names
+            return await connect_resolved(multiaddr_, self.connect)
         try:
             info = info_from_p2p_addr(multiaddr.Multiaddr(multiaddr_))
         except Exception as exc:
@@ -211,6 +219,14 @@ class Libp2pOverlay:
     ) -> None:
         self._check_open()
         await self._direct.send(peer_id, protocol, data, timeout_s)
+
+    async def provide(self, key: str) -> bool:
+        self._check_open()
+        return self._providers is not None and await self._providers.provide(key)
+
+    async def find_providers(self, key: str, limit: int) -> list[Provider]:
+        self._check_open()
+        return [] if self._providers is None else await self._providers.find(key, limit)
 
     def _longest_queue(self) -> int:
         # peer_queues: {ID: RpcQueue}; len() counts queued RPCs (priority + normal)
@@ -295,11 +311,14 @@ async def open_libp2p_overlay(
     relay_service: bool = True,
     reachability: str = "auto",
     bootstrap: Sequence[str] = (),
+    mdns: str | None = None,
 ) -> AsyncIterator[Overlay]:
     """Run a py-libp2p host with GossipSub listening on `listen_addrs`, for the block's duration.
 
     A publicly reachable node (see `publicly_reachable`) relays for others unless
     `relay_service` is False; any other keeps reservations on relays, `bootstrap` peers first.
+    Both serve a Kademlia DHT (`ProviderRecords`); with `mdns`, a service name such as
+    `MDNS_SERVICE`, the node advertises itself on the LAN and dials peers heard there.
     """
     public = publicly_reachable(reachability, listen_addrs)
     addrs = _listen_multiaddrs(listen_addrs)
@@ -327,6 +346,11 @@ async def open_libp2p_overlay(
             await nursery.start(relays.run)
             # every node answers dial-backs; one left to guess asks for them
             await nursery.start(DialBack(host, relays if auto else None).run)
+            # records name the overlay's addresses: relays' for a node behind NAT
+            providers = ProviderRecords(
+                host, server=public, advertised=lambda: overlay.listen_addrs
+            )
+            await nursery.start(providers.run)
             overlay = Libp2pOverlay(
                 host,
                 pubsub,
@@ -335,7 +359,10 @@ async def open_libp2p_overlay(
                 publish_timeout=publish_timeout,
                 relays=relays,
                 punching=punching,
+                providers=providers,
             )
+            if mdns is not None:
+                await nursery.start(LanDiscovery(host, mdns, overlay.connect).run)
             try:
                 yield overlay
             except BaseException as exc:

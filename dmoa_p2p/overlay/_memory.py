@@ -20,9 +20,11 @@ from dmoa_p2p.overlay._protocol import (
     Overlay,
     OverlayError,
     OverlayMessage,
+    Provider,
     Reachability,
     TopicValidator,
 )
+from dmoa_p2p.overlay._providers import check_key, check_limit, checked_providers
 
 _log = logging.getLogger(__name__)
 
@@ -58,6 +60,8 @@ class MemoryNetwork:
     (itself included) `latency_s` later; a subscriber whose validator rejects the message
     neither receives nor relays it. A direct message reaches a connected peer's handler
     `latency_s` later and its acknowledgement returns after as long again.
+    A provider record is found by any peer connected to its provider through any chain of
+    connections, as long as the provider stays (a DHT's records outlive their node a while).
     Everything is deterministic.
     """
 
@@ -160,6 +164,7 @@ class MemoryOverlay:
         self.refused: collections.Counter[str] = collections.Counter()
         self.rejected: collections.Counter[str] = collections.Counter()
         self.blocked: set[str] = set()  # publishers whose pubsub messages are dropped
+        self.provides: set[str] = set()  # provider keys announced
 
     @property
     def peer_id(self) -> str:
@@ -213,6 +218,29 @@ class MemoryOverlay:
             await self._outbound.send(_Outbound(topic, bytes(data), due))
         except trio.ClosedResourceError:
             raise OverlayError("the overlay is closed") from None
+
+    async def provide(self, key: str) -> bool:
+        self._check_open()
+        await trio.lowlevel.checkpoint()
+        if not self._neighbours:
+            return False  # as in a DHT: no peer to hold the record
+        self.provides.add(check_key(key))
+        return True
+
+    async def find_providers(self, key: str, limit: int) -> list[Provider]:
+        self._check_open()
+        await trio.lowlevel.checkpoint()
+        check_key(key)
+        seen, frontier, found = {self.peer_id}, collections.deque([self]), []
+        while frontier:
+            node = frontier.popleft()
+            if key in node.provides:
+                found.append((node.peer_id, node.listen_addrs))
+            for peer_id, neighbour in node._neighbours.items():
+                if peer_id not in seen:
+                    seen.add(peer_id)
+                    frontier.append(neighbour)
+        return checked_providers(found, own_peer_id=self.peer_id, limit=check_limit(limit))
 
     def block(self, peer_id: str) -> None:
         self.blocked.add(peer_id)

@@ -69,6 +69,17 @@ class Reachability:
         }
 
 
+@attrs.frozen
+class Provider:
+    """A peer that announced it provides a key (a DHT provider record), with where to dial it."""
+
+    peer_id: str
+    addrs: tuple[str, ...]  # full multiaddrs, each ending in /p2p/<peer id>; may be empty
+
+    def to_json(self) -> dict[str, object]:
+        return {"peer_id": self.peer_id, "addrs": list(self.addrs)}
+
+
 class Overlay(Protocol):
     """A GossipSub-style overlay: signed pubsub topics, plus direct messages between peers.
 
@@ -160,4 +171,15 @@ class Overlay(Protocol):
         Returns once the peer acknowledged receipt; raises OverlayError when it cannot be
         delivered (not connected, no such handler, refused as too large, timeout, closed).
         """
+        ...
+
+    async def provide(self, key: str) -> bool:
+        """Announce that this node provides `key` (e.g. "model/<name>") to the peers that hold
+        records for it; True if at least one took the record (False: no such peer reachable
+        yet). Records expire: announce again every so often while it holds."""
+        ...
+
+    async def find_providers(self, key: str, limit: int) -> list[Provider]:
+        """Up to `limit` other peers that announced `key`, each once, with checked addresses
+        (see `checked_providers`); empty when none is known or reachable."""
         ...

@@ -90,19 +90,30 @@ async def delivered(
     return False
 
 
+async def close_gossips_connection(overlay: Overlay, peer_id: str) -> None:
+    """Close the connection `overlay`'s pubsub stream to `peer_id` runs on (the relayed one,
+    unless the punch beat the stream's opening), while another connection stays open."""
+    peer = ID.from_base58(peer_id)
+    stream = overlay._pubsub.peers[peer]  # type: ignore[attr-defined]
+    connections = _connections(overlay, peer_id)
+    carrying = [c for c in connections if c.muxed_conn is stream.muxed_conn]  # type: ignore[attr-defined]
+    assert len(carrying) == 1 and len(connections) >= 2, connections
+    await carrying[0].close()  # type: ignore[attr-defined]
+
+
 async def gossip_across_the_relays_close(monkeypatch: pytest.MonkeyPatch) -> dict[str, bool]:
-    """Which of four messages arrive: before and after the relayed connection closes, each way."""
+    """Which of four messages arrive: before and after the connection that carried gossip
+    closes (as DCUtR closes the relayed one), each way."""
     with trio.fail_after(60):
         async with punched_pair(monkeypatch) as (a, b):
             from_a = await b.subscribe(TOPIC, lambda publisher, data: True)
             from_b = await a.subscribe(TOPIC, lambda publisher, data: True)
             got = {"a->b before": await delivered(a, from_a, b"1")}
             got["b->a before"] = await delivered(b, from_b, b"2")
-            assert await close_relayed(a, b.peer_id) >= 1
-            await wait_for(lambda: all(not is_relayed(c) for c in _connections(b, a.peer_id)))
+            await close_gossips_connection(a, b.peer_id)
             got["a->b after"] = await delivered(a, from_a, b"3")
             got["b->a after"] = await delivered(b, from_b, b"4")
-            assert a.link(b.peer_id) == "direct"
+            assert a.link(b.peer_id) is not None  # the other connection
             return got
 
 
@@ -145,7 +156,8 @@ async def test_py_libp2p_pubsub_alone_goes_silent_when_the_relayed_connection_cl
     monkeypatch.setattr(_libp2p, "new_pubsub", lambda host, router: Pubsub(host, router))
     got = await gossip_across_the_relays_close(monkeypatch)
     assert got["a->b before"] and got["b->a before"]
-    assert not got["a->b after"] and not got["b->a after"]
+    # b's own stream may run on another connection than the one closed
+    assert not got["a->b after"]
 
 
 def open_descriptors() -> int:

@@ -24,6 +24,7 @@ def config(data_dir: Path, port: int, bootstrap: tuple[str, ...] = ()) -> NodeCo
         bootstrap=bootstrap,
         backend="fake",
         presence_interval_s=1.0,
+        mdns=False,  # else a and b would meet on the LAN, remembered or not
     )
 
 
