@@ -54,11 +54,15 @@ class ProviderRecords:
     records announced under `dht_key`s and looked up on the peers closest to the key."""
 
     def __init__(self, host: Any, *, server: bool, advertised: Callable[[], Sequence[str]]) -> None:
+        """`server` as the node first takes itself to be; `follow` a later dial-back verdict."""
         self._host = host
         self._dht = KadDHT(host, DHTMode.SERVER if server else DHTMode.CLIENT)
         self._store = self._dht.provider_store
         self._store.host = _AdvertisingHost(host, advertised)
         self._rounds: dict[ID, int] = {}  # connected peers seen: rounds spent on each
+
+    async def follow(self, public: bool) -> None:
+        await self._dht.switch_mode(DHTMode.SERVER if public else DHTMode.CLIENT)
 
     @property
     def routing_table_size(self) -> int:

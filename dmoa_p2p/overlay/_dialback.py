@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import trio
-from libp2p.connection_types import ConnectionType
 from libp2p.custom_types import TProtocol
 from libp2p.io.trio import TrioTCPStream
 from libp2p.network.connection.raw_connection import RawConnection
@@ -41,9 +40,9 @@ from dmoa_p2p.overlay._dialback_rules import (
     parse_request,
     verdict,
 )
-from dmoa_p2p.overlay._libp2p_direct import error_reason
+from dmoa_p2p.overlay._libp2p_direct import error_reason, read_exactly
 from dmoa_p2p.overlay._reachability import concrete_addrs, is_private_ip
-from dmoa_p2p.overlay._relay import Relays
+from dmoa_p2p.overlay._relay import Relays, is_relayed
 
 _log = logging.getLogger(__name__)
 
@@ -163,8 +162,8 @@ class DialBack:
                 stream = await self._host.new_stream(ID.from_base58(peer_id), [PROTOCOL_ID])
                 try:
                     await stream.write(encode_request(addrs))
-                    outcome, length = parse_answer_head(await _read_exactly(stream, 3))
-                    reason = (await _read_exactly(stream, length)).decode(errors="replace")
+                    outcome, length = parse_answer_head(await read_exactly(stream, 3))
+                    reason = (await read_exactly(stream, length)).decode(errors="replace")
                 finally:
                     await _close(stream)
         except trio.TooSlowError:
@@ -208,10 +207,10 @@ class DialBack:
             return Answer(Outcome.REFUSED, limited)
         try:
             with trio.fail_after(READ_TIMEOUT_S):
-                length = int.from_bytes(await _read_exactly(stream, LENGTH_BYTES), "big")
+                length = int.from_bytes(await read_exactly(stream, LENGTH_BYTES), "big")
                 if length > MAX_REQUEST_BYTES:  # refused unread
                     return Answer(Outcome.REFUSED, f"bad request: over {MAX_REQUEST_BYTES} bytes")
-                body = await _read_exactly(stream, length)
+                body = await read_exactly(stream, length)
             try:
                 addrs = parse_request(body, str(peer.to_base58()))
             except BadMessage as exc:
@@ -278,22 +277,12 @@ def _direct_ip(host: Any, peer: ID, muxed: Any = None) -> str | None:
         conn_muxed = getattr(connection, "muxed_conn", None)
         if conn_muxed is None or (muxed is not None and conn_muxed is not muxed):
             continue
-        if connection.get_connection_type() is ConnectionType.RELAYED:
+        if is_relayed(connection):
             continue
         remote = conn_muxed.get_remote_address()
         if remote is not None and (ip := canonical_ip(str(remote[0]))) is not None:
             return ip
     return None
-
-
-async def _read_exactly(stream: Any, n: int) -> bytes:
-    buffer = bytearray()
-    while len(buffer) < n:
-        chunk = await stream.read(n - len(buffer))
-        if not chunk:
-            raise EOFError(f"stream ended after {len(buffer)} of {n} bytes")
-        buffer += chunk
-    return bytes(buffer)
 
 
 async def _close(closable: Any) -> None:

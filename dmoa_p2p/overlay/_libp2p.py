@@ -29,7 +29,6 @@ from dmoa_p2p.overlay._libp2p_direct import DirectStreams, error_reason
 from dmoa_p2p.overlay._libp2p_holepunch import (
     HolePunching,
     advertised_addrs,
-    is_relayed,
     link_kind,
 )
 from dmoa_p2p.overlay._libp2p_host import after_teardown, running, unleak_inbound_slots
@@ -48,7 +47,7 @@ from dmoa_p2p.overlay._protocol import (
     TopicValidator,
 )
 from dmoa_p2p.overlay._reachability import publicly_reachable
-from dmoa_p2p.overlay._relay import Relays, is_circuit
+from dmoa_p2p.overlay._relay import Relays, is_circuit, is_relayed
 
 _log = logging.getLogger(__name__)
 claim_libp2p_logger()  # importing libp2p (above) reset its logger to print on stderr
@@ -351,6 +350,7 @@ async def open_libp2p_overlay(
                 host, server=public, advertised=lambda: overlay.listen_addrs
             )
             await nursery.start(providers.run)
+            relays.verdict_followers.append(providers.follow)
             overlay = Libp2pOverlay(
                 host,
                 pubsub,

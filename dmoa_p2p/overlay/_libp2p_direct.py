@@ -215,7 +215,7 @@ class DirectStreams:
             return None
         with trio.fail_after(RECEIVE_TIMEOUT_S):
             head, body = first[:_PREFIX_BYTES], first[_PREFIX_BYTES:]
-            prefix = head + await _read_exactly(stream, _PREFIX_BYTES - len(head))
+            prefix = head + await read_exactly(stream, _PREFIX_BYTES - len(head))
             if self._closed:
                 await _refuse(stream, ANSWER_CLOSING)
                 return None
@@ -229,7 +229,7 @@ class DirectStreams:
                 return None
             if len(body) > length:
                 raise ValueError("the sender wrote past its frame without awaiting the answer")
-            data = body + await _read_exactly(stream, length - len(body))
+            data = body + await read_exactly(stream, length - len(body))
             reason = screened(self._handlers[protocol].screen, sender, data)
             if reason is not None:
                 self.rejected[protocol] += 1
@@ -295,8 +295,8 @@ async def _send_frame(stream: Any, frame: bytes) -> bytes:
             try:
                 answer = await stream.read(1)
                 if answer == ANSWER_REJECTED:  # the reason follows
-                    length = int.from_bytes(await _read_exactly(stream, 2), "big")
-                    answer += await _read_exactly(stream, min(length, 4 * MAX_REJECTION_CHARS))
+                    length = int.from_bytes(await read_exactly(stream, 2), "big")
+                    answer += await read_exactly(stream, min(length, 4 * MAX_REJECTION_CHARS))
             except Exception as exc:
                 _log.debug("direct stream ended before its answer: %r", exc)
             if answer != ANSWER_OK:
@@ -318,7 +318,7 @@ async def _read_some(stream: Any, n: int) -> bytes:
         return b""
 
 
-async def _read_exactly(stream: Any, n: int) -> bytes:
+async def read_exactly(stream: Any, n: int) -> bytes:
     """`n` bytes from `stream`; EOFError if it ends first (yamux returns at most 64 KiB a read)."""
     buffer = bytearray()
     while len(buffer) < n:

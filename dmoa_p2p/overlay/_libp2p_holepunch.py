@@ -7,14 +7,13 @@ from typing import Any
 
 import multiaddr
 import trio
-from libp2p.connection_types import ConnectionType
 from libp2p.peer.id import ID
 from libp2p.relay.circuit_v2.dcutr import DCUtRProtocol
 from libp2p.transport.exceptions import OpenConnectionError
 from libp2p.transport.tcp import tcp as libp2p_tcp
 
 from dmoa_p2p.overlay._reachability import concrete_addrs
-from dmoa_p2p.overlay._relay import is_circuit
+from dmoa_p2p.overlay._relay import is_circuit, is_relayed
 
 _log = logging.getLogger(__name__)
 
@@ -61,10 +60,6 @@ class HolePunching(DCUtRProtocol):  # type: ignore[misc]
                 for addr in addrs[:MAX_DIRECT_ADDRS]:
                     nursery.start_soon(self._dial_peer, peer_id, addr)
         return bool(await self._verify_direct_connection(peer_id))
-
-
-def is_relayed(connection: Any) -> bool:
-    return connection.get_connection_type() is ConnectionType.RELAYED
 
 
 def link_kind(host: Any, peer: ID) -> str | None:

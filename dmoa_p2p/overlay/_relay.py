@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import multiaddr
@@ -68,6 +68,10 @@ def is_circuit(addr: Any) -> bool:
     return "/p2p-circuit" in str(addr)
 
 
+def is_relayed(connection: Any) -> bool:
+    return connection.get_connection_type() is ConnectionType.RELAYED
+
+
 class Relays:
     """Circuit relay v2 for one host: every node accepts relayed connections (stop) and can
     dial `/p2p-circuit` addresses; a public one also relays for others (hop, within
@@ -113,6 +117,8 @@ class Relays:
         self._reserved: dict[ID, str] = {}  # relay: its address, as this node dialled it
         self._retry_at: dict[ID, tuple[float, float]] = {}  # relay: (when, backoff)
         self._nursery: trio.Nursery | None = None  # run()'s
+        # told each new dial-back verdict (public or not), before peers are
+        self.verdict_followers: list[Callable[[bool], Awaitable[None]]] = []
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with background_trio_service(self._protocol), trio.open_nursery() as nursery:
@@ -140,10 +146,16 @@ class Relays:
         self._set_hop(public and self._relay_service)
         if public:
             self._drop_reservations()
-        # peers learn the hop's coming or going from identify; py-libp2p pushes it on listen
-        # only, so push now (its private method: no public one exists in 0.8.1)
         if self._nursery is not None:
-            self._nursery.start_soon(_push_identify, self._host)
+            self._nursery.start_soon(self._follow_verdict, public)
+
+    async def _follow_verdict(self, public: bool) -> None:
+        for follow in self.verdict_followers:
+            await follow(public)
+        # peers learn the hop's (and the DHT server's) coming or going from identify;
+        # py-libp2p pushes it on listen only, so push now (its private method: no public one
+        # exists in 0.8.1)
+        await _push_identify(self._host)
 
     def reachability(self) -> Reachability:
         return Reachability(
@@ -271,7 +283,7 @@ def _protocols(peerstore: Any, peer: ID) -> list[str]:
 def _relay_address(host: Any, relay: ID) -> str | None:
     """The relay's address as this node's direct connection to it reached it, if public."""
     for connection in host.get_network().get_connections(relay):
-        if connection.get_connection_type() is ConnectionType.RELAYED:
+        if is_relayed(connection):
             continue  # its socket is the relay's: the address would name the wrong host
         muxed = getattr(connection, "muxed_conn", None)
         remote = muxed.get_remote_address() if muxed is not None else None

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import trio
+from libp2p.kad_dht.common import PROTOCOL_ID as KAD_PROTOCOL
 
 from dmoa_p2p.identity import NodeIdentity
 from dmoa_p2p.overlay import Overlay, _relay, open_libp2p_overlay
@@ -96,8 +97,10 @@ async def test_a_listening_node_is_confirmed_public_by_two_peers_dialling_back()
                 reach = node.reachability
                 assert (reach.public, reach.relaying) == (True, True), reach
                 assert (reach.confirmed_by, reach.failed_by) == (2, 0), reach
-            # a now relays for others, and identify has told its peers so
+            # a now relays for others and serves the DHT (it began as a client, by its guess),
+            # and identify has told its peers so
             await wait_for(lambda: HOP_PROTOCOL in protocols(b, a))
+            await wait_for(lambda: str(KAD_PROTOCOL) in protocols(b, a))
             assert c.reachability.to_json()["source"] == "dial-back"
 
 

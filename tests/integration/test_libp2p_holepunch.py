@@ -24,7 +24,7 @@ from dmoa_p2p.overlay import (
     _relay,
     open_libp2p_overlay,
 )
-from dmoa_p2p.overlay._libp2p_holepunch import is_relayed
+from dmoa_p2p.overlay._relay import is_relayed
 from dmoa_p2p.testing import wait_for
 
 pytestmark = pytest.mark.integration
