@@ -165,12 +165,21 @@ class Libp2pOverlay:
                 else:
                     await self._host.connect(info)
         except trio.TooSlowError as exc:
+            self._forget_unreached(info.peer_id)
             raise OverlayError(
                 f"cannot connect to {multiaddr_!r}: no answer within {CONNECT_TIMEOUT_S:g} s"
             ) from exc
         except Exception as exc:
+            self._forget_unreached(info.peer_id)
             raise OverlayError(f"cannot connect to {multiaddr_!r}: {_dial_failure(exc)}") from exc
         return str(info.peer_id.to_base58())
+
+    def _forget_unreached(self, peer: ID) -> None:
+        """Drop the addresses a failed dial stored for `peer`: else py-libp2p's DHT (its
+        lookups and provider announcements) dials them again, past the dialer's budget of one
+        dial per address a minute, and any peer could name any host:port for it to dial."""
+        if peer not in self._host.get_network().connections:
+            self._host.get_peerstore().clear_addrs(peer)
 
     async def subscribe(
         self, topic: str, validator: TopicValidator
