@@ -55,6 +55,7 @@ def open_libp2p_overlay(
     reachability: str = "auto",
     bootstrap: Sequence[str] = (),
     mdns: str | None = None,
+    dht: bool = True,
 ) -> AbstractAsyncContextManager[Overlay]:
     """Run a py-libp2p GossipSub node for the `async with` block (see `_libp2p`)."""
     # importing libp2p takes ~1 s: pay it only when a real node starts
@@ -70,4 +71,5 @@ def open_libp2p_overlay(
         reachability=reachability,
         bootstrap=bootstrap,
         mdns=mdns,
+        dht=dht,
     )

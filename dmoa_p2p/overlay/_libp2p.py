@@ -320,13 +320,15 @@ async def open_libp2p_overlay(
     reachability: str = "auto",
     bootstrap: Sequence[str] = (),
     mdns: str | None = None,
+    dht: bool = True,
 ) -> AsyncIterator[Overlay]:
     """Run a py-libp2p host with GossipSub listening on `listen_addrs`, for the block's duration.
 
     A publicly reachable node (see `publicly_reachable`) relays for others unless
     `relay_service` is False; any other keeps reservations on relays, `bootstrap` peers first.
-    Both serve a Kademlia DHT (`ProviderRecords`); with `mdns`, a service name such as
-    `MDNS_SERVICE`, the node advertises itself on the LAN and dials peers heard there.
+    Both serve a Kademlia DHT (`ProviderRecords`) unless `dht` is False; with `mdns`, a
+    service name such as `MDNS_SERVICE`, the node advertises itself on the LAN and dials
+    peers heard there.
     """
     public = publicly_reachable(reachability, listen_addrs)
     addrs = _listen_multiaddrs(listen_addrs)
@@ -355,11 +357,13 @@ async def open_libp2p_overlay(
             # every node answers dial-backs; one left to guess asks for them
             await nursery.start(DialBack(host, relays if auto else None).run)
             # records name the overlay's addresses: relays' for a node behind NAT
-            providers = ProviderRecords(
-                host, server=public, advertised=lambda: overlay.listen_addrs
-            )
-            await nursery.start(providers.run)
-            relays.verdict_followers.append(providers.follow)
+            providers = None
+            if dht:
+                providers = ProviderRecords(
+                    host, server=public, advertised=lambda: overlay.listen_addrs
+                )
+                await nursery.start(providers.run)
+                relays.verdict_followers.append(providers.follow)
             overlay = Libp2pOverlay(
                 host,
                 pubsub,

@@ -177,14 +177,15 @@ async def raw_peer(
     replies: Replies | None = None,
     presence_ready: bool = False,
 ) -> AsyncIterator[tuple[NodeIdentity, Overlay]]:
-    """A bare libp2p peer connected to `target` only.
+    """A bare libp2p peer connected to `target` only (no DHT: its lookups would connect it to
+    the rest of the swarm).
 
     With `replies`, it accepts direct messages on MOA_PROTOCOL into it. With
     `presence_ready`, it returns once it has heard `target` on the presence topic (so its
     own publishes there reach `target` for certain), without publishing anything itself.
     """
     identity = identity or NodeIdentity.generate()
-    async with open_libp2p_overlay(identity, [LOCALHOST]) as raw:
+    async with open_libp2p_overlay(identity, [LOCALHOST], dht=False) as raw:
         if replies is not None:
             raw.set_handler(MOA_PROTOCOL, replies, max_bytes=MAX_ENVELOPE_BYTES)
         inbox = None
