@@ -11,11 +11,9 @@ import attrs
 import trio
 
 from dmoa_p2p.bench._overlay import BenchError, ProgressCallback
-from dmoa_p2p.config import control_socket_path
-from dmoa_p2p.control import call_control
 from dmoa_p2p.moa import QueryRequest
 from dmoa_p2p.simulate import percentile
-from dmoa_p2p.testing.labnodes import LabNode, answering, link_to, start_node, wait_status
+from dmoa_p2p.testing.labnodes import LabNode, answering, ask, link_to, start_node, wait_status
 from dmoa_p2p.testing.netlab import HOME_LANS, LabError, NatKind, open_lab, unavailable_reason
 
 DIRECT_WITHIN_S = 3.0  # goal: punched within this, behind port-preserving drop NATs
@@ -214,10 +212,7 @@ async def _ask(
         link = link_to(await wait_status(asker, answering, START_S), proposer.peer_id)
         began = trio.current_time()
         try:
-            with trio.fail_after(QUERY_S):
-                answer = await call_control(
-                    control_socket_path(asker.data_dir), "ask", request=request.to_json()
-                )
+            answer = await ask(asker, request, QUERY_S)
         except Exception:  # counted: the goal is every query answered
             failed += 1
             continue

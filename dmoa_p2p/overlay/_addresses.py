@@ -8,6 +8,7 @@ import ipaddress
 import re
 import socket
 from collections.abc import Sequence
+from typing import Any
 
 from dmoa_p2p.overlay._protocol import BadAddress, PortInUse
 
@@ -60,6 +61,16 @@ def canonical_ip(text: str) -> str | None:
         return None
     mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
     return str(mapped or ip)
+
+
+def socket_peer(connection: Any) -> tuple[str, int] | None:
+    """The (IP, port) a libp2p connection's socket is connected to (not the "transport
+    addresses", which may be the peer's own claims); None before its handshake ends."""
+    muxed = getattr(connection, "muxed_conn", None)
+    remote = muxed.get_remote_address() if muxed is not None else None
+    if remote is None or (ip := canonical_ip(str(remote[0]))) is None:
+        return None
+    return ip, int(remote[1])
 
 
 def _why(exc: BaseException) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -15,7 +14,7 @@ from libp2p.io.trio import TrioTCPStream
 from libp2p.network.connection.raw_connection import RawConnection
 from libp2p.peer.id import ID
 
-from dmoa_p2p.overlay._addresses import canonical_ip
+from dmoa_p2p.overlay._addresses import socket_peer
 from dmoa_p2p.overlay._dialback_rules import (
     ANSWER_TIMEOUT_S,
     ASK_PEERS,
@@ -40,7 +39,7 @@ from dmoa_p2p.overlay._dialback_rules import (
     parse_request,
     verdict,
 )
-from dmoa_p2p.overlay._libp2p_direct import error_reason, read_exactly
+from dmoa_p2p.overlay._libp2p_direct import dial_failure, error_reason, read_exactly
 from dmoa_p2p.overlay._reachability import concrete_addrs, is_private_ip
 from dmoa_p2p.overlay._relay import Relays, is_relayed
 
@@ -244,7 +243,7 @@ async def _dial_back(host: Any, peer: ID, addr: DialAddr) -> str | None:
         try:
             tcp = await trio.open_tcp_stream(addr.ip, addr.port)
         except OSError as exc:
-            return _socket_error(exc)
+            return dial_failure(exc)
         raw = RawConnection(TrioTCPStream(tcp), True)
         try:
             secured = await host.get_network().upgrader.upgrade_security(raw, True, peer)
@@ -258,30 +257,14 @@ async def _dial_back(host: Any, peer: ID, addr: DialAddr) -> str | None:
     return f"no answer within {DIAL_TIMEOUT_S:g} s"
 
 
-def _socket_error(exc: OSError) -> str:
-    """The socket's reason ("Connection refused") under trio's "all attempts ... failed"."""
-    pending: list[BaseException] = [exc]
-    while pending:
-        inner = pending.pop(0)
-        if isinstance(inner, OSError) and inner.errno:
-            return os.strerror(inner.errno)
-        pending += [e for e in (inner.__cause__, inner.__context__) if e is not None]
-        pending += list(getattr(inner, "exceptions", ()))
-    return str(exc)
-
-
 def _direct_ip(host: Any, peer: ID, muxed: Any = None) -> str | None:
     """The IP `peer`'s direct connection (the one `muxed` names, if given) comes from, as
     its socket says; None if there is none, or it is relayed."""
     for connection in host.get_network().get_connections(peer):
-        conn_muxed = getattr(connection, "muxed_conn", None)
-        if conn_muxed is None or (muxed is not None and conn_muxed is not muxed):
+        if muxed is not None and getattr(connection, "muxed_conn", None) is not muxed:
             continue
-        if is_relayed(connection):
-            continue
-        remote = conn_muxed.get_remote_address()
-        if remote is not None and (ip := canonical_ip(str(remote[0]))) is not None:
-            return ip
+        if not is_relayed(connection) and (remote := socket_peer(connection)) is not None:
+            return remote[0]
     return None
 
 

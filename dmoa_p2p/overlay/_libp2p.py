@@ -5,7 +5,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
-import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
@@ -20,12 +19,12 @@ from libp2p.tools.anyio_service import background_trio_service
 
 from dmoa_p2p.identity import NodeIdentity
 from dmoa_p2p.logs import claim_libp2p_logger
-from dmoa_p2p.overlay._addresses import canonical_ip, check_listen_ports
+from dmoa_p2p.overlay._addresses import check_listen_ports, socket_peer
 from dmoa_p2p.overlay._delivery import RECEIVE_CAPACITY, deliver
 from dmoa_p2p.overlay._dht import ProviderRecords
 from dmoa_p2p.overlay._dialback import DialBack
 from dmoa_p2p.overlay._dns import connect_resolved, is_dns
-from dmoa_p2p.overlay._libp2p_direct import DirectStreams, error_reason
+from dmoa_p2p.overlay._libp2p_direct import DirectStreams, dial_failure
 from dmoa_p2p.overlay._libp2p_holepunch import (
     HolePunching,
     advertised_addrs,
@@ -124,10 +123,8 @@ class Libp2pOverlay:
             connections = self._host.get_network().get_connections(ID.from_base58(peer_id))
             # a relayed connection's socket is the relay's: the peer's own IP comes first
             for connection in sorted(connections, key=is_relayed):
-                # the socket's, not "transport addresses" (maybe the peer's own claims)
-                muxed = getattr(connection, "muxed_conn", None)  # None until its handshake ends
-                if muxed is not None and (remote := muxed.get_remote_address()) is not None:
-                    return canonical_ip(str(remote[0]))
+                if (remote := socket_peer(connection)) is not None:
+                    return remote[0]
         return None
 
     def block(self, peer_id: str) -> None:
@@ -171,7 +168,7 @@ class Libp2pOverlay:
             ) from exc
         except Exception as exc:
             self._forget_unreached(info.peer_id)
-            raise OverlayError(f"cannot connect to {multiaddr_!r}: {_dial_failure(exc)}") from exc
+            raise OverlayError(f"cannot connect to {multiaddr_!r}: {dial_failure(exc)}") from exc
         return str(info.peer_id.to_base58())
 
     def _forget_unreached(self, peer: ID) -> None:
@@ -286,19 +283,6 @@ def _sync_validator(validator: TopicValidator) -> Callable[[Any, Any], bool]:
             return False
 
     return validate
-
-
-def _dial_failure(exc: BaseException) -> str:
-    """Why a dial failed, for people: the socket error at the bottom of libp2p's wrappers
-    ("Connection refused"), else `error_reason`."""
-    pending, seen = [exc], 0
-    while pending and seen < 50:
-        inner, seen = pending.pop(0), seen + 1
-        if isinstance(inner, OSError) and inner.errno is not None:
-            return os.strerror(inner.errno)
-        pending += [e for e in (inner.__cause__, inner.__context__) if e is not None]
-        pending += list(getattr(inner, "errors", None) or getattr(inner, "exceptions", None) or [])
-    return error_reason(exc)
 
 
 def _listen_multiaddrs(listen_addrs: Sequence[str]) -> list[Any]:

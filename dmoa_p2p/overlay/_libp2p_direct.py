@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import functools
 import logging
+import os
 from typing import Any
 
 import attrs
@@ -366,3 +367,16 @@ def error_reason(exc: BaseException) -> str:
             break
         inner = nested
     return str(exc) if inner is exc else f"{exc} ({inner})"
+
+
+def dial_failure(exc: BaseException) -> str:
+    """Why a dial failed, for people: the socket error at the bottom of libp2p's wrappers
+    ("Connection refused"), else `error_reason`."""
+    pending, seen = [exc], 0
+    while pending and seen < 50:
+        inner, seen = pending.pop(0), seen + 1
+        if isinstance(inner, OSError) and inner.errno is not None:
+            return os.strerror(inner.errno)
+        pending += [e for e in (inner.__cause__, inner.__context__) if e is not None]
+        pending += list(getattr(inner, "errors", None) or getattr(inner, "exceptions", None) or [])
+    return error_reason(exc)

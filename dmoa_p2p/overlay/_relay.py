@@ -20,6 +20,7 @@ from libp2p.relay.circuit_v2.resources import RelayLimits
 from libp2p.relay.circuit_v2.transport import CircuitV2Transport
 from libp2p.tools.anyio_service import background_trio_service
 
+from dmoa_p2p.overlay._addresses import socket_peer
 from dmoa_p2p.overlay._protocol import Reachability
 from dmoa_p2p.overlay._reachability import is_private_ip
 
@@ -285,11 +286,10 @@ def _relay_address(host: Any, relay: ID) -> str | None:
     for connection in host.get_network().get_connections(relay):
         if is_relayed(connection):
             continue  # its socket is the relay's: the address would name the wrong host
-        muxed = getattr(connection, "muxed_conn", None)
-        remote = muxed.get_remote_address() if muxed is not None else None
-        if remote is None or is_private_ip(str(remote[0])):
+        remote = socket_peer(connection)
+        if remote is None or is_private_ip(remote[0]):
             continue
-        ip, port = str(remote[0]), int(remote[1])
+        ip, port = remote
         family = "ip6" if ":" in ip else "ip4"
         return f"/{family}/{ip}/tcp/{port}/p2p/{relay.to_base58()}"
     return None

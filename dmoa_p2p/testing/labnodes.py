@@ -16,6 +16,7 @@ import trio
 from dmoa_p2p.config import control_socket_path
 from dmoa_p2p.control import ControlError, call_control
 from dmoa_p2p.identity import KEY_FILE_NAME, NodeIdentity, save_identity
+from dmoa_p2p.moa import QueryRequest
 from dmoa_p2p.testing.netlab import LabError, NatLab
 
 PORT = 4001
@@ -81,6 +82,15 @@ async def wait_status(
         exited = f"node exited with {node.process.returncode}"
         raise LabError(f"{node.host}: {exited}; log:\n{node.said()}")
     raise LabError(f"{node.host}: condition not met within {timeout_s:g} s; log:\n{node.said()}")
+
+
+async def ask(node: LabNode, request: QueryRequest, timeout_s: float) -> dict[str, Any]:
+    """The node's answer to `request`, with its trace; TooSlowError after `timeout_s`."""
+    with trio.fail_after(timeout_s):
+        answer: dict[str, Any] = await call_control(
+            control_socket_path(node.data_dir), "ask", request=request.to_json()
+        )
+    return answer
 
 
 def answering(status: dict[str, Any]) -> bool:

@@ -7,12 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import trio
 
-from dmoa_p2p.config import control_socket_path
-from dmoa_p2p.control import call_control
 from dmoa_p2p.moa import QueryRequest
-from dmoa_p2p.testing.labnodes import LabNode, answering, peers_of, start_node, wait_status
+from dmoa_p2p.testing.labnodes import LabNode, answering, ask, peers_of, start_node, wait_status
 from dmoa_p2p.testing.netlab import NatLab
 from tests.netns.test_lab import HOMES, JOIN_S, PAIR_IDS, PAIRS, START_S
 
@@ -63,10 +60,7 @@ async def test_nodes_behind_two_nats_answer_each_others_queries_through_a_relay(
     assert addrs_of(status, peer2.peer_id) == through_relay[peer2.peer_id]
     await wait_status(peer2, lambda s: peer1.peer_id in peers_of(s), RELAYED_S)
     request = QueryRequest("Who is behind the other router?", layers=1, proposers=2)
-    with trio.fail_after(ASK_S):
-        answer = await call_control(
-            control_socket_path(peer1.data_dir), "ask", request=request.to_json()
-        )
+    answer = await ask(peer1, request, ASK_S)
     by_node = {call["node"] for call in answer["trace"]["calls"]}
     assert {peer1.peer_id, peer2.peer_id, relay.peer_id} <= by_node, answer["trace"]
 
