@@ -22,11 +22,6 @@ class ConfigError(Exception):
     """A configuration value is missing, of the wrong type or out of range."""
 
 
-def _positive(_: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if not value > 0:
-        raise ValueError(f"{attribute.name} must be > 0, got {value!r}")
-
-
 def _between(low: float, high: float) -> Callable[[object, attrs.Attribute[Any], Any], None]:
     """A validator: `low` <= value <= `high`, said in one sentence when not."""
 
@@ -129,12 +124,14 @@ class NodeConfig:
     bootstrap: tuple[str, ...] = attrs.field(
         default=(), converter=_strings, validator=_bootstrap_addrs
     )
-    # within what peers accept (wire.limits.MIN_INTERVAL_S..MAX_INTERVAL_S)
+    # how often the node checks on its peers: reports joins and losses, remembers peers
     presence_interval_s: float = attrs.field(default=2.0, validator=_between(0.1, 60.0))
-    # a peer is dropped from the view after this many presence periods without news
-    missed_presence_limit: float = attrs.field(default=3.0, validator=_positive)
-    # dial peers learnt from presence until this many connections are open
+    # dial peers named by signed records until this many connections are open
     max_dialed_peers: int = attrs.field(default=16, validator=attrs.validators.ge(0))
+    # peer sampling: records in the partial view (proposers are drawn from it), and the
+    # connected neighbours it shuffles with; neither grows with the swarm
+    view_size: int = attrs.field(default=20, validator=_between(1, 256))
+    neighbours: int = attrs.field(default=6, validator=_between(1, 64))
     # a publicly reachable node relays (circuit relay v2) for nodes behind NAT unless False
     relay_service: bool = True
     # "auto": public unless every listen address is private (RFC 1918, CGNAT, loopback);

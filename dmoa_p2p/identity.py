@@ -52,6 +52,22 @@ class NodeIdentity:
     """An Ed25519 key pair; the same key signs libp2p traffic and application messages."""
 
     private_key: Ed25519PrivateKey = attrs.field(repr=False)
+    # derived once: a node reads its peer id for every message it handles
+    public_key: bytes = attrs.field(
+        init=False,
+        repr=False,
+        eq=False,
+        default=attrs.Factory(
+            lambda self: self.private_key.public_key().public_bytes_raw(), takes_self=True
+        ),
+    )
+    peer_id: str = attrs.field(
+        init=False,
+        eq=False,
+        default=attrs.Factory(
+            lambda self: peer_id_from_public_key(self.public_key), takes_self=True
+        ),
+    )
 
     @classmethod
     def generate(cls) -> NodeIdentity:
@@ -66,14 +82,6 @@ class NodeIdentity:
     @property
     def seed(self) -> bytes:
         return self.private_key.private_bytes_raw()
-
-    @property
-    def public_key(self) -> bytes:
-        return self.private_key.public_key().public_bytes_raw()
-
-    @property
-    def peer_id(self) -> str:
-        return peer_id_from_public_key(self.public_key)
 
     def sign(self, data: bytes) -> bytes:
         return self.private_key.sign(data)

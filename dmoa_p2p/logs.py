@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 # What a user must know at default verbosity (joined, lost all peers, bootstrap unreachable,
@@ -78,6 +80,19 @@ class _UserFormatter(_LineFormatter):
         if record.levelno >= logging.WARNING:
             return f"{time_} {record.levelname.lower()}: {record.message}"
         return f"{time_} {record.message}"
+
+
+@contextlib.contextmanager
+def events_hushed() -> Iterator[None]:
+    """Keep the user's events (joined, lost all peers) off the screen meanwhile, errors
+    aside: in a virtual swarm every one of a thousand nodes has them, none the user's."""
+    events = logging.getLogger(EVENTS)
+    level = events.level
+    events.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        events.setLevel(level)
 
 
 def configure_logging(verbosity: int, log_file: Path | None = None) -> None:

@@ -144,6 +144,58 @@ def weighted_arrival_rates(
     ]
 
 
+def sampled_arrival_rates(
+    rates: Sequence[float], in_degrees: Sequence[float], layers: int, proposers: int
+) -> list[float]:
+    """Inference arrival rate at each device when origins draw proposers from partial views.
+
+    Device i is in d_i views (`in_degrees`) and origin j draws k uniformly from its view, so
+    j picks i with probability k·d_i/Σ_{l≠j} d_l per layer (`weighted_arrival_rates` with
+    weights d): r_i = λ_i·(M+1) + k·M·d_i·Σ_{j≠i} λ_j/(D − d_j), D = Σ d. Approximate (mean
+    field: views as independent draws by d); equal d's give `uniform_arrival_rates` exactly.
+    With equal λ and α the most held device bounds Theorem 1: about α·λ·(M+1 + k·M·d_max/d̄)
+    < 1. Use time-averaged in-degrees for stability: queues integrate load over time.
+    """
+    n = len(rates)
+    if len(in_degrees) != n:
+        raise ValueError(f"{len(in_degrees)} in-degrees for {n} devices")
+    if n == 1 or layers == 0:
+        return [lam * (layers + 1) for lam in rates]
+    _check_proposers(n, proposers)
+    total = float(sum(in_degrees))
+    if min(in_degrees) < 0 or total <= max(in_degrees):
+        raise ValueError("in-degrees must be >= 0, at least two devices held")
+    if proposers * max(in_degrees) > total - max(in_degrees):  # a share over 1: cap them
+        return weighted_arrival_rates(rates, in_degrees, layers, proposers)
+    spread = sum(lam / (total - d) for lam, d in zip(rates, in_degrees, strict=True))  # Σ_j
+    return [
+        lam * (layers + 1) + proposers * layers * d * (spread - lam / (total - d))
+        for lam, d in zip(rates, in_degrees, strict=True)
+    ]
+
+
+def view_arrival_rates(
+    rates: Sequence[float], views: Sequence[Sequence[int]], layers: int, proposers: int
+) -> list[float]:
+    """Inference arrival rate at each device for given views (device j's is `views[j]`).
+
+    Origin j picks i ∈ V_j with probability min(k, |V_j|)/|V_j| per layer. Exact (means) for
+    fixed views; complete views give `uniform_arrival_rates`.
+    """
+    n = len(rates)
+    if len(views) != n:
+        raise ValueError(f"{len(views)} views for {n} devices")
+    arrivals = [lam * (layers + 1) for lam in rates]
+    for j, view in enumerate(views):
+        members = set(view) - {j}
+        if not members or layers == 0:
+            continue
+        share = layers * rates[j] * min(proposers, len(members)) / len(members)
+        for i in members:
+            arrivals[i] += share
+    return arrivals
+
+
 def device_utilisations(arrival_rates: Sequence[float], alphas: Sequence[float]) -> list[float]:
     """ρ_i = r_i·α_i: device i is stable iff ρ_i < 1. Exact as a mean-rate condition."""
     return [r * a for r, a in zip(arrival_rates, alphas, strict=True)]

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,10 +67,29 @@ def member_http(index: int, http_base_port: int | None) -> str | None:
     return None if http_base_port is None else f"127.0.0.1:{http_base_port + index}"
 
 
+# peers each member must hold before a swarm counts as joined: all the others in a swarm
+# this small, a sample of this many in a larger one (views are partial: see `view_size`)
+JOINED_PEERS = 8
+
+
+def views_converged(views: Mapping[str, Collection[str]]) -> bool:
+    """True when each member's view (member -> the peers it holds) holds members only, and
+    at least `JOINED_PEERS` of them (all the others in a smaller swarm), and every member
+    is held by another: everyone can draw proposers and be drawn."""
+    everyone = set(views)
+    needed = min(len(everyone) - 1, JOINED_PEERS)
+    held: set[str] = set()
+    for member, view in views.items():
+        peers = set(view)
+        if not peers <= everyone - {member} or len(peers) < needed:
+            return False
+        held |= peers
+    return len(everyone) < 2 or held == everyone
+
+
 def converged(statuses: list[dict[str, Any]]) -> bool:
-    """True when every node's peer view holds every other node."""
-    everyone = {s["peer_id"] for s in statuses}
-    return all({p["peer_id"] for p in s["peers"]} == everyone - {s["peer_id"]} for s in statuses)
+    """`views_converged` for the members' /status JSON."""
+    return views_converged({s["peer_id"]: [p["peer_id"] for p in s["peers"]] for s in statuses})
 
 
 async def wait_until_converged(
@@ -197,7 +217,11 @@ class ProcessSwarm:
         bootstrap: tuple[str, ...],
         verbosity: int,
         node_args: Sequence[str] = (),
+        stderr: Path | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> None:
+        """Start one member; `stderr` a file for its log (else this process's stderr),
+        `env` variables to set for it."""
         command = [
             sys.executable,
             "-m",
@@ -214,7 +238,14 @@ class ProcessSwarm:
         ]
         for addr in bootstrap:
             command += ["--bootstrap", addr]
-        process = await trio.lowlevel.open_process(command, stdout=subprocess.DEVNULL)
+        with contextlib.ExitStack() as files:
+            log_file = files.enter_context(stderr.open("ab")) if stderr is not None else None
+            process = await trio.lowlevel.open_process(
+                command,
+                stdout=subprocess.DEVNULL,
+                stderr=log_file,
+                env={**os.environ, **env} if env else None,
+            )
         self.processes.append(process)
         status = await _await_control(control_socket_path(data_dir), process)
         self.members.append(
@@ -260,11 +291,14 @@ async def open_process_swarm(
     verbosity: int = 0,
     node_args: Sequence[str] = (),
     http_base_port: int | None = None,
+    stderr_dir: Path | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> AsyncIterator[ProcessSwarm]:
     """Start `n` node processes (the first is the bootstrap); interrupt and reap them on exit.
 
     `node_args` are extra `dmoa-p2p node` options for every member (e.g. the backend); with
-    `http_base_port`, node i serves its HTTP API on 127.0.0.1:`http_base_port + i`.
+    `http_base_port`, node i serves its HTTP API on 127.0.0.1:`http_base_port + i`; with
+    `stderr_dir`, node i logs to `stderr_dir`/node<i>.log; `env` is set for every member.
     """
 
     def args(i: int) -> list[str]:
@@ -273,14 +307,26 @@ async def open_process_swarm(
 
     with swarm_dir(base_dir) as base:
         swarm = ProcessSwarm()
+        if stderr_dir is not None:
+            await trio.Path(stderr_dir).mkdir(parents=True, exist_ok=True)
+
+        # a process spends its first seconds importing: more at once than the machine has
+        # cores only makes each of them late for its start-up timeout
+        starting = trio.CapacityLimiter(max(2, os.cpu_count() or 1))
+
+        async def start(i: int, bootstrap: tuple[str, ...]) -> None:
+            log = None if stderr_dir is None else stderr_dir / f"node{i}.log"
+            async with starting:
+                await swarm.start_member(
+                    base / f"node{i}", bootstrap, verbosity, args(i), log, env
+                )
+
         try:
-            await swarm.start_member(base / "node0", (), verbosity, args(0))
+            await start(0, ())
             bootstrap = (swarm.members[0].dial_addr,)
             async with trio.open_nursery() as nursery:
                 for i in range(1, n):
-                    nursery.start_soon(
-                        swarm.start_member, base / f"node{i}", bootstrap, verbosity, args(i)
-                    )
+                    nursery.start_soon(start, i, bootstrap)
             yield swarm
         finally:
             with trio.CancelScope(shield=True):

@@ -35,6 +35,9 @@ from dmoa_p2p.bench._results import (
     RunMetrics,
     VariantSummary,
 )
+from dmoa_p2p.bench._scale import ScaleSettings, run_scale_bench, sizes
+from dmoa_p2p.bench._scale_plot import plot_scale
+from dmoa_p2p.bench._scale_results import ScaleResult, ScaleRow, rows_from_json
 from dmoa_p2p.bench._traffic import BARE, DMOA, VARIANTS
 
 __all__ = [
@@ -72,7 +75,12 @@ __all__ = [
     "ProgressCallback",
     "QuerySplit",
     "RunMetrics",
+    "ScaleResult",
+    "ScaleRow",
+    "ScaleSettings",
     "VariantSummary",
+    "plot_scale",
+    "rows_from_json",
     "run_backend_bench",
     "run_flood_bench",
     "run_http_bench",
@@ -80,4 +88,6 @@ __all__ = [
     "run_model_moa_bench",
     "run_nat_bench",
     "run_overlay_bench",
+    "run_scale_bench",
+    "sizes",
 ]

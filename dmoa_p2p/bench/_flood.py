@@ -2,9 +2,10 @@
 
 One localhost swarm of real py-libp2p nodes (fake backend, fixed service time); the honest
 user asks node 0, the victim, M=1/k=2 queries one after another. Phase A: no flood. Phase B:
-the flooder of `_flood_peer` floods the victim with valid tasks and presences. The flooder
-joins before phase A as a quiet peer (one presence a second, refusing the tasks it is sent
-as a proposer), so that the two phases differ by the flood alone.
+the flooder of `_flood_peer` floods the victim with valid tasks and shuffle requests (each
+carrying its own signed record). The flooder joins before phase A as a quiet peer (its
+record offered once a second, refusing the tasks it is sent as a proposer), so that the two
+phases differ by the flood alone.
 """
 
 from __future__ import annotations

@@ -1,9 +1,11 @@
 """The flooder of `bench flood`: a raw py-libp2p peer, not a node, that floods one victim.
 
 It has its own identity and no checks of its own: it sends the victim valid signed tasks
-(origin: itself) as fast as the victim acknowledges them, publishes valid presences for
-itself as fast as GossipSub takes them, and keeps the outcome of every task it sent. Tasks
-the victim sends it (it is a live peer there, hence a proposer candidate) it refuses at once.
+(origin: itself) as fast as the victim acknowledges them, and shuffle requests carrying its
+own freshly signed record as fast as the victim acknowledges or refuses them (each on
+`senders` streams at once), and keeps the outcome of every task it sent. Its record makes
+it a proposer candidate, at the victim and at the nodes the victim's shuffles pass it to:
+tasks they send it it refuses at once.
 Run in this process, or in a process of its own (`python -m dmoa_p2p.bench._flood_peer`,
 driven over stdin/stdout by `_flood_handles.ProcessFlooder`) so that its CPU is not the victim's.
 """
@@ -26,8 +28,8 @@ import trio
 from dmoa_p2p.control import LineReader
 from dmoa_p2p.gossip import MOA_PROTOCOL
 from dmoa_p2p.identity import NodeIdentity
-from dmoa_p2p.node import PRESENCE_TOPIC
-from dmoa_p2p.overlay import Overlay, OverlayError, OverlayMessage, open_libp2p_overlay
+from dmoa_p2p.node import offer_records
+from dmoa_p2p.overlay import Overlay, OverlayError, open_libp2p_overlay
 from dmoa_p2p.testing import idle_presence
 from dmoa_p2p.wire import (
     MAX_ENVELOPE_BYTES,
@@ -42,7 +44,9 @@ from dmoa_p2p.wire import (
 )
 
 LOCAL = ("/ip4/127.0.0.1/tcp/0",)
-QUIET_PRESENCE_S = 1.0  # between presences when not flooding: what an honest peer sends
+# between offers of its record when not flooding: it stays in the victim's view (a record
+# lives 9 s), as an honest peer's shuffles keep it there
+QUIET_PRESENCE_S = 1.0
 SEND_TIMEOUT_S = 10.0
 _PEER_ID = re.compile(r"(12D3KooW|Qm)[1-9A-HJ-NP-Za-km-z]{20,}")
 _NUMBER = re.compile(r"\d+(\.\d+)?(e[-+]?\d+)?")
@@ -61,9 +65,9 @@ class FloodLimits:
     """How hard and for how long to flood: it stops at whichever bound comes first."""
 
     max_tasks: int = 20_000
-    max_presences: int = 20_000
+    max_shuffles: int = 20_000  # shuffle requests sent, refused or not
     max_s: float = 300.0  # a guard: the phase normally stops the flood before
-    senders: int = 4  # concurrent sends (the overlay keeps 4 streams per peer)
+    senders: int = 4  # concurrent sends of each kind (the overlay keeps 4 streams per peer)
     deadline_s: float = 30.0  # of each task, as the victim's queue sees it
     drain_s: float = 15.0  # after the flood, for the replies to tasks still queued
 
@@ -86,11 +90,13 @@ class FloodCounts:
     served_s: float  # the victim's model time on the flooder's tasks (proposals' service_s)
     refusal_reasons: dict[str, int]
     ack_errors: dict[str, int]  # every failed send, also those a reply later came for
-    presences_published: int
-    presence_errors: dict[str, int]
-    honest_tasks_refused: int  # tasks the victim sent the flooder as a proposer
+    # shuffle requests (each carrying its own fresh record) the victim took, and those that
+    # failed by why (mostly the victim's pace: "rejected: too_frequent")
+    shuffles_delivered: int
+    shuffle_errors: dict[str, int]
+    honest_tasks_refused: int  # tasks nodes sent the flooder as a proposer
     flood_s: float  # how long it has flooded
-    stopped_by: str | None  # "phase end", "max_tasks" (and presences), "max_s"; None: running
+    stopped_by: str | None  # "phase end", "max_tasks", "max_s"; None: running
 
     def to_json(self) -> dict[str, Any]:
         return attrs.asdict(self)
@@ -101,7 +107,7 @@ class FloodCounts:
 
     def minus(self, earlier: FloodCounts) -> dict[str, float]:
         """Counters gained since `earlier` (a snapshot of the same flood)."""
-        fields = ("sent", "proposals", "refusals", "unacknowledged", "presences_published")
+        fields = ("sent", "proposals", "refusals", "unacknowledged", "shuffles_delivered")
         gained: dict[str, float] = {f: getattr(self, f) - getattr(earlier, f) for f in fields}
         gained["served_s"] = self.served_s - earlier.served_s
         return gained
@@ -160,8 +166,9 @@ class Flooder:
         self._ledger = _Ledger()
         self._run_id = uuid.uuid4().hex[:8]
         self._next_task = 0
-        self._presences = 0
-        self._presence_errors: collections.Counter[str] = collections.Counter()
+        self._shuffles_sent = 0  # requests sent (refused, failed or under way included)
+        self._shuffles_delivered = 0  # requests the victim took
+        self._shuffle_errors: collections.Counter[str] = collections.Counter()
         self._honest_refused = 0
         self._flooding = False
         self._flood_started: float | None = None
@@ -178,15 +185,12 @@ class Flooder:
     async def run(
         self, victim_addr: str, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        """Connect, answer on MOA_PROTOCOL and send quiet presences; flood once told to."""
+        """Connect, answer on MOA_PROTOCOL and offer its record now and then; flood once
+        told to."""
         await self.overlay.connect(victim_addr)
         self.overlay.set_handler(MOA_PROTOCOL, self._on_message, max_bytes=MAX_ENVELOPE_BYTES)
-        # subscribed like a node: py-libp2p queues every publish for a connected peer that
-        # is not (100 a peer, each overflow logged), which is not the flood measured here
-        inbox = await self.overlay.subscribe(PRESENCE_TOPIC, lambda _publisher, _data: True)
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_discard, inbox)
-            nursery.start_soon(self._publish_presences)
+            nursery.start_soon(self._offer_quietly)
             task_status.started()
             await self._start.wait()
             await self._flood()
@@ -218,8 +222,8 @@ class Flooder:
             served_s=ledger.served_s,
             refusal_reasons=dict(ledger.refusal_reasons.most_common()),
             ack_errors=dict(ledger.ack_errors.most_common()),
-            presences_published=self._presences,
-            presence_errors=dict(self._presence_errors),
+            shuffles_delivered=self._shuffles_delivered,
+            shuffle_errors=dict(self._shuffle_errors.most_common()),
             honest_tasks_refused=self._honest_refused,
             flood_s=flood_s,
             stopped_by=self._stopped_by,
@@ -231,6 +235,7 @@ class Flooder:
         async with trio.open_nursery() as nursery:
             for _ in range(self.limits.senders):
                 nursery.start_soon(self._send_tasks)
+                nursery.start_soon(self._flood_shuffles)
             with trio.move_on_after(self.limits.max_s):
                 await self._stop.wait()
             self._stopped_by = self._stopped_by or ("phase end" if self._stop.is_set() else "max_s")
@@ -268,20 +273,30 @@ class Flooder:
             deadline_s=self.limits.deadline_s,
         )
 
-    async def _publish_presences(self) -> None:
-        """Quiet presences, one per QUIET_PRESENCE_S; back to back while flooding."""
+    async def _offer_quietly(self) -> None:
+        """Its record once per QUIET_PRESENCE_S, flooding or not: it stays in the victim's
+        view as an honest peer does."""
         while True:
-            flooding = self._flooding and self._presences < self.limits.max_presences
-            data = seal(self._presence(), self.identity, now=time.time())
-            try:
-                await self.overlay.publish(PRESENCE_TOPIC, data)
-                self._presences += 1
-            except OverlayError as exc:
-                self._presence_errors[reason_class(str(exc))] += 1
-            if flooding:
-                await trio.lowlevel.checkpoint()
-            else:
-                await trio.sleep(QUIET_PRESENCE_S)
+            await self._offer_record()
+            await trio.sleep(QUIET_PRESENCE_S)
+
+    async def _flood_shuffles(self) -> None:
+        """Its record in shuffle requests back to back while flooding, up to max_shuffles."""
+        while self._flooding and self._shuffles_sent < self.limits.max_shuffles:
+            await self._offer_record()
+            await trio.lowlevel.checkpoint()
+
+    async def _offer_record(self) -> None:
+        """One shuffle request carrying its fresh record; the victim's answers are ignored
+        (see `offer_records`)."""
+        self._shuffles_sent += 1
+        data = seal(self._presence(), self.identity, now=time.time())
+        try:
+            await offer_records(self.overlay, self.victim, [data])
+        except OverlayError as exc:
+            self._shuffle_errors[reason_class(str(exc))] += 1
+        else:
+            self._shuffles_delivered += 1
 
     def _presence(self) -> Presence:
         return idle_presence(
@@ -314,11 +329,6 @@ class Flooder:
         data = seal(refusal, self.identity, now=time.time())
         with contextlib.suppress(OverlayError):  # else the victim's query notices by itself
             await self.overlay.send(sender, MOA_PROTOCOL, data, timeout_s=SEND_TIMEOUT_S)
-
-
-async def _discard(inbox: trio.abc.ReceiveChannel[OverlayMessage]) -> None:
-    async for _message in inbox:
-        pass
 
 
 # ---- a process of its own: driven by one command per line on stdin ---------------------

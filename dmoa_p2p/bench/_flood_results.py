@@ -51,7 +51,7 @@ class VictimCounters:
     task_refusals: dict[str, int] | None  # peers' tasks refused, by cause (None: not counted)
     messages_rejected: dict[str, int]
     refusals: dict[str, int]
-    events: dict[str, int]  # peers joined and expired, presences published, ...
+    events: dict[str, int]  # what the node noted (clock skew seen and reported, ...)
     live_peers: int
 
 
@@ -212,7 +212,9 @@ class FloodBenchResult:
                 },
                 "total": self.total.to_json(),
                 "tasks_per_s": self.total.sent / total_s if total_s > 0 else math.nan,
-                "presences_per_s": self.total.presences_published / total_s if total_s else 0.0,
+                "shuffles_delivered_per_s": (
+                    self.total.shuffles_delivered / total_s if total_s else 0.0
+                ),
                 "victim_task_refusals": gained(
                     self.flood_end.task_refusals, self.flood_start.task_refusals
                 ),

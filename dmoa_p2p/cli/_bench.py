@@ -9,6 +9,7 @@ from dmoa_p2p.bench import BARE, BARE_MEANS, DMOA, OverlayBenchResult, run_overl
 from dmoa_p2p.cli._bench_flood import flood
 from dmoa_p2p.cli._bench_nat import nat
 from dmoa_p2p.cli._bench_run import measure_and_report, stage_bar
+from dmoa_p2p.cli._bench_scale import scale
 from dmoa_p2p.cli._common import console, json_option
 
 # (label, field, format): the rows of the overlay table, medians over rounds
@@ -28,6 +29,7 @@ def bench() -> None:
 
 bench.add_command(flood)
 bench.add_command(nat)
+bench.add_command(scale)
 
 
 @bench.command()

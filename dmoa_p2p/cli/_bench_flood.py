@@ -51,11 +51,11 @@ from dmoa_p2p.cli._common import console, json_option
     help="At most this many tasks from the flooder.",
 )
 @click.option(
-    "--max-presences",
+    "--max-shuffles",
     type=click.IntRange(0),
     default=20_000,
     show_default=True,
-    help="At most this many presences from the flooder.",
+    help="At most this many shuffle requests (each with its own record) from the flooder.",
 )
 @click.option(
     "--flooder",
@@ -73,16 +73,17 @@ def flood(
     proposers: int,
     flood_warmup: float,
     max_tasks: int,
-    max_presences: int,
+    max_shuffles: int,
     flooder: str,
     as_json: bool,
 ) -> None:
-    """One peer floods node 0 with valid tasks and presences: its honest user's latency.
+    """One peer floods node 0 with valid tasks and shuffles: its honest user's latency.
 
     A localhost swarm of real py-libp2p nodes in this process (fake backend). Phase A: the
     user's queries without a flood; phase B: the same while a raw py-libp2p peer (not a
-    node) sends node 0 signed tasks and presences as fast as it can. Goals: p50 latency
-    ratio <= 1.3, and the flooder's share of node 0's model <= 1/n (+ a tolerance).
+    node) sends node 0 signed tasks, and shuffle requests carrying its own signed record,
+    as fast as it can. Goals: p50 latency ratio <= 1.3, and the flooder's share of node 0's
+    model <= 1/n (+ a tolerance).
     """
     if proposers > nodes - 1:
         raise click.BadParameter(f"{proposers} proposers need {proposers + 1} nodes")
@@ -94,7 +95,7 @@ def flood(
         proposers=proposers,
         flood_warmup_s=flood_warmup,
         flooder="process" if flooder == "process" else "in-process",
-        limits=FloodLimits(max_tasks=max_tasks, max_presences=max_presences),
+        limits=FloodLimits(max_tasks=max_tasks, max_shuffles=max_shuffles),
     )
 
     async def measure() -> FloodBenchResult:
@@ -155,8 +156,10 @@ def _print_flood(result: FloodBenchResult) -> None:
     flood_table.add_row("node 0's refusals by cause", _causes(f["victim_task_refusals"]))
     flood_table.add_row("send errors", _causes(total.ack_errors))
     flood_table.add_row(
-        "presences published", f"{total.presences_published} ({f['presences_per_s']:.0f}/s)"
+        "shuffle requests delivered",
+        f"{total.shuffles_delivered} ({f['shuffles_delivered_per_s']:.0f}/s)",
     )
+    flood_table.add_row("shuffle requests refused or failed", _causes(total.shuffle_errors))
     flood_table.add_row("node 0's rejected messages", _causes(f["victim_messages_rejected"]))
     flood_table.add_row("node 0's events", _causes(f["victim_events"]))
     flood_table.add_row(

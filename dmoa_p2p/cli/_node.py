@@ -16,6 +16,7 @@ from dmoa_p2p.cli._common import (
     check_plugin_name,
     console,
     data_dir_option,
+    freeze_startup_heap,
     json_option,
     mdns_option,
     node_default,
@@ -53,7 +54,7 @@ option takes a space-separated list there. --data-dir reads DMOA_P2P_DATA_DIR an
 --api-key DMOA_P2P_API_KEY. Precedence: command line, environment, --config file,
 defaults; a table such as [backend_options] merges key by key with -o.
 \b
-Settings without an option (missed_presence_limit, max_dialed_peers, control_socket)
+Settings without an option (max_dialed_peers, view_size, neighbours, control_socket)
 go in the --config file; examples/node.toml shows every key.
 """
 
@@ -195,6 +196,7 @@ def node(ctx: click.Context, /, config_file: Path | None, as_json: bool, **param
 
     async def main(nursery: trio.Nursery) -> None:
         running = await nursery.start(functools.partial(serve_app, config, http_socket))
+        freeze_startup_heap()
         _announce(running, as_json)
         await trio.sleep_forever()
 

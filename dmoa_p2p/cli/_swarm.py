@@ -15,6 +15,7 @@ from dmoa_p2p.cli._ask import query_options, query_request, show_answer
 from dmoa_p2p.cli._common import (
     backend_options,
     check_plugin_name,
+    freeze_startup_heap,
     json_option,
     parse_backend_options,
     print_json,
@@ -26,16 +27,18 @@ from dmoa_p2p.swarm import SwarmError, SwarmMember, open_inprocess_swarm, open_p
 
 # progress and tables go to stderr so that --json output stays clean
 progress = Console(stderr=True)
+MAX_PROCESSES = 64  # a node process takes about 100 MB
+MAX_IN_PROCESS = 256
 
 
 @click.command()
 @click.option(
     "--nodes",
     "n",
-    type=click.IntRange(1, 64),
+    type=click.IntRange(1, MAX_IN_PROCESS),
     default=3,
     show_default=True,
-    help="How many nodes to start on 127.0.0.1.",
+    help=f"How many nodes to start on 127.0.0.1 (over {MAX_PROCESSES}: with --in-process).",
 )
 @click.option("--in-process", is_flag=True, help="Run all nodes in this process.")
 @click.option(
@@ -87,7 +90,14 @@ def swarm(
     as_json: bool,
     **query: Any,
 ) -> None:
-    """Start N nodes on 127.0.0.1, all bootstrapping from the first; wait until all see all."""
+    """Start N nodes on 127.0.0.1, all bootstrapping from the first; wait until they joined
+    (each holds every other, or a sample of 8 in a larger swarm, and is held by another)."""
+    if n > MAX_PROCESSES and not in_process:
+        raise click.BadParameter(
+            f"{n} node processes would need about {n // 10} GB; use --in-process "
+            f"(up to {MAX_IN_PROCESS}) or at most {MAX_PROCESSES} nodes",
+            param_hint="--nodes",
+        )
     if http_base_port is not None and http_base_port + n > 65536:
         raise click.BadParameter(f"{n} ports from {http_base_port} go past 65535")
     verbosity = ctx.find_root().params.get("verbose", 0)
@@ -112,7 +122,8 @@ def swarm(
                 cm = open_process_swarm(n, base_dir, verbosity, node_args, http_base_port)
             async with cm as local:
                 up_s = trio.current_time() - start
-                status.update("waiting until every node sees every other…")
+                freeze_startup_heap()
+                status.update("waiting until every node has joined…")
                 await local.wait_converged(timeout)
                 timing = SwarmTiming(up_s, trio.current_time() - start)
                 status.stop()
@@ -169,6 +180,6 @@ def report(members: list[SwarmMember], timing: SwarmTiming, as_json: bool) -> No
         for url in m.http_urls:
             progress.print(f"          API {url}/v1  status {url}/status", soft_wrap=True)
     progress.print(
-        f"every node sees every other node {timing.converged_s:.1f} s after the start "
+        f"every node joined {timing.converged_s:.1f} s after the start "
         f"(all {len(members)} up after {timing.up_s:.1f} s)"
     )

@@ -10,7 +10,6 @@ import trio
 
 from dmoa_p2p.logs import EVENTS
 from dmoa_p2p.overlay import BadAddress, Overlay, OverlayError, check_peer_address
-from dmoa_p2p.wire import Presence
 
 # A bootstrap peer that went away is redialled at most this long after it is back, so a
 # restarted peer is found again within about 5 s. A failed dial costs one TCP connect
@@ -24,9 +23,9 @@ events = logging.getLogger(EVENTS)
 
 
 class DialBudget:
-    """How often presence may make this node dial: per peer id, per address, and in all.
+    """How often records may make this node dial: per peer id, per address, and in all.
 
-    Presence names addresses anyone can choose; without limits one peer could make every node
+    A record names addresses its signer can choose; without limits one peer could make every node
     dial an address of its choosing again and again. Each peer id is dialled at most once per
     `per_peer_s`, each address at most once per `per_address_s`, and all dials together at
     `rate_per_s` on average (bursts of `burst`). Memory is bounded: old entries are forgotten.
@@ -93,8 +92,8 @@ def _remember(last: collections.OrderedDict[str, float], key: str, now: float, l
 
 
 class PeerDialer:
-    """Dials bootstrap peers until connected (and again if they drop) and peers from presence,
-    the latter within a `DialBudget`."""
+    """Dials bootstrap peers until connected (and again while the node has too few
+    connections), and peers named by signed records, the latter within a `DialBudget`."""
 
     def __init__(
         self,
@@ -103,11 +102,13 @@ class PeerDialer:
         check_every_s: float,
         max_peers: int,
         budget: DialBudget | None = None,
+        enough: int = 1,
     ) -> None:
         self._overlay = overlay
         self._nursery = nursery
         self._check_every_s = check_every_s
         self._max_peers = max_peers
+        self._enough = max(1, enough)  # connections that make bootstrap peers unneeded
         self._dialing: set[str] = set()
         self.budget = budget or DialBudget(trio.current_time)
 
@@ -121,7 +122,10 @@ class PeerDialer:
         backoff = _FIRST_BACKOFF_S
         said: str | None = None  # the reason last told the user
         while True:
-            if target in self._overlay.connected_peers():
+            connected = self._overlay.connected_peers()
+            # once the node has its neighbours, a bootstrap peer that left need not be back:
+            # a swarm of thousands must not all hold a connection to its first node
+            if target in connected or len(connected) >= self._enough:
                 backoff = _FIRST_BACKOFF_S
                 await trio.sleep(self._check_every_s)
                 continue
@@ -151,9 +155,18 @@ class PeerDialer:
         for peer_id, addrs in peers:
             self._dial_soon(peer_id, addrs)
 
-    def dial_if_useful(self, presence: Presence) -> None:
-        # a direct link to every peer (up to a limit) keeps the swarm up when the bootstrap leaves
-        self._dial_soon(presence.peer_id, presence.listen_addrs)
+    def dial_record(self, peer_id: str, addrs: Sequence[str]) -> None:
+        """Dial a peer whose signed record names `addrs`, once and within the budget."""
+        self._dial_soon(peer_id, addrs)
+
+    async def dial_now(self, peer_id: str, addrs: Sequence[str]) -> None:
+        """Dial `peer_id` and return when connected or failed (within the budget; at once when
+        the budget or the connection limit says no, or another dial to it is under way)."""
+        addrs = [addr for addr in addrs if not _wildcard(addr)]
+        if peer_id in self._dialing or not addrs or not self.budget.allow_peer(peer_id):
+            return
+        self._dialing.add(peer_id)
+        await self._dial(peer_id, tuple(addrs))
 
     def _dial_soon(self, peer_id: str, addrs: Sequence[str]) -> None:
         connected = self._overlay.connected_peers()

@@ -41,18 +41,34 @@ class KnownPeers:
     not depend on this file: they are always dialled.
     """
 
-    def __init__(self, path: Path, self_id: str, limit: int = MAX_KNOWN_PEERS) -> None:
+    def __init__(
+        self,
+        path: Path,
+        self_id: str,
+        limit: int = MAX_KNOWN_PEERS,
+        *,
+        writes_in_thread: bool = True,
+    ) -> None:
         self.path = path
         self.self_id = self_id
         self.limit = limit
+        # False in virtual time: a mock clock jumps ahead while a worker thread writes
+        self.writes_in_thread = writes_in_thread
         self._peers: dict[str, _Entry] = {}
         self._dirty = False
 
     @classmethod
-    def load(cls, path: Path, self_id: str, limit: int = MAX_KNOWN_PEERS) -> KnownPeers:
+    def load(
+        cls,
+        path: Path,
+        self_id: str,
+        limit: int = MAX_KNOWN_PEERS,
+        *,
+        writes_in_thread: bool = True,
+    ) -> KnownPeers:
         """The peers saved at `path`; none if there is no file, or (with a warning) if it is
         unreadable or not what `save` writes."""
-        known = cls(path, self_id, limit)
+        known = cls(path, self_id, limit, writes_in_thread=writes_in_thread)
         try:
             raw = path.read_text(encoding="utf-8")
         except FileNotFoundError:
@@ -88,8 +104,8 @@ class KnownPeers:
         self._dirty = self._dirty or old is None or old.addrs != dialable
 
     async def save(self, *, force: bool = False) -> None:
-        """Write the file, in a worker thread (it ends with an fsync), if anything changed (or
-        `force`); a failure is logged, not raised."""
+        """Write the file, in a worker thread (it ends with an fsync) unless `writes_in_thread`
+        is False, if anything changed (or `force`); a failure is logged, not raised."""
         if not (self._dirty or force):
             return
         body = {
@@ -107,7 +123,10 @@ class KnownPeers:
         text = json.dumps(body, indent=1, sort_keys=True)
         self._dirty = False  # before the write: a peer remembered meanwhile is written next time
         try:
-            await trio.to_thread.run_sync(_write_atomically, self.path, text)
+            if self.writes_in_thread:
+                await trio.to_thread.run_sync(_write_atomically, self.path, text)
+            else:
+                _write_atomically(self.path, text)
         except OSError as exc:
             self._dirty = True
             log.warning("cannot save the known peers to %s: %s", self.path, exc)

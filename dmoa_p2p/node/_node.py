@@ -1,4 +1,4 @@
-"""A dmoa-p2p node: identity, overlay, queue, MoA engine and presence, run as one trio service."""
+"""A dmoa-p2p node: identity, overlay, queue, MoA engine and peer sampling, as one trio service."""
 
 from __future__ import annotations
 
@@ -24,22 +24,25 @@ from dmoa_p2p.node._clock import CLOCK_TOLERANCE_S, ClockWatch
 from dmoa_p2p.node._dialer import DialBudget, PeerDialer
 from dmoa_p2p.node._known_peers import KNOWN_PEERS_FILE, KnownPeers
 from dmoa_p2p.node._lock import data_dir_lock
-from dmoa_p2p.node._peer_view import PeerView
-from dmoa_p2p.node._presence import BLOCK_S, PRESENCE_TOPIC, PresencePace, PresenceService
+from dmoa_p2p.node._neighbours import Neighbours
 from dmoa_p2p.node._prompts import AdmittedPrompt, PromptDesk, load_admission
 from dmoa_p2p.node._providing import ModelAnnouncer, model_providers
-from dmoa_p2p.node._snapshot import NodeSnapshot, PeerEntry, load_of
+from dmoa_p2p.node._sampled_records import SignedPresence
+from dmoa_p2p.node._sampler import PeerSampler
+from dmoa_p2p.node._sampling import SamplingConfig
+from dmoa_p2p.node._sampling_service import SamplingService
+from dmoa_p2p.node._snapshot import NodeSnapshot, PeerEntry, load_of, presence_of
 from dmoa_p2p.node._watch import PeerKeeper, load_backend_announced
 from dmoa_p2p.overlay import MDNS_SERVICE, Overlay, check_peer_address, open_libp2p_overlay
 from dmoa_p2p.queue import InferenceQueue
 from dmoa_p2p.registry import create_plugin
 from dmoa_p2p.wire import (
     MOA_KINDS,
-    PRESENCE_KINDS,
     Envelope,
     Message,
     MessageGate,
     Precheck,
+    Presence,
     RejectReason,
     Task,
     WireError,
@@ -47,6 +50,9 @@ from dmoa_p2p.wire import (
 )
 
 log = logging.getLogger(__name__)
+
+# a proposer computes for at most a task's deadline: its connection is in use that long
+MAX_TASK_IDLE_S = 300.0
 
 OverlayOpener = Callable[[NodeIdentity, Sequence[str]], AbstractAsyncContextManager[Overlay]]
 
@@ -78,18 +84,36 @@ class Node:
         self.gate = MessageGate(
             clock=wall_clock, freshness_s=CLOCK_TOLERANCE_S, max_future_s=CLOCK_TOLERANCE_S
         )
-        self.peer_view = PeerView(identity.peer_id, config.missed_presence_limit)
         self.dial_budget = DialBudget(trio.current_time)
         self.queue = InferenceQueue(backend, config.queue_capacity)
         self.gossip: GossipPolicy = create_plugin("gossip", config.gossip, config.gossip_options)
         self.events: Counter[str] = Counter()
         self._clock_watch = ClockWatch(self.events)
-        self._presence_pace = PresencePace()
         self.announcer = ModelAnnouncer(overlay, backend.model_name)
-        self.blocked_until: dict[str, float] = {}  # presence flooders, until when
         self.known_peers = known_peers
+        sampling = SamplingConfig(capacity=config.view_size)
+        # its own generator, so that shuffles do not shift a seeded node's proposer draws
+        own_rng = random.Random(rng.getrandbits(64)) if rng is not None else random.Random()
+        self.neighbours = Neighbours(
+            overlay, own_rng, sampling.round_s, self._in_use, target=config.neighbours
+        )
+        self.sampling = SamplingService(
+            overlay,
+            PeerSampler(identity, sampling),
+            self.neighbours,
+            self.presence,
+            wall_clock,
+            own_rng,
+            self.events,
+        )
+        self._moa_traffic: dict[str, float] = {}  # peer -> when a MoA message last went either way
         self.peer_keeper = PeerKeeper(
-            overlay, self.peer_view, self.known_peers, config.presence_interval_s, wall_clock
+            overlay,
+            self.records,
+            self.known_peers,
+            config.presence_interval_s,
+            wall_clock,
+            self.events,
         )
         self.engine = MoaEngine(
             identity.peer_id,
@@ -102,15 +126,6 @@ class Node:
         )
         admission = load_admission(config.admission, config.admission_options)
         self.prompts = PromptDesk(self.engine, self.queue, admission, self.operating_point)
-        self._presence = PresenceService(
-            overlay,
-            identity,
-            self.peer_view,
-            lambda: self.snapshot().presence(),
-            wall_clock,
-            config.presence_interval_s,
-            self.events,
-        )
 
     @property
     def peer_id(self) -> str:
@@ -125,8 +140,12 @@ class Node:
         """User prompts by outcome (see `PromptDesk`)."""
         return self.prompts.outcomes
 
+    def records(self) -> list[SignedPresence]:
+        """The live peers this node knows, by their signed records: its proposer candidates."""
+        return self.sampling.records()
+
     def live_peer_ids(self) -> frozenset[str]:
-        return self.peer_view.live_ids(trio.current_time())
+        return frozenset(record.peer_id for record in self.records())
 
     def operating_point(self) -> OperatingPoint:
         """This node and its live peers, as admission control sees them."""
@@ -134,35 +153,26 @@ class Node:
 
     def snapshot(self) -> NodeSnapshot:
         """The node's state now: the one record every reader of it uses."""
-        now = trio.current_time()
-        config, load = self.config, self.queue.load
+        now = self.wall_clock()
+        config = self.config
         rho_max = getattr(self.prompts.policy, "rho_max", None)
         return NodeSnapshot(
             peer_id=self.peer_id,
             listen_addrs=self.listen_addrs,
             reachability=self.overlay.reachability,
             model=self.backend.model_name,
-            own=PeerLoad(
-                self.peer_id,
-                load.mean_service_s,
-                self.queue.length,
-                self.queue.capacity,
-                load.arrival_rate,
-                load.service_var_s2,
-                load.service_samples,
-                load.admitted_rate,
-            ),
+            own=self._own_load(),
             peers=tuple(
                 PeerEntry(
                     load_of(rec.presence),
                     rec.presence.listen_addrs,
                     rec.presence.models,
-                    now - rec.last_seen,
-                    self.overlay.link(rec.presence.peer_id),
+                    max(0.0, now - rec.issued_at),
+                    self.overlay.link(rec.peer_id),
                 )
-                for rec in self.peer_view.live(now)
+                for rec in sorted(self.records(), key=lambda rec: rec.peer_id)
             ),
-            pending_peers=len(self.peer_view.pending(now)),
+            pending_peers=0,
             connected_peers=tuple(sorted(self.overlay.connected_peers())),
             served=self.queue.served,
             failed=self.queue.failed,
@@ -179,28 +189,46 @@ class Node:
             },
             admission_options=dict(config.admission_options),
             rho_max=float(rho_max) if isinstance(rho_max, float | int) else None,
-            presence_interval_s=config.presence_interval_s,
+            presence_interval_s=self.sampling.sampler.config.round_s,
+            sampling=self.sampling.to_json(),
         )
 
+    def _own_load(self) -> PeerLoad:
+        load = self.queue.load
+        return PeerLoad(
+            self.peer_id,
+            load.mean_service_s,
+            self.queue.length,
+            self.queue.capacity,
+            load.arrival_rate,
+            load.service_var_s2,
+            load.service_samples,
+            load.admitted_rate,
+        )
+
+    def presence(self) -> Presence:
+        """What this node's record says now (as `snapshot().presence()`, without the peers)."""
+        model, round_s = self.backend.model_name, self.sampling.sampler.config.round_s
+        return presence_of(self.peer_id, self.listen_addrs, model, self._own_load(), round_s)
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Subscribe, bootstrap and keep presence flowing until cancelled."""
-        presence_in = await self.overlay.subscribe(PRESENCE_TOPIC, self._validate)
+        """Bootstrap and keep shuffling until cancelled."""
         async with trio.open_nursery() as nursery:
-            dialer = PeerDialer(
+            self.dialer = PeerDialer(
                 self.overlay,
                 nursery,
                 self.config.presence_interval_s,
                 self.config.max_dialed_peers,
                 self.dial_budget,
+                enough=self.neighbours.target,
             )
             await nursery.start(self.queue.run)
             await nursery.start(self.engine.run)
             await self.gossip.start(self.overlay, self._admit_moa, self._deliver, nursery)
-            await nursery.start(self._presence.run, presence_in, dialer)
+            await nursery.start(self.sampling.run, self.dialer)
             for addr in self.config.bootstrap:
-                nursery.start_soon(dialer.keep_connected, addr)
-            nursery.start_soon(self.peer_keeper.run, dialer, bool(self.config.bootstrap))
-            nursery.start_soon(self._lift_blocks)
+                nursery.start_soon(self.dialer.keep_connected, addr)
+            nursery.start_soon(self.peer_keeper.run, self.dialer, bool(self.config.bootstrap))
             nursery.start_soon(self.announcer.run)
             task_status.started()
 
@@ -220,8 +248,7 @@ class Node:
 
     async def providers(self, model: str, limit: int) -> list[dict[str, Any]]:
         """Other peers serving `model`, as JSON (see `model_providers`)."""
-        live = self.peer_view.live(trio.current_time())
-        return await model_providers(self.overlay, model, limit, live)
+        return await model_providers(self.overlay, model, limit, self.records())
 
     def admit(self, request: QueryRequest) -> AdmittedPrompt:
         """`ask`'s admission step alone, for callers that must know before they start answering
@@ -237,30 +264,6 @@ class Node:
         """Run an admitted prompt (see `admit`)."""
         return await self.prompts.answer(admitted, on_text, on_progress)
 
-    def _block(self, peer_id: str) -> None:
-        """Stop listening to a presence flooder's pubsub messages for BLOCK_S."""
-        if peer_id == self.peer_id:
-            return
-        self.overlay.block(peer_id)
-        self.blocked_until[peer_id] = trio.current_time() + BLOCK_S
-        self.events["flooder_blocked"] += 1
-        log.warning(
-            "peer %s sends presences far faster than its own interval: ignoring its pubsub "
-            "messages for %.0f s",
-            peer_id,
-            BLOCK_S,
-        )
-
-    async def _lift_blocks(self) -> None:
-        """Lift the blocks whose time is up."""
-        while True:
-            await trio.sleep(BLOCK_S / 10)
-            now = trio.current_time()
-            for peer_id, until in list(self.blocked_until.items()):
-                if until <= now:
-                    del self.blocked_until[peer_id]
-                    self.overlay.unblock(peer_id)
-
     def _refusals(self) -> dict[str, int]:
         """Everything refused that is not a rejected message, by what refused it."""
         overlay = self.overlay
@@ -268,9 +271,9 @@ class Node:
             "direct_too_large": sum(overlay.refused.values()),
             "direct_rejected": sum(overlay.rejected.values()),
             "subscriber_full": sum(overlay.dropped.values()),
-            "presence_too_frequent": self._presence_pace.dropped,
-            "presence_flooders_blocked": len(self.blocked_until),
-            **{f"presence_{k}": n for k, n in self.peer_view.refused.items()},
+            **{f"shuffle_{k}": n for k, n in self.sampling.refused.items()},
+            **{f"record_{k}": n for k, n in self.sampling.sampler.verifier.refused.items()},
+            "connections_closed": self.neighbours.closed,
             **{f"dial_{k}": n for k, n in self.dial_budget.refused.items()},
             **{f"task_{k}": n for k, n in self.engine.task_refusals.items()},
         }
@@ -282,14 +285,25 @@ class Node:
         return by_name.get(name, {})
 
     def _peer_loads(self) -> list[PeerLoad]:
-        """The proposer candidates: verified live peers the gossip policy can reach now."""
-        return [
-            load_of(rec.presence)
-            for rec in self.peer_view.live(trio.current_time())
-            if self.gossip.can_reach(self.overlay, rec.peer_id)
-        ]
+        """The proposer candidates: the live peers of the sampled view (any of them can be
+        dialled: a task to an unconnected one dials it first, see `_send_moa`)."""
+        return [load_of(rec.presence) for rec in self.records()]
+
+    def _in_use(self, peer_id: str) -> bool:
+        """Whether a MoA message went to or came from `peer_id` within a task's deadline."""
+        seen = self._moa_traffic.get(peer_id)
+        return seen is not None and trio.current_time() - seen < MAX_TASK_IDLE_S
+
+    def _moa_with(self, peer_id: str) -> None:
+        self._moa_traffic[peer_id] = trio.current_time()
+        if len(self._moa_traffic) > 4 * self.config.max_dialed_peers:
+            horizon = trio.current_time() - MAX_TASK_IDLE_S
+            self._moa_traffic = {p: t for p, t in self._moa_traffic.items() if t > horizon}
 
     async def _send_moa(self, peer_id: str, message: Message) -> None:
+        self._moa_with(peer_id)
+        if peer_id not in self.overlay.connected_peers():
+            await self._reach(peer_id)
         data = seal(message, self.identity, now=self.wall_clock())
         try:
             await self.gossip.send(self.overlay, peer_id, data)
@@ -318,23 +332,16 @@ class Node:
             log.debug("rejected a message: %s", exc)
             raise
 
-    async def _deliver(self, envelope: Envelope) -> None:
-        await self.engine.receive(envelope.author, envelope.body)
+    async def _reach(self, peer_id: str) -> None:
+        """Dial a drawn proposer this node has no connection to, at its record's addresses
+        (within the dial budget); the send that follows says if it failed."""
+        record = next((r for r in self.records() if r.peer_id == peer_id), None)
+        if record is not None:
+            await self.dialer.dial_now(peer_id, record.presence.listen_addrs)
 
-    def _validate(self, publisher: str, data: bytes) -> bool:
-        # the overlay runs GossipSub with strict signing: `publisher` signed these bytes
-        if self._presence_pace.too_soon(data, publisher):
-            for flooder in self._presence_pace.flooders():
-                self._block(flooder)
-            return False
-        try:
-            envelope = self._admit(data, publisher, PRESENCE_KINDS)
-        except WireError as exc:
-            if exc.reason in (RejectReason.STALE, RejectReason.FUTURE):
-                self._clock_watch.presence_off(publisher, exc)
-            return False
-        self._presence_pace.accepted(envelope.author)
-        return True
+    async def _deliver(self, envelope: Envelope) -> None:
+        self._moa_with(envelope.author)
+        await self.engine.receive(envelope.author, envelope.body)
 
 
 @contextlib.asynccontextmanager
@@ -346,11 +353,14 @@ async def open_node(
     backend: Backend | None = None,
     wall_clock: Callable[[], float] = time.time,
     rng: random.Random | None = None,
+    writes_in_thread: bool = True,
 ) -> AsyncIterator[Node]:
     """Start a node, yield it once it is listening and subscribed, stop it on exit.
 
     `rng` draws the node's proposers (seed it for repeatable runs). The backend is built
-    from the configuration unless given, and closed on exit either way.
+    from the configuration unless given, and closed on exit either way. Without
+    `writes_in_thread` the node writes its files in the trio thread, as virtual-time
+    swarms must: a mock clock jumps ahead while a worker thread works.
     """
     for addr in config.bootstrap:
         check_peer_address(addr)  # BadAddress now, rather than a dial that fails forever
@@ -366,7 +376,11 @@ async def open_node(
         backend = backend or load_backend_announced(config.backend, config.backend_options)
         try:
             async with opener(identity, config.listen_addrs) as overlay:
-                known = KnownPeers.load(config.data_dir / KNOWN_PEERS_FILE, identity.peer_id)
+                known = KnownPeers.load(
+                    config.data_dir / KNOWN_PEERS_FILE,
+                    identity.peer_id,
+                    writes_in_thread=writes_in_thread,
+                )
                 node = Node(config, identity, overlay, backend, wall_clock, rng, known_peers=known)
                 try:
                     async with trio.open_nursery() as nursery:

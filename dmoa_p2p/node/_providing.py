@@ -8,7 +8,7 @@ from typing import Any
 
 import trio
 
-from dmoa_p2p.node._peer_view import PeerRecord
+from dmoa_p2p.node._sampled_records import SignedPresence
 from dmoa_p2p.overlay import Overlay, OverlayError, model_key
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ class ModelAnnouncer:
 
 
 async def model_providers(
-    overlay: Overlay, model: str, limit: int, live: Iterable[PeerRecord]
+    overlay: Overlay, model: str, limit: int, live: Iterable[SignedPresence]
 ) -> list[dict[str, Any]]:
     """Up to `limit` other peers serving `model`, as JSON: those whose provider record the DHT
     holds ("via": "dht"), then live peers whose presence names the model ("presence"); a LAN

@@ -118,6 +118,8 @@ class NodeSnapshot:
     admission_options: dict[str, str]
     rho_max: float | None  # the admission policy's threshold, if it has one
     presence_interval_s: float
+    # peer sampling: view and stream sizes, shuffle messages/records/bytes sent and received
+    sampling: dict[str, Any] = attrs.field(factory=dict)
 
     @property
     def operating_point(self) -> OperatingPoint:
@@ -131,21 +133,9 @@ class NodeSnapshot:
         return SwarmLoad.project(self.operating_point, self.rho_max, source)
 
     def presence(self) -> Presence:
-        """This node's presence message as it advertises itself now, its figures clamped to
-        what the wire accepts (a burst of prompts or a hung model can overshoot the bounds)."""
-        own = self.own
-        return Presence(
-            peer_id=self.peer_id,
-            listen_addrs=self.listen_addrs[: limits.MAX_LISTEN_ADDRS],
-            models=(self.model[: limits.MAX_MODEL_CHARS],),
-            mean_service_s=_at_most(own.mean_service_s, limits.MAX_SERVICE_S),
-            service_var_s2=_at_most(own.service_var_s2, limits.MAX_SERVICE_VAR_S2),
-            service_samples=min(own.service_samples, limits.MAX_SERVICE_SAMPLES),
-            queue_length=own.queue_length,
-            queue_capacity=own.queue_capacity,
-            arrival_rate=_at_most(own.arrival_rate, limits.MAX_RATE_PER_S),
-            admitted_rate=_at_most(own.admitted_rate, limits.MAX_RATE_PER_S),
-            interval_s=self.presence_interval_s,
+        """This node's presence message as it advertises itself now (see `presence_of`)."""
+        return presence_of(
+            self.peer_id, self.listen_addrs, self.model, self.own, self.presence_interval_s
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -181,9 +171,30 @@ class NodeSnapshot:
                 "prompts": self.prompts,
                 "plugins": {**self.plugins, "admission_options": self.admission_options},
                 "operating_point": self.swarm_load.to_json(),
+                "sampling": self.sampling,
             }
         )
         return data
+
+
+def presence_of(
+    peer_id: str, listen_addrs: tuple[str, ...], model: str, own: PeerLoad, interval_s: float
+) -> Presence:
+    """A node's presence: its figures clamped to what the wire accepts (a burst of prompts
+    or a hung model can overshoot the bounds)."""
+    return Presence(
+        peer_id=peer_id,
+        listen_addrs=listen_addrs[: limits.MAX_LISTEN_ADDRS],
+        models=(model[: limits.MAX_MODEL_CHARS],),
+        mean_service_s=_at_most(own.mean_service_s, limits.MAX_SERVICE_S),
+        service_var_s2=_at_most(own.service_var_s2, limits.MAX_SERVICE_VAR_S2),
+        service_samples=min(own.service_samples, limits.MAX_SERVICE_SAMPLES),
+        queue_length=own.queue_length,
+        queue_capacity=own.queue_capacity,
+        arrival_rate=_at_most(own.arrival_rate, limits.MAX_RATE_PER_S),
+        admitted_rate=_at_most(own.admitted_rate, limits.MAX_RATE_PER_S),
+        interval_s=interval_s,
+    )
 
 
 def _at_most(value: float | None, bound: float) -> float | None:

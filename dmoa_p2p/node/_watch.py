@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import trio
 
@@ -12,7 +13,7 @@ from dmoa_p2p.backends import Backend, load_backend
 from dmoa_p2p.logs import EVENTS
 from dmoa_p2p.node._dialer import PeerDialer
 from dmoa_p2p.node._known_peers import KnownPeers
-from dmoa_p2p.node._peer_view import PeerView
+from dmoa_p2p.node._sampled_records import SignedPresence
 from dmoa_p2p.overlay import BadAddress, Overlay, address_host, check_peer_address
 
 events = logging.getLogger(EVENTS)
@@ -65,17 +66,20 @@ class PeerKeeper:
     def __init__(
         self,
         overlay: Overlay,
-        peer_view: PeerView,
+        records: Callable[[], Sequence[SignedPresence]],
         known: KnownPeers,
         interval_s: float,
         wall_clock: Callable[[], float],
+        events: Counter[str],
     ) -> None:
         self._overlay = overlay
-        self._peer_view = peer_view
+        self._records = records
         self.known = known
         self._interval_s = interval_s
         self._wall_clock = wall_clock
-        self.watch = SwarmWatch(lambda: len(peer_view.live_ids(trio.current_time())))
+        self.watch = SwarmWatch(lambda: len(records()))
+        self._events = events
+        self._live: frozenset[str] = frozenset()
 
     async def run(self, dialer: PeerDialer, has_bootstrap: bool) -> None:
         dialer.dial_known(self.known.peers())
@@ -86,8 +90,9 @@ class PeerKeeper:
             await trio.sleep(self._interval_s)
             now = trio.current_time()
             self.watch.check()
+            self._count_changes()
             connected = self._overlay.connected_peers()
-            for record in self._peer_view.live(now):
+            for record in self._records():
                 if record.peer_id in connected:
                     own = own_addresses(self._overlay, record.peer_id, record.presence.listen_addrs)
                     self.known.remember(record.peer_id, own, self._wall_clock())
@@ -98,6 +103,14 @@ class PeerKeeper:
             if now - saved_at >= SAVE_KNOWN_PEERS_S:
                 await self.known.save()
                 saved_at = now
+
+
+    def _count_changes(self) -> None:
+        """Peers that came into the sample, and peers that left it, since the last check."""
+        live = frozenset(record.peer_id for record in self._records())
+        self._events["peer_joined"] += len(live - self._live)
+        self._events["peer_expired"] += len(self._live - live)
+        self._live = live
 
 
 def own_addresses(overlay: Overlay, peer_id: str, claimed: Iterable[str]) -> tuple[str, ...]:

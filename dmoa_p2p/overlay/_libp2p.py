@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
@@ -30,7 +31,12 @@ from dmoa_p2p.overlay._libp2p_holepunch import (
     advertised_addrs,
     link_kind,
 )
-from dmoa_p2p.overlay._libp2p_host import after_teardown, running, unleak_inbound_slots
+from dmoa_p2p.overlay._libp2p_host import (
+    after_teardown,
+    leave_connections_to_the_node,
+    running,
+    unleak_inbound_slots,
+)
 from dmoa_p2p.overlay._libp2p_pubsub import new_pubsub
 from dmoa_p2p.overlay._libp2p_router import new_router
 from dmoa_p2p.overlay._mdns import LanDiscovery
@@ -52,6 +58,7 @@ _log = logging.getLogger(__name__)
 claim_libp2p_logger()  # importing libp2p (above) reset its logger to print on stderr
 
 CONNECT_TIMEOUT_S = 10.0
+ADDRS_FRESH_S = 1.0  # how long the host's own addresses are taken as they were
 
 
 class Libp2pOverlay:
@@ -79,6 +86,7 @@ class Libp2pOverlay:
         self._publish_timeout = publish_timeout
         self._senders: dict[str, trio.MemorySendChannel[OverlayMessage]] = {}
         self._closed = False
+        self._own_addrs: tuple[float, tuple[str, ...]] = (0.0, ())  # (when, addresses)
         # messages lost because a receiver did not keep up, per topic
         self.dropped: collections.Counter[str] = collections.Counter()
         self._direct = DirectStreams(host, nursery)
@@ -102,7 +110,16 @@ class Libp2pOverlay:
                 return circuits
             if self._relays.awaiting_reservation():
                 return ()  # peers that dial the home address now would not try again soon
-        return tuple(str(addr) for addr in self._host.get_addrs())  # see advertised_addrs
+        return self._host_addrs()
+
+    def _host_addrs(self) -> tuple[str, ...]:
+        """The host's own addresses (see advertised_addrs), computed at most once a second:
+        py-libp2p takes about 1 ms to name them, and every record and status names them."""
+        computed_at, addrs = self._own_addrs
+        if time.monotonic() - computed_at >= ADDRS_FRESH_S or not addrs:
+            addrs = tuple(str(addr) for addr in self._host.get_addrs())
+            self._own_addrs = (time.monotonic(), addrs)
+        return addrs
 
     @property
     def reachability(self) -> Reachability:
@@ -112,6 +129,11 @@ class Libp2pOverlay:
 
     def connected_peers(self) -> frozenset[str]:
         return frozenset(str(p.to_base58()) for p in self._host.get_connected_peers())
+
+    async def disconnect(self, peer_id: str) -> None:
+        self._check_open()
+        with contextlib.suppress(ValueError):  # not a peer id, so not connected either
+            await self._host.disconnect(ID.from_base58(peer_id))
 
     def link(self, peer_id: str) -> str | None:
         with contextlib.suppress(ValueError):  # not a peer id, so not connected either
@@ -146,37 +168,31 @@ class Libp2pOverlay:
         if info.peer_id == self._host.get_id():
             raise OverlayError(f"cannot connect to {multiaddr_!r}: that is this node's own id")
         network = self._host.get_network()
-        if info.peer_id not in network.connections:
-            # py-libp2p dials only the first address it stored for a peer: a peer that came
-            # back on another port would never be reached at the address asked for now
-            self._host.get_peerstore().clear_addrs(info.peer_id)
-            # py-libp2p 0.8.1 refuses every dial for 60 s, untried, to a peer whose addresses all
-            # failed once (Swarm._negative_peer_cache), restarted or not; our dialers pace retries
-            network.unblock_peer(info.peer_id)
         try:
             with trio.fail_after(CONNECT_TIMEOUT_S):
                 if self._relays is not None and is_circuit(multiaddr_):
+                    # the circuit transport tries a peer's stored addresses first, stale or not
+                    if not network.get_connections(info.peer_id):
+                        self._host.get_peerstore().clear_addrs(info.peer_id)
                     await self._relays.dial(multiaddr.Multiaddr(multiaddr_))
                     if self._punching is not None:
                         self._nursery.start_soon(self._punching.punch, info.peer_id)
                 else:
-                    await self._host.connect(info)
+                    # the address asked, not host.connect(): that stores it in the peerstore
+                    # first, where py-libp2p's DHT hands it to other peers and dials it itself
+                    # while the dial is under way, past the dialer's budget of one dial per
+                    # address a minute (any peer could name any host:port); and host.connect
+                    # dials only the first address it stored for a peer, and none for 60 s
+                    # after one failed (Swarm._negative_peer_cache)
+                    if not network.get_connections(info.peer_id):
+                        await network.dial_addr(info.addrs[0], info.peer_id)
         except trio.TooSlowError as exc:
-            self._forget_unreached(info.peer_id)
             raise OverlayError(
                 f"cannot connect to {multiaddr_!r}: no answer within {CONNECT_TIMEOUT_S:g} s"
             ) from exc
         except Exception as exc:
-            self._forget_unreached(info.peer_id)
             raise OverlayError(f"cannot connect to {multiaddr_!r}: {dial_failure(exc)}") from exc
         return str(info.peer_id.to_base58())
-
-    def _forget_unreached(self, peer: ID) -> None:
-        """Drop the addresses a failed dial stored for `peer`: else py-libp2p's DHT (its
-        lookups and provider announcements) dials them again, past the dialer's budget of one
-        dial per address a minute, and any peer could name any host:port for it to dial."""
-        if peer not in self._host.get_network().connections:
-            self._host.get_peerstore().clear_addrs(peer)
 
     async def subscribe(
         self, topic: str, validator: TopicValidator
@@ -324,6 +340,7 @@ async def open_libp2p_overlay(
         addrs_factory=advertised_addrs,
     )
     unleak_inbound_slots(host)
+    leave_connections_to_the_node(host)
     gossipsub = new_router(heartbeat_interval)
     pubsub = new_pubsub(host, gossipsub)
     body_error: BaseException | None = None

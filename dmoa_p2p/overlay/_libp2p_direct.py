@@ -18,6 +18,7 @@ from dmoa_p2p.overlay._protocol import (
     DirectHandler,
     DirectScreen,
     OverlayError,
+    ProtocolUnsupported,
 )
 
 _log = logging.getLogger(__name__)
@@ -168,7 +169,10 @@ class DirectStreams:
             stream = await self._host.new_stream(peer, [TProtocol(protocol)])
         except Exception as exc:
             # unknown protocol, dead connection, or the host stopping
-            raise OverlayError(f"{what}: {error_reason(exc)}") from exc
+            reason = error_reason(exc)
+            if "protocols not supported" in reason:  # multiselect's words for "na"
+                raise ProtocolUnsupported(f"{what}: {reason}") from exc
+            raise OverlayError(f"{what}: {reason}") from exc
         self.streams_opened[protocol] += 1
         return stream
 

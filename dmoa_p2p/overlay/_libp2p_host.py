@@ -109,6 +109,22 @@ def after_teardown(exc: BaseException, body_error: BaseException | None) -> Base
     return rest
 
 
+def leave_connections_to_the_node(host: Any) -> None:
+    """Stop py-libp2p 0.8.1's AutoConnector from dialling every peer it has addresses for.
+
+    Below 50 connections it dials up to 150 peers from the peerstore every 10 s and after
+    every disconnect, and asks the DHT for more when it knows fewer than 20: connections
+    and dials grow with the swarm, against the node's own bounded set of neighbours
+    (`node/_neighbours.py`). Shown by tests/integration/test_libp2p_overlay.py::
+    test_a_known_peer_is_not_dialled_behind_the_nodes_back.
+    """
+
+    async def dial_nobody() -> None:
+        return None
+
+    host.get_network().auto_connector.maybe_connect = dial_nobody
+
+
 def unleak_inbound_slots(host: Any) -> None:
     """Work around py-libp2p 0.8.1 locking a node out after 250 inbound connections.
 

@@ -20,6 +20,7 @@ from dmoa_p2p.overlay._protocol import (
     Overlay,
     OverlayError,
     OverlayMessage,
+    ProtocolUnsupported,
     Provider,
     Reachability,
     TopicValidator,
@@ -27,6 +28,7 @@ from dmoa_p2p.overlay._protocol import (
 from dmoa_p2p.overlay._providers import check_key, check_limit, checked_providers
 
 _log = logging.getLogger(__name__)
+_NO_HANDLER = "no handler for that protocol"
 
 # publishes waiting for delivery; publish() waits when this many are pending
 OUTBOUND_CAPACITY = 64
@@ -200,6 +202,13 @@ class MemoryOverlay:
         peer._neighbours[self.peer_id] = self
         return peer.peer_id
 
+    async def disconnect(self, peer_id: str) -> None:
+        self._check_open()
+        await trio.lowlevel.checkpoint()
+        peer = self._neighbours.pop(peer_id, None)
+        if peer is not None:
+            peer._neighbours.pop(self.peer_id, None)
+
     async def subscribe(
         self, topic: str, validator: TopicValidator
     ) -> trio.abc.ReceiveChannel[OverlayMessage]:
@@ -279,6 +288,8 @@ class MemoryOverlay:
             await trio.sleep(self._network.latency_s)  # and so does the answer
         if waiting.cancelled_caught:
             raise OverlayError(f"{what}: no acknowledgement within {timeout_s:g} s")
+        if refusal == _NO_HANDLER:
+            raise ProtocolUnsupported(f"{what}: {refusal}")
         if refusal is not None:
             raise OverlayError(f"{what}: {refusal}")
 
@@ -286,7 +297,7 @@ class MemoryOverlay:
         """Take a direct message and start its handler; else say why not."""
         entry = self._handlers.get(protocol)
         if entry is None:
-            return "no handler for that protocol"
+            return _NO_HANDLER
         if len(data) > entry.max_bytes:
             self.refused[protocol] += 1
             return "refused: larger than the receiver's limit"

@@ -29,6 +29,10 @@ class BadAddress(OverlayError):
     """An address that no retry can make work: not a multiaddr, a bad IP, port or peer id."""
 
 
+class ProtocolUnsupported(OverlayError):
+    """The peer is connected but does not speak the protocol (another dmoa-p2p version)."""
+
+
 class PortInUse(OverlayError):
     """Another process (or socket) already listens on a TCP port this node was told to use."""
 
@@ -103,6 +107,10 @@ class Overlay(Protocol):
         ...
 
     def connected_peers(self) -> frozenset[str]: ...
+
+    async def disconnect(self, peer_id: str) -> None:
+        """Close every connection to `peer_id` (nothing when there is none); it may dial again."""
+        ...
 
     @property
     def reachability(self) -> Reachability: ...

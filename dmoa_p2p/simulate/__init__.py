@@ -15,6 +15,12 @@ from dmoa_p2p.simulate._model import (
     theorem1_rate,
 )
 from dmoa_p2p.simulate._run import simulate, simulate_real
+from dmoa_p2p.simulate._sampling import (
+    SamplingResult,
+    SamplingSwarm,
+    in_degree_summary,
+    simulate_sampling,
+)
 from dmoa_p2p.simulate._sweep import DEFAULT_MULTIPLIERS, KNEE_MEANS, Knee, Sweep, run_sweep
 
 __all__ = [
@@ -27,8 +33,11 @@ __all__ = [
     "QueueStats",
     "RunConfig",
     "RunResult",
+    "SamplingResult",
+    "SamplingSwarm",
     "Sweep",
     "device_utilisations",
+    "in_degree_summary",
     "percentile",
     "plot_sweep",
     "predicted_mean_queue",
@@ -36,6 +45,7 @@ __all__ = [
     "run_sweep",
     "simulate",
     "simulate_real",
+    "simulate_sampling",
     "theorem1_rate",
 ]
 

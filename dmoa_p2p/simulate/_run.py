@@ -11,6 +11,7 @@ import trio
 import trio.testing
 
 from dmoa_p2p.admission import PromptRefused, projected_rho
+from dmoa_p2p.logs import events_hushed
 from dmoa_p2p.moa import Answer, QueryRequest
 from dmoa_p2p.node import Node
 from dmoa_p2p.simulate._metrics import Arrival, Raw, RunResult
@@ -28,9 +29,10 @@ Progress = Callable[[float], None]  # fraction of the run's arrival period done
 def simulate(config: RunConfig, progress: Progress | None = None) -> RunResult:
     """Run `config` on the in-memory overlay under trio's MockClock (virtual time)."""
     started = time.perf_counter()
-    raw = trio.run(
-        _run, config, False, progress, clock=trio.testing.MockClock(autojump_threshold=0)
-    )
+    with events_hushed():
+        raw = trio.run(
+            _run, config, False, progress, clock=trio.testing.MockClock(autojump_threshold=0)
+        )
     return RunResult(config, False, _with_wall(raw, time.perf_counter() - started))
 
 

@@ -76,6 +76,7 @@ async def open_run_swarm(
                 backend=backends[i],
                 wall_clock=clock,
                 rng=config.rng("proposers", i),  # repeatable choices of proposers
+                writes_in_thread=False,
             )
 
         async with open_swarm(len(backends), member, timeout_s=60.0, poll_s=0.05) as nodes:

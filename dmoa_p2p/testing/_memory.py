@@ -64,6 +64,7 @@ async def memory_node(
         backend=backend or FakeBackend(),
         wall_clock=wall_clock,
         rng=rng,
+        writes_in_thread=False,
     ) as node:
         yield node
 

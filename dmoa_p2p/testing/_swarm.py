@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import AbstractAsyncContextManager
 
 from dmoa_p2p.node import Node
-from dmoa_p2p.swarm import dial_addr
+from dmoa_p2p.swarm import dial_addr, views_converged
 from dmoa_p2p.testing._time import wait_for
 
 # opens node i, given the addresses to bootstrap from (none for the first)
@@ -15,16 +15,16 @@ MemberOpener = Callable[[int, tuple[str, ...]], AbstractAsyncContextManager[Node
 
 
 def converged(nodes: Collection[Node]) -> bool:
-    """True when every node's peer view holds every other node, and only those."""
-    everyone = {n.peer_id for n in nodes}
-    return all(n.live_peer_ids() == everyone - {n.peer_id} for n in nodes)
+    """`swarm.views_converged` for running nodes: in a swarm of up to 9, every node holds
+    every other."""
+    return views_converged({n.peer_id: n.live_peer_ids() for n in nodes})
 
 
 @contextlib.asynccontextmanager
 async def open_swarm(
     count: int, open_member: MemberOpener, *, timeout_s: float = 30.0, poll_s: float = 0.1
 ) -> AsyncIterator[list[Node]]:
-    """`count` nodes, node 0 everyone's bootstrap; yields once every peer view is complete.
+    """`count` nodes, node 0 everyone's bootstrap; yields once the views `converged`.
 
     trio.TooSlowError if the views are not complete after `timeout_s` (checked every
     `poll_s`); the nodes stop, last first, when the block ends.

@@ -16,13 +16,23 @@ from dmoa_p2p.wire.messages import (
     Refusal,
     Task,
 )
+from dmoa_p2p.wire.shuffle import (
+    MAX_SHUFFLE_ENTRIES,
+    SHUFFLE_KINDS,
+    ShuffleFrame,
+    ShuffleKind,
+    decode_shuffle,
+    encode_shuffle,
+)
 
 __all__ = [
     "MAX_ENVELOPE_BYTES",
+    "MAX_SHUFFLE_ENTRIES",
     "MESSAGE_TYPES",
     "MOA_KINDS",
     "PRESENCE_KINDS",
     "PROTOCOL_VERSION",
+    "SHUFFLE_KINDS",
     "ChatTurn",
     "Envelope",
     "Message",
@@ -32,10 +42,14 @@ __all__ = [
     "Proposal",
     "Refusal",
     "RejectReason",
+    "ShuffleFrame",
+    "ShuffleKind",
     "Task",
     "WireError",
     "decode_envelope",
+    "decode_shuffle",
     "encode_envelope",
+    "encode_shuffle",
     "seal",
     "verify_envelope",
 ]

@@ -8,7 +8,8 @@ from dmoa_p2p.wire.limits import MAX_PEER_ID_CHARS
 from dmoa_p2p.wire.messages import MESSAGE_TYPES, Message
 from dmoa_p2p.wire.validators import as_float, bounded_str, exact_bytes, finite_float, strict_int
 
-PROTOCOL_VERSION = 2
+# 3: peer sampling (shuffles of signed records) replaced protocol 2's all-to-all presence
+PROTOCOL_VERSION = 3
 NONCE_BYTES = 16
 PUBLIC_KEY_BYTES = 32
 SIGNATURE_BYTES = 64

@@ -1,13 +1,14 @@
 """A hostile peer's toolkit for the adversary tests: raw py-libp2p peers, hand-built envelopes.
 
-A raw peer is a bare `open_libp2p_overlay`: libp2p (strict GossipSub signing, the Noise
-channel) and nothing else, so it can publish and send whatever bytes it likes. The
-envelopes here are built from msgpack fields by hand, because the message classes refuse
-to exist outside their bounds, and re-signed with the attacker's own key.
+A raw peer is a bare `open_libp2p_overlay`: libp2p (the Noise channel authenticates it) and
+nothing else, so it can send whatever bytes it likes, as records in shuffles or as direct
+messages. The envelopes here are built from msgpack fields by hand, because the message
+classes refuse to exist outside their bounds, and re-signed with the attacker's own key.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -21,8 +22,8 @@ from dmoa_p2p import testing
 from dmoa_p2p.gossip import MOA_PROTOCOL
 from dmoa_p2p.identity import NodeIdentity
 from dmoa_p2p.moa import QueryRequest
-from dmoa_p2p.node import PRESENCE_TOPIC, Node
-from dmoa_p2p.overlay import Overlay, OverlayMessage, open_libp2p_overlay
+from dmoa_p2p.node import SHUFFLE_PROTOCOL, Node
+from dmoa_p2p.overlay import Overlay, OverlayError, open_libp2p_overlay
 from dmoa_p2p.testing import idle_presence
 from dmoa_p2p.wire import (
     MAX_ENVELOPE_BYTES,
@@ -32,14 +33,18 @@ from dmoa_p2p.wire import (
     Presence,
     Proposal,
     Refusal,
+    ShuffleFrame,
     Task,
     WireError,
     decode_envelope,
+    decode_shuffle,
+    encode_shuffle,
     seal,
 )
+from dmoa_p2p.wire.shuffle import MAX_SHUFFLE_BYTES
 
 LOCALHOST = "/ip4/127.0.0.1/tcp/0"
-# real nodes on 127.0.0.1 with the fake backend: 50 ms per prompt, presence twice a second
+# real nodes on 127.0.0.1 with the fake backend: 50 ms per prompt, peers checked twice a second
 SWARM: dict[str, Any] = {
     "backend": "fake",
     "backend_options": {"service_time": "0.05"},
@@ -171,52 +176,84 @@ class Replies:
 
 @contextlib.asynccontextmanager
 async def raw_peer(
-    target: Node,
-    identity: NodeIdentity | None = None,
-    *,
-    replies: Replies | None = None,
-    presence_ready: bool = False,
+    target: Node, identity: NodeIdentity | None = None, *, replies: Replies | None = None
 ) -> AsyncIterator[tuple[NodeIdentity, Overlay]]:
     """A bare libp2p peer connected to `target` only (no DHT: its lookups would connect it to
-    the rest of the swarm).
-
-    With `replies`, it accepts direct messages on MOA_PROTOCOL into it. With
-    `presence_ready`, it returns once it has heard `target` on the presence topic (so its
-    own publishes there reach `target` for certain), without publishing anything itself.
+    the rest of the swarm). With `replies`, it accepts direct messages on MOA_PROTOCOL into it.
     """
     identity = identity or NodeIdentity.generate()
     async with open_libp2p_overlay(identity, [LOCALHOST], dht=False) as raw:
         if replies is not None:
             raw.set_handler(MOA_PROTOCOL, replies, max_bytes=MAX_ENVELOPE_BYTES)
-        inbox = None
-        if presence_ready:
-            inbox = await raw.subscribe(PRESENCE_TOPIC, lambda _publisher, _data: True)
         await raw.connect(target.listen_addrs[0])
         await wait_for(lambda: target.peer_id in raw.connected_peers())
-        if inbox is not None:
-            with trio.fail_after(15):
-                async for message in inbox:
-                    if message.publisher == target.peer_id:
-                        break
-            # drain the rest in the background: an unread subscriber would count drops
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(_discard, inbox)
-                yield identity, raw
-                nursery.cancel_scope.cancel()
-        else:
-            yield identity, raw
+        yield identity, raw
 
 
-async def _discard(inbox: trio.abc.ReceiveChannel[OverlayMessage]) -> None:
-    async for _ in inbox:
-        pass
+class ShuffleAnswers:
+    """A raw peer's shuffle handler: the kinds of the frames each peer sent it."""
+
+    def __init__(self) -> None:
+        self.kinds: collections.defaultdict[str, collections.Counter[str]] = (
+            collections.defaultdict(collections.Counter)
+        )
+
+    async def __call__(self, sender: str, data: bytes) -> None:
+        with contextlib.suppress(WireError):
+            self.kinds[sender][decode_shuffle(data).kind] += 1
+        await trio.lowlevel.checkpoint()
+
+
+async def offer_until_taken(
+    raw: Overlay, me: NodeIdentity, to: Node, timeout_s: float = 45.0, **changes: Any
+) -> None:
+    """Offer `to` this peer's own record (a presence with `changes`), freshly signed, in a
+    shuffle request once a round until `to` answers one with a reply: it merged the record.
+    An offer it was busy for, or that was not acknowledged in time (a loaded machine), is
+    made again, as a node's next round would. Strangers share half a round's answers, so
+    with many at once on a loaded machine one may wait a while: hence the long bound."""
+    answers = ShuffleAnswers()
+    raw.set_handler(SHUFFLE_PROTOCOL, answers, max_bytes=MAX_SHUFFLE_BYTES)
+    with trio.fail_after(timeout_s):
+        while not answers.kinds[to.peer_id]["reply"]:
+            sealed = seal(presence_of(me, **changes), me, to.wall_clock())
+            frame = encode_shuffle(ShuffleFrame("request", ((sealed, 0),)))
+            with contextlib.suppress(OverlayError):
+                await raw.send(to.peer_id, SHUFFLE_PROTOCOL, frame, timeout_s=5.0)
+            await trio.sleep(0.5)
+
+
+async def offer_until_held(
+    raw: Overlay, me: NodeIdentity, to: Node, held_by: Node, **changes: Any
+) -> None:
+    """Offer `to` this peer's own record (a presence with `changes`) until `held_by` (`to`,
+    or a node `to` shuffles with) holds that record. As long a bound as `offer_until_taken`'s,
+    for the same reason: on a loaded machine 15 s was once too short."""
+    with trio.fail_after(45):
+        while not any(
+            r.peer_id == me.peer_id and all(getattr(r.presence, k) == v for k, v in changes.items())
+            for r in held_by.records()
+        ):
+            await offer_until_taken(raw, me, to, **changes)
+            await trio.sleep(0.5)
 
 
 # ---- what every attack must leave intact ------------------------------------------------
 
 
 def rejections(node: Node) -> dict[str, int]:
+    """Messages the node's wire gate rejected (MoA), by reason."""
     return {str(reason): n for reason, n in node.gate.rejections.items() if n}
+
+
+def refused_records(node: Node) -> dict[str, int]:
+    """Records in shuffles the node did not believe, by reason."""
+    return {str(reason): n for reason, n in node.sampling.sampler.verifier.refused.items() if n}
+
+
+def refused_shuffles(node: Node) -> dict[str, int]:
+    """Shuffle frames the node did not take, by reason."""
+    return {reason: n for reason, n in node.sampling.refused.items() if n}
 
 
 def no_tracebacks(caplog: pytest.LogCaptureFixture) -> None:

@@ -17,7 +17,7 @@ from dmoa_p2p.cli import cli
 pytestmark = pytest.mark.integration
 
 SERVICE_S = 0.05
-LIMITS = FloodLimits(max_tasks=400, max_presences=100, max_s=30.0, drain_s=10.0)
+LIMITS = FloodLimits(max_tasks=400, max_shuffles=100, max_s=30.0, drain_s=10.0)
 
 
 def check_counts(counts: FloodCounts, limits: FloodLimits) -> None:
@@ -29,7 +29,10 @@ def check_counts(counts: FloodCounts, limits: FloodLimits) -> None:
     assert sum(counts.refusal_reasons.values()) == counts.refusals
     assert sum(counts.ack_errors.values()) >= counts.unacknowledged
     assert counts.served_s >= 0.9 * SERVICE_S * counts.proposals
-    assert counts.presences_published > 0
+    # its record reached the victim, and shuffles beyond the victim's pace were refused
+    assert counts.shuffles_delivered > 0
+    paced = [n for why, n in counts.shuffle_errors.items() if why.endswith("too_frequent")]
+    assert sum(paced) > 0, counts.shuffle_errors
     assert counts.stopped_by in ("phase end", "max_tasks")
 
 
@@ -62,6 +65,8 @@ def check_report(report: dict[str, Any], queries: int) -> None:
     assert share["value"] == window["model_share"]
     assert share["target"] == pytest.approx(report["fair_share"] + report["share_tolerance"])
     assert report["passed"] == (goals["p50_ratio"]["met"] and share["met"])
+    # the victim refused the flood's shuffles beyond its pace, unread
+    assert flooder["victim_refusals"].get("shuffle_too_frequent", 0) > 0, flooder["victim_refusals"]
     if report["fair_share_limiter"]:
         # the victim counts every refusal it made; the flooder those whose reply reached it
         assert sum(flooder["victim_task_refusals"].values()) >= total["refusals"]
@@ -91,7 +96,7 @@ async def test_in_process_flooder_is_accounted_for() -> None:
 def test_cli_prints_one_json_object_with_a_flooder_process() -> None:
     args = ["bench", "flood", "--nodes", "3", "--service-time", str(SERVICE_S)]
     args += ["--queries", "2", "--flood-warmup", "0.5", "--max-tasks", "300"]
-    outcome = CliRunner().invoke(cli, [*args, "--max-presences", "100", "--json"])
+    outcome = CliRunner().invoke(cli, [*args, "--max-shuffles", "100", "--json"])
     assert outcome.exit_code == 0, outcome.output
     report = json.loads(outcome.stdout)
     check_report(report, queries=2)

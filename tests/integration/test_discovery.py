@@ -90,6 +90,8 @@ async def test_a_provider_record_is_found_through_the_dht_by_a_peer_not_connecte
     async with contextlib.AsyncExitStack() as stack:
         overlays = await open_chain(stack, 5)
         provider, seeker = overlays[-1], overlays[0]
+        if provider.peer_id in seeker.connected_peers():  # a DHT refresh may have dialled it
+            await seeker.disconnect(provider.peer_id)
         assert provider.peer_id not in seeker.connected_peers()
         key = model_key("smollm2-135m")
         print(f"provided in {await provide_soon(provider, key):.2f} s")

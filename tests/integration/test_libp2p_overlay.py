@@ -6,17 +6,24 @@ import contextlib
 import gc
 import itertools
 import warnings
+from collections.abc import Awaitable, Callable
+from functools import partial
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import trio
+from libp2p.network.auto_connector import AutoConnector
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo
+from libp2p.peer.peerstore import PeerStoreError
+from multiaddr import Multiaddr
 
 from dmoa_p2p.identity import NodeIdentity
 from dmoa_p2p.overlay import Overlay, OverlayError, OverlayMessage, open_libp2p_overlay
 from dmoa_p2p.overlay._libp2p_host import after_teardown
 from dmoa_p2p.overlay._libp2p_router import new_router
-from dmoa_p2p.testing import free_tcp_port
+from dmoa_p2p.testing import free_tcp_port, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -160,6 +167,63 @@ async def test_a_peer_that_failed_once_can_be_dialled_again_at_once() -> None:
             await overlay.connect(where)
         async with open_libp2p_overlay(comeback, [f"/ip4/127.0.0.1/tcp/{port}"]):
             assert await overlay.connect(where) == comeback.peer_id
+
+
+async def test_an_address_being_dialled_is_not_in_the_peerstore_for_the_dht_to_pass_on() -> None:
+    """py-libp2p 0.8.1's host.connect() stores the address in the peerstore before dialling:
+    while the dial is under way its DHT hands the address to peers that ask and dials it
+    itself. The first assertion shows that bug; connect() dials without storing."""
+    accepted: list[trio.SocketStream] = []
+
+    async def answer_nothing(stream: trio.SocketStream) -> None:
+        accepted.append(stream)
+        await trio.sleep_forever()
+
+    async def stored_while_dialling(dial: Callable[[], Awaitable[object]]) -> list[str]:
+        accepted.clear()
+        async with trio.open_nursery() as dialling:
+            dialling.start_soon(dial)
+            await wait_for(lambda: accepted != [], timeout_s=5)
+            try:
+                stored = [str(addr) for addr in peerstore.addrs(stranger)]
+            except PeerStoreError:
+                stored = []
+            dialling.cancel_scope.cancel()
+        peerstore.clear_addrs(stranger)
+        return stored
+
+    stranger = ID.from_base58(NodeIdentity.generate().peer_id)
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(
+            partial(trio.serve_tcp, host="127.0.0.1"), answer_nothing, 0
+        )
+        silent_host = f"/ip4/127.0.0.1/tcp/{listeners[0].socket.getsockname()[1]}"
+        where = f"{silent_host}/p2p/{stranger.to_base58()}"
+        async with open_libp2p_overlay(NodeIdentity.generate(), LOCAL, dht=False) as overlay:
+            host = overlay._host  # type: ignore[attr-defined]
+            peerstore = host.get_peerstore()
+            info = PeerInfo(stranger, [Multiaddr(silent_host)])
+            assert await stored_while_dialling(lambda: host.connect(info)) == [silent_host]
+            assert await stored_while_dialling(lambda: overlay.connect(where)) == []
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_known_peer_is_not_dialled_behind_the_nodes_back() -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        a, b = [
+            await stack.enter_async_context(open_libp2p_overlay(NodeIdentity.generate(), LOCAL))
+            for _ in range(2)
+        ]
+        host = a._host  # type: ignore[attr-defined]
+        where = [Multiaddr(addr.partition("/p2p/")[0]) for addr in b.listen_addrs]
+        host.get_peerstore().add_addrs(ID.from_base58(b.peer_id), where, 3600)
+        connector = host.get_network().auto_connector
+        await connector.maybe_connect()  # what every disconnect and the 10 s tick call
+        await trio.sleep(0.5)
+        assert a.connected_peers() == frozenset()
+        # py-libp2p's own dials every peer in the peerstore
+        await AutoConnector.maybe_connect(connector)
+        await wait_for(lambda: a.connected_peers() == {b.peer_id}, timeout_s=10)
 
 
 def test_a_pruning_router_backs_off_from_the_peers_it_pruned() -> None:

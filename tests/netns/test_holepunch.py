@@ -21,7 +21,7 @@ pytestmark = pytest.mark.netns
 PUNCHED_S = 15.0
 # py-libp2p's DCUtR closes the relayed connection 60 s after a punch (RELAY_CLOSE_GRACE_PERIOD)
 WATCHED_S = 120.0
-# presence comes every 2 s; a peer is dropped after missed_presence_limit (3) of them
+# a record is re-signed every 0.5 s and a neighbour's own comes with each of its shuffles
 STALE_S = 7.0
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import logging
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -258,7 +260,7 @@ def test_node_help_shows_the_real_defaults_and_environment() -> None:
     envvars = re.findall(r"DMOA_P2P_[A-Z_]+", text)
     assert {"DMOA_P2P_DATA_DIR", "DMOA_P2P_API_KEY", "DMOA_P2P_NODE_BACKEND"} <= set(envvars)
     assert {"DMOA_P2P_NODE_CONFIG", "DMOA_P2P_NODE_HTTP", "DMOA_P2P_NODE_LISTEN"} <= set(envvars)
-    assert "missed_presence_limit" in text and "examples/node.toml" in text
+    assert "view_size" in text and "examples/node.toml" in text
 
 
 def test_every_option_of_node_is_documented_with_its_env_var() -> None:
@@ -407,6 +409,29 @@ def test_swarm_reports_convergence_from_its_start(capsys: pytest.CaptureFixture[
         SwarmMember(i, PEER, (f"/ip4/127.0.0.1/tcp/{i}/p2p/{PEER}",), Path("/s")) for i in (0, 1)
     ]
     report(members, SwarmTiming(up_s=0.94, converged_s=1.96), as_json=False)
-    assert "every node sees every other node 2.0 s after the start (all 2 up after 0.9 s)" in (
+    assert "every node joined 2.0 s after the start (all 2 up after 0.9 s)" in (
         " ".join(capsys.readouterr().err.split())
     )
+
+
+def test_swarms_of_more_than_64_node_processes_are_refused_in_one_line() -> None:
+    result = invoke(["swarm", "--nodes", "65", "--backend", "fake"])
+    line = one_error_line(result, exit_code=2)
+    assert "--in-process" in line and "65 node processes" in line
+    assert "256" in invoke(["swarm", "--help"]).output.replace("\n", " ")
+
+
+def test_a_node_starts_without_the_benchmarks_and_the_simulator() -> None:
+    # a fresh interpreter: this one has imported everything the other tests need
+    probe = (
+        "import sys; from dmoa_p2p.cli import cli; "
+        "print(sorted(m for m in ('matplotlib', 'dmoa_p2p.bench', 'dmoa_p2p.simulate') "
+        "if m in sys.modules))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
+    assert loaded.strip() == "[]"
+    listed = CliRunner().invoke(cli, ["--help"]).output
+    assert "bench " in listed and "simulate " in listed
+    assert "scale " in CliRunner().invoke(cli, ["bench", "--help"]).output

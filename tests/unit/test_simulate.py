@@ -86,7 +86,7 @@ def test_above_threshold_admission_keeps_the_queue_bounded(policy: str) -> None:
         run(at(1.2, duration_s=d, warmup_s=300, admission=policy)) for d in (300, 900)
     ]
     for result in results:
-        assert abs(result.queue.growth) < 4.0
+        assert result.queue.growth < 4.0  # not growing (one that drains is bounded too)
         assert result.queue.drift_per_s < 0.005  # without admission: above 0.05
         assert result.queue.mean < 10.0
         # the busiest device is held at ρ_max = 0.9, so the swarm does about that much work
