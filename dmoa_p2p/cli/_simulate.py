@@ -213,11 +213,12 @@ def _print(sweep: Sweep) -> None:
         box=box.SIMPLE_HEAD,
         pad_edge=False,
         caption="q: queue per node (waiting + in service); lat: query latency (s); "
-        "ans/ref/deg/unf: answered, refused, degraded (of answered), unfinished at the end",
+        "ans/ref/deg/unf: answered, refused, degraded (of answered), unfinished at the end; "
+        "conn: connections per node, median/max",
     )
     for col in (
         "×λ*", "λ /s", "ρ", "q mean", "q p99", "q M/M/1", "growth", "lat mean/p99",
-        "ans/ref/deg/unf", "goodput",
+        "ans/ref/deg/unf", "goodput", "conn",
     ):  # fmt: skip
         table.add_column(col, justify="right", no_wrap=True)
     for p in data["points"]:
@@ -245,7 +246,7 @@ def _print(sweep: Sweep) -> None:
 
 
 def _row(p: dict[str, Any]) -> list[str]:
-    q, lat, books = p["queue"], p["latency_s"], p["books"]
+    q, lat, books, conn = p["queue"], p["latency_s"], p["books"], p["connections"]
     rho = f"{p['rho']:.2f}" if p["rho"] < 1 else f"[red]{p['rho']:.2f}[/]"
     fates = (books["answered"], books["refused"], books["degraded"], books["unfinished"])
     return [
@@ -259,11 +260,12 @@ def _row(p: dict[str, Any]) -> list[str]:
         f"{_opt(lat['mean'])}/{_opt(lat['p99'])}",
         "/".join(str(x) for x in fates),
         f"{100 * p['goodput_fraction']:.0f}%",
+        f"{_opt(conn['median'], 0)}/{_opt(conn['max'], 0)}",
     ]
 
 
-def _opt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}"
+def _opt(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
 
 
 def _ratio(value: float | None) -> str:

@@ -28,7 +28,10 @@ class DialBudget:
     A record names addresses its signer can choose; without limits one peer could make every node
     dial an address of its choosing again and again. Each peer id is dialled at most once per
     `per_peer_s`, each address at most once per `per_address_s`, and all dials together at
-    `rate_per_s` on average (bursts of `burst`). Memory is bounded: old entries are forgotten.
+    `rate_per_s` on average (bursts of `burst`). A dial that reached its peer is not held
+    against that peer: it may be dialled again at once, at that address (a proposer drawn
+    again after its connection closed), within the overall rate. Memory is bounded: old
+    entries are forgotten.
     """
 
     def __init__(
@@ -48,6 +51,7 @@ class DialBudget:
         self._remembered = remembered
         self._peers: collections.OrderedDict[str, float] = collections.OrderedDict()
         self._addresses: collections.OrderedDict[str, float] = collections.OrderedDict()
+        self._reached: collections.OrderedDict[str, str] = collections.OrderedDict()  # addr -> peer
         self._tokens = float(burst)
         self._filled_at = clock()
         self.refused: collections.Counter[str] = collections.Counter()
@@ -67,17 +71,32 @@ class DialBudget:
         _remember(self._peers, peer_id, now, self._remembered)
         return True
 
-    def allow_address(self, addr: str) -> bool:
-        """True (and the dial counted) if `addr` may be dialled now; the address is its
-        transport part (host and port), whatever /p2p/<id> a presence puts after it."""
+    def allow_address(self, addr: str, peer_id: str) -> bool:
+        """True (and the dial counted) if `addr` may be dialled for `peer_id` now; the address
+        is its transport part (host and port), whatever /p2p/<id> a presence puts after it."""
         now = self._clock()
-        # through a relay, the whole address: the relay's own part is shared by every peer
-        where = addr if "/p2p-circuit" in addr else addr.split("/p2p/", 1)[0]
+        where = _where(addr)
+        if self._reached.get(where) == peer_id:
+            return True
         if not _due(self._addresses, where, now, self.per_address_s):
             self.refused["address_recently_dialled"] += 1
             return False
         _remember(self._addresses, where, now, self._remembered)
         return True
+
+    def reached(self, peer_id: str, addr: str) -> None:
+        """A dial of `peer_id` at `addr` connected: neither is held against a redial of it."""
+        self._peers.pop(peer_id, None)
+        where = _where(addr)
+        self._reached[where] = peer_id
+        self._reached.move_to_end(where)
+        while len(self._reached) > self._remembered:
+            self._reached.popitem(last=False)
+
+
+def _where(addr: str) -> str:
+    # through a relay, the whole address: the relay's own part is shared by every peer
+    return addr if "/p2p-circuit" in addr else addr.split("/p2p/", 1)[0]
 
 
 def _due(last: collections.OrderedDict[str, float], key: str, now: float, every_s: float) -> bool:
@@ -89,6 +108,24 @@ def _remember(last: collections.OrderedDict[str, float], key: str, now: float, l
     last.move_to_end(key)
     while len(last) > limit:
         last.popitem(last=False)
+
+
+class AddressBook:
+    """The addresses of the last `size` peers offered as proposers: a peer drawn from the view
+    may have left it (shuffled away) by the time its task goes out, and must still be dialled."""
+
+    def __init__(self, size: int = 1024) -> None:
+        self._size = size
+        self._addrs: collections.OrderedDict[str, tuple[str, ...]] = collections.OrderedDict()
+
+    def note(self, peer_id: str, addrs: Sequence[str]) -> None:
+        self._addrs[peer_id] = tuple(addrs)
+        self._addrs.move_to_end(peer_id)
+        while len(self._addrs) > self._size:
+            self._addrs.popitem(last=False)
+
+    def get(self, peer_id: str) -> tuple[str, ...]:
+        return self._addrs.get(peer_id, ())
 
 
 class PeerDialer:
@@ -183,13 +220,16 @@ class PeerDialer:
     async def _dial(self, peer_id: str, addrs: tuple[str, ...]) -> None:
         try:
             for addr in addrs:
-                if not self.budget.allow_address(addr):
+                if not self.budget.allow_address(addr, peer_id):
                     continue
                 try:
-                    await self._overlay.connect(addr)
-                    return
+                    reached = await self._overlay.connect(addr)
                 except OverlayError as exc:
                     log.debug("dialling %s failed: %s", addr, exc)
+                else:
+                    if reached == peer_id:  # the address is that peer's, proven by the dial
+                        self.budget.reached(peer_id, addr)
+                    return
             log.debug("could not dial %s at any of %s", peer_id, addrs)
         finally:
             self._dialing.discard(peer_id)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import collections
 import logging
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 import trio
 
@@ -27,8 +28,16 @@ _REMEMBERED = 4096
 
 log = logging.getLogger(__name__)
 
-# Whether a connection carries work that closing it would break (a task, a proposal due).
-InUse = Callable[[str], bool]
+class Work(Protocol):
+    """What a node's MoA work says of a connection's peer."""
+
+    def in_use(self, peer_id: str) -> bool:
+        """Whether closing the connection would break work (a task open, a proposal due)."""
+        ...
+
+    def worked_with(self, peer_id: str) -> bool:
+        """Whether the peer had work with this node, so is no newcomer to the node."""
+        ...
 
 
 class Neighbours:
@@ -41,7 +50,7 @@ class Neighbours:
         overlay: Overlay,
         rng: random.Random,
         round_s: float,
-        in_use: InUse,
+        work: Work,
         *,
         target: int = TARGET_NEIGHBOURS,
         spare: int = SPARE_CONNECTIONS,
@@ -49,7 +58,7 @@ class Neighbours:
         self._overlay = overlay
         self._rng = rng
         self._round_s = round_s
-        self._in_use = in_use
+        self._work = work
         self.target = target
         self.max_connections = target + spare
         self._last_shuffled: dict[str, float] = {}
@@ -77,7 +86,8 @@ class Neighbours:
         return peer_id in self._last_shuffled
 
     async def keep(self, records: Sequence[SignedPresence], dialer: PeerDialer) -> None:
-        """One round's upkeep: dial one more neighbour, or close one idle connection."""
+        """One round's upkeep: dial one more neighbour, or close idle connections down to
+        `max_connections` (all at once: MoA work opens a connection per task's peer)."""
         connected = self._overlay.connected_peers()
         if len(connected) < self.target:
             unconnected = [r for r in records if r.peer_id not in connected]
@@ -85,11 +95,16 @@ class Neighbours:
                 record = self._rng.choice(unconnected)
                 dialer.dial_record(record.peer_id, record.presence.listen_addrs)
         elif len(connected) > self.max_connections:
-            # never one not shuffled with yet: a newcomer gets its first shuffle
-            keep = self._relays() | {p for p in connected if self._in_use(p)}
-            idle = sorted(p for p in connected - keep if p in self._last_shuffled)
-            if idle:
-                await self._close(self._rng.choice(idle))
+            # never a newcomer (neither shuffled nor worked with yet): it gets its first shuffle
+            keep = self._relays() | {p for p in connected if self._work.in_use(p)}
+            idle = sorted(
+                p
+                for p in connected - keep
+                if p in self._last_shuffled or self._work.worked_with(p)
+            )
+            excess = len(connected) - self.max_connections
+            for peer_id in self._rng.sample(idle, min(excess, len(idle))):
+                await self._close(peer_id)
 
     def may_ask(self, sender: str, _data: bytes) -> str | None:
         """None if `sender` may send this shuffle frame now, else why not."""

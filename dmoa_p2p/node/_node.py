@@ -21,7 +21,7 @@ from dmoa_p2p.gossip import ClockSkew, GossipPolicy
 from dmoa_p2p.identity import NodeIdentity, load_or_create_identity
 from dmoa_p2p.moa import Answer, MoaEngine, PeerLoad, ProgressCallback, QueryRequest
 from dmoa_p2p.node._clock import CLOCK_TOLERANCE_S, ClockWatch
-from dmoa_p2p.node._dialer import DialBudget, PeerDialer
+from dmoa_p2p.node._dialer import AddressBook, DialBudget, PeerDialer
 from dmoa_p2p.node._known_peers import KNOWN_PEERS_FILE, KnownPeers
 from dmoa_p2p.node._lock import data_dir_lock
 from dmoa_p2p.node._neighbours import Neighbours
@@ -33,6 +33,7 @@ from dmoa_p2p.node._sampling import SamplingConfig
 from dmoa_p2p.node._sampling_service import SamplingService
 from dmoa_p2p.node._snapshot import NodeSnapshot, PeerEntry, load_of, presence_of
 from dmoa_p2p.node._watch import PeerKeeper, load_backend_announced
+from dmoa_p2p.node._work import OutstandingWork
 from dmoa_p2p.overlay import MDNS_SERVICE, Overlay, check_peer_address, open_libp2p_overlay
 from dmoa_p2p.queue import InferenceQueue
 from dmoa_p2p.registry import create_plugin
@@ -50,9 +51,6 @@ from dmoa_p2p.wire import (
 )
 
 log = logging.getLogger(__name__)
-
-# a proposer computes for at most a task's deadline: its connection is in use that long
-MAX_TASK_IDLE_S = 300.0
 
 OverlayOpener = Callable[[NodeIdentity, Sequence[str]], AbstractAsyncContextManager[Overlay]]
 
@@ -94,8 +92,10 @@ class Node:
         sampling = SamplingConfig(capacity=config.view_size)
         # its own generator, so that shuffles do not shift a seeded node's proposer draws
         own_rng = random.Random(rng.getrandbits(64)) if rng is not None else random.Random()
+        self.work = OutstandingWork(trio.current_time)  # its connections are not closed
+        self._candidates = AddressBook()  # where the proposers offered lately listen
         self.neighbours = Neighbours(
-            overlay, own_rng, sampling.round_s, self._in_use, target=config.neighbours
+            overlay, own_rng, sampling.round_s, self.work, target=config.neighbours
         )
         self.sampling = SamplingService(
             overlay,
@@ -106,7 +106,6 @@ class Node:
             own_rng,
             self.events,
         )
-        self._moa_traffic: dict[str, float] = {}  # peer -> when a MoA message last went either way
         self.peer_keeper = PeerKeeper(
             overlay,
             self.records,
@@ -287,21 +286,13 @@ class Node:
     def _peer_loads(self) -> list[PeerLoad]:
         """The proposer candidates: the live peers of the sampled view (any of them can be
         dialled: a task to an unconnected one dials it first, see `_send_moa`)."""
-        return [load_of(rec.presence) for rec in self.records()]
-
-    def _in_use(self, peer_id: str) -> bool:
-        """Whether a MoA message went to or came from `peer_id` within a task's deadline."""
-        seen = self._moa_traffic.get(peer_id)
-        return seen is not None and trio.current_time() - seen < MAX_TASK_IDLE_S
-
-    def _moa_with(self, peer_id: str) -> None:
-        self._moa_traffic[peer_id] = trio.current_time()
-        if len(self._moa_traffic) > 4 * self.config.max_dialed_peers:
-            horizon = trio.current_time() - MAX_TASK_IDLE_S
-            self._moa_traffic = {p: t for p, t in self._moa_traffic.items() if t > horizon}
+        records = self.records()
+        for rec in records:
+            self._candidates.note(rec.peer_id, rec.presence.listen_addrs)
+        return [load_of(rec.presence) for rec in records]
 
     async def _send_moa(self, peer_id: str, message: Message) -> None:
-        self._moa_with(peer_id)
+        self.work.passed(peer_id, message)
         if peer_id not in self.overlay.connected_peers():
             await self._reach(peer_id)
         data = seal(message, self.identity, now=self.wall_clock())
@@ -335,12 +326,10 @@ class Node:
     async def _reach(self, peer_id: str) -> None:
         """Dial a drawn proposer this node has no connection to, at its record's addresses
         (within the dial budget); the send that follows says if it failed."""
-        record = next((r for r in self.records() if r.peer_id == peer_id), None)
-        if record is not None:
-            await self.dialer.dial_now(peer_id, record.presence.listen_addrs)
+        await self.dialer.dial_now(peer_id, self._candidates.get(peer_id))
 
     async def _deliver(self, envelope: Envelope) -> None:
-        self._moa_with(envelope.author)
+        self.work.passed(envelope.author, envelope.body)
         await self.engine.receive(envelope.author, envelope.body)
 
 

@@ -47,6 +47,7 @@ class Raw:
     busy_s: tuple[float, ...]  # per node, inside the window
     node_outcomes: Counter[str]  # summed over nodes
     rho_seen: tuple[float, ...]  # per sample: admission's projected ρ, mean over nodes
+    connections: tuple[tuple[int, ...], ...]  # per sample: each node's open connections
     wall_s: float
 
 
@@ -93,6 +94,15 @@ def queue_stats(samples: Sequence[tuple[float, tuple[int, ...]]]) -> QueueStats:
         growth=statistics.fmean(means[-third:]) - statistics.fmean(means[:third]),
         drift_per_s=slope([t for t, _ in samples], means),
     )
+
+
+def connection_stats(samples: Sequence[tuple[int, ...]]) -> dict[str, float | None]:
+    """Connections per node, pooled over nodes and samples."""
+    pooled = [float(c) for sample in samples for c in sample]
+    if not pooled:
+        return {"median": None, "p99": None, "max": None}
+    median = statistics.median(pooled)
+    return {"median": median, "p99": percentile(pooled, 0.99), "max": max(pooled)}
 
 
 def books(raw: Raw) -> dict[str, int]:
@@ -241,6 +251,7 @@ class RunResult:
             "admission_rho_seen": statistics.fmean(self.raw.rho_seen)
             if self.raw.rho_seen
             else None,
+            "connections": connection_stats(self.raw.connections),
             "busy_knee_rate": _finite(self.busy_knee),
             "books": books(self.raw),
             "answered_as": self.answered_as(),

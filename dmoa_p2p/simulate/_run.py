@@ -55,6 +55,7 @@ async def _run(config: RunConfig, real: bool, progress: Progress | None) -> Raw:
     arrivals: list[Arrival] = []
     samples: list[tuple[float, tuple[int, ...]]] = []
     rho_seen: list[float] = []
+    connections: list[tuple[int, ...]] = []
     async with open_run_swarm(config, backends, real=real) as nodes:
         start = trio.current_time()
         window = (start + config.warmup, start + config.warmup + config.duration_s)
@@ -64,7 +65,7 @@ async def _run(config: RunConfig, real: bool, progress: Progress | None) -> Raw:
             async with trio.open_nursery() as users:
                 for i, node in enumerate(nodes):
                     users.start_soon(_user, config, i, node, start, window[1], arrivals, prompts)
-                users.start_soon(_sample, config, nodes, window, samples, rho_seen)
+                users.start_soon(_sample, config, nodes, window, samples, rho_seen, connections)
                 if progress is not None:
                     users.start_soon(_report, progress, start, window[1])
             with trio.move_on_after(config.drain):
@@ -80,6 +81,7 @@ async def _run(config: RunConfig, real: bool, progress: Progress | None) -> Raw:
         tuple(b.busy_s for b in backends),
         outcomes,
         tuple(rho_seen),
+        tuple(connections),
         0.0,
     )
 
@@ -160,8 +162,10 @@ async def _sample(
     window: tuple[float, float],
     samples: list[tuple[float, tuple[int, ...]]],
     rho_seen: list[float],
+    connections: list[tuple[int, ...]],
 ) -> None:
-    """Every node's queue length (waiting plus in service) at fixed times in the window.
+    """Every node's queue length (waiting plus in service) and connections at fixed times in
+    the window.
 
     Also what admission would see: each node's projected utilisation of the busiest device
     at the requested (M, k), from its measured α's and arrival rates.
@@ -171,6 +175,7 @@ async def _sample(
     while at < window[1]:
         await trio.sleep_until(at)
         samples.append((at, tuple(node.queue.length for node in nodes)))
+        connections.append(tuple(len(node.overlay.connected_peers()) for node in nodes))
         seen = [
             projected_rho(node.operating_point(), config.layers, config.proposers) for node in nodes
         ]

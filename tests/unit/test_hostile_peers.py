@@ -337,14 +337,14 @@ def test_the_dial_budget_limits_each_peer_each_address_and_the_total() -> None:
     now = [0.0]
     budget = DialBudget(lambda: now[0], per_peer_s=30, per_address_s=60, rate_per_s=1, burst=2)
     assert budget.allow_peer("a") and not budget.allow_peer("a")
-    assert budget.allow_address("/ip4/192.0.2.1/tcp/1") and not budget.allow_address(
-        "/ip4/192.0.2.1/tcp/1"
+    assert budget.allow_address("/ip4/192.0.2.1/tcp/1", "a") and not budget.allow_address(
+        "/ip4/192.0.2.1/tcp/1", "b"
     )
     assert budget.allow_peer("b") and not budget.allow_peer("c")  # the burst is spent
     now[0] = 1.0
     assert budget.allow_peer("c")
     now[0] = 61.0
-    assert budget.allow_address("/ip4/192.0.2.1/tcp/1") and budget.allow_peer("a")
+    assert budget.allow_address("/ip4/192.0.2.1/tcp/1", "b") and budget.allow_peer("a")
     assert budget.refused == {
         "peer_recently_dialled": 1,
         "address_recently_dialled": 1,
@@ -356,8 +356,22 @@ def test_the_dial_budget_counts_a_relayed_address_whole() -> None:
     budget = DialBudget(lambda: 0.0)
     relay = "/ip4/198.51.100.10/tcp/4001/p2p/RELAY/p2p-circuit/p2p/"
     # every peer behind one relay shares the relay's part: only the whole address is one way in
-    assert budget.allow_address(relay + "A") and budget.allow_address(relay + "B")
-    assert not budget.allow_address(relay + "A")
+    assert budget.allow_address(relay + "A", "A") and budget.allow_address(relay + "B", "B")
+    assert not budget.allow_address(relay + "A", "A")
+
+
+def test_a_dial_that_reached_its_peer_is_not_held_against_a_redial_of_it() -> None:
+    now = [0.0]
+    budget = DialBudget(lambda: now[0], per_peer_s=30, per_address_s=60)
+    addr = "/ip4/192.0.2.1/tcp/1/p2p/a"
+    assert budget.allow_peer("a") and budget.allow_address(addr, "a")
+    budget.reached("a", addr)
+    now[0] = 1.0
+    # a proposer drawn again after its connection closed is dialled again at once
+    assert budget.allow_peer("a") and budget.allow_address(addr, "a")
+    # another peer id claiming the same host and port still waits the address's minute
+    assert budget.allow_peer("b") and not budget.allow_address("/ip4/192.0.2.1/tcp/1/p2p/b", "b")
+    assert budget.refused == {"address_recently_dialled": 1}
 
 
 async def test_a_record_without_addresses_does_not_spend_the_peers_dial_budget(

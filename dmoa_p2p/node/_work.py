@@ -1,0 +1,60 @@
+"""Which peers a node has MoA work outstanding with: a task it sent or owes an answer to."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from dmoa_p2p.wire import Message, Proposal, Refusal, Task
+
+# a connection stays in use this long after its last task was answered, so that the
+# origin's next layer or the proposer's next task from the same origin needs no new dial
+LINGER_S = 10.0
+MAX_REMEMBERED = 4096  # peers and tasks; beyond it the ended are forgotten first
+
+
+class OutstandingWork:
+    """A task is open from when it is sent or received until its proposal or refusal
+    passes the other way; one never answered closes at its deadline."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._open: dict[str, dict[tuple[str, int], float]] = {}  # peer -> task -> deadline
+        self._answered: dict[str, float] = {}  # peer -> when its last task was answered
+
+    def passed(self, peer_id: str, message: Message) -> None:
+        """`message` went to or came from `peer_id`, the other end of its task."""
+        if isinstance(message, Task):
+            if sum(map(len, self._open.values())) >= MAX_REMEMBERED:
+                self._forget_ended()
+            tasks = self._open.setdefault(peer_id, {})
+            tasks[(message.query_id, message.layer)] = self._clock() + message.deadline_s
+        elif isinstance(message, Proposal | Refusal):
+            tasks = self._open.get(peer_id, {})
+            if tasks.pop((message.query_id, message.layer), None) is not None:
+                if not tasks:
+                    del self._open[peer_id]
+                if len(self._answered) >= MAX_REMEMBERED:
+                    self._forget_ended()
+                self._answered[peer_id] = self._clock()
+
+    def in_use(self, peer_id: str) -> bool:
+        """Whether a task with `peer_id` is open, or was answered within LINGER_S."""
+        now = self._clock()
+        answered = self._answered.get(peer_id)
+        if answered is not None and now - answered < LINGER_S:
+            return True
+        return any(deadline > now for deadline in self._open.get(peer_id, {}).values())
+
+    def worked_with(self, peer_id: str) -> bool:
+        """Whether `peer_id` had a task with this node (lately: the oldest are forgotten)."""
+        return peer_id in self._open or peer_id in self._answered
+
+    def _forget_ended(self) -> None:
+        now = self._clock()
+        self._answered = {p: t for p, t in self._answered.items() if now - t < LINGER_S}
+        for peer_id in list(self._open):
+            tasks = {key: d for key, d in self._open[peer_id].items() if d > now}
+            if tasks:
+                self._open[peer_id] = tasks
+            else:
+                del self._open[peer_id]
