@@ -196,6 +196,14 @@ def view_arrival_rates(
     return arrivals
 
 
+def max_stable_rate_for_loads(unit_arrivals: Sequence[float], alphas: Sequence[float]) -> float:
+    """The largest equal per-user λ at which every device is stable, given each device's
+    inference arrival rate at λ = 1 (arrivals are linear in λ when choice does not depend
+    on load: `uniform_arrival_rates`, `view_arrival_rates` of the views seen)."""
+    busiest = max(r * a for r, a in zip(unit_arrivals, alphas, strict=True))
+    return math.inf if busiest <= 0 else 1.0 / busiest
+
+
 def device_utilisations(arrival_rates: Sequence[float], alphas: Sequence[float]) -> list[float]:
     """ρ_i = r_i·α_i: device i is stable iff ρ_i < 1. Exact as a mean-rate condition."""
     return [r * a for r, a in zip(arrival_rates, alphas, strict=True)]

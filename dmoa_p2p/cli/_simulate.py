@@ -233,6 +233,13 @@ def _print(sweep: Sweep) -> None:
             f"knee λ = {knee:.4g} /s = {data['knee_over_threshold']:.3f} × threshold; "
             f"busy-fraction cross-check {_ratio(data['busy_knee_over_threshold'])}"
         )
+        if data["drawn_threshold_rate"] is not None:
+            drawn = data["drawn_threshold_rate"]
+            console.print(
+                f"with the proposers as drawn the busiest device saturates at λ = {drawn:.4g} /s "
+                f"({drawn / data['threshold_rate']:.3f} × threshold): "
+                f"the knee is {data['knee_over_drawn_threshold']:.3f} × that"
+            )
         if not data["knee_well_placed"]:
             below, above = data["knee_points_below_above"]
             console.print(

@@ -48,6 +48,7 @@ class Raw:
     node_outcomes: Counter[str]  # summed over nodes
     rho_seen: tuple[float, ...]  # per sample: admission's projected ρ, mean over nodes
     connections: tuple[tuple[int, ...], ...]  # per sample: each node's open connections
+    drawn_load: tuple[float, ...]  # per device: inferences per unit λ as drawn, sample mean
     wall_s: float
 
 
@@ -150,6 +151,16 @@ class RunResult:
         return predicted_threshold(self.config)
 
     @property
+    def drawn_threshold(self) -> float | None:
+        """The prediction for the proposers as actually drawn: the λ at which the busiest
+        device, at the load the nodes' candidate sets put on it, saturates. Uniform choice
+        among the candidates only (`capacity` weighs them by load)."""
+        if self.config.strategy == "capacity" or not self.raw.drawn_load:
+            return None
+        rate = st.max_stable_rate_for_loads(self.raw.drawn_load, self.config.alphas)
+        return rate if math.isfinite(rate) else None
+
+    @property
     def multiplier(self) -> float:
         return self.config.rate / self.threshold
 
@@ -226,6 +237,7 @@ class RunResult:
             "multiplier": self.multiplier,
             "threshold_rate": self.threshold,
             "theorem1_rate": theorem1_rate(c),
+            "drawn_threshold_rate": self.drawn_threshold,
             "rho": self.rho,
             "rho_theorem1": st.utilisation(sum(c.alphas) / c.n, c.rate, c.layers, c.proposers),
             "predicted_mean_queue": _finite(predicted_mean_queue(c)),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -10,6 +11,7 @@ import attrs
 import trio
 import trio.testing
 
+from dmoa_p2p import stability as st
 from dmoa_p2p.admission import PromptRefused, projected_rho
 from dmoa_p2p.logs import events_hushed
 from dmoa_p2p.moa import Answer, QueryRequest
@@ -53,9 +55,7 @@ async def _run(config: RunConfig, real: bool, progress: Progress | None) -> Raw:
         for i, alpha in enumerate(config.alphas)
     ]
     arrivals: list[Arrival] = []
-    samples: list[tuple[float, tuple[int, ...]]] = []
-    rho_seen: list[float] = []
-    connections: list[tuple[int, ...]] = []
+    seen = _Samples()
     async with open_run_swarm(config, backends, real=real) as nodes:
         start = trio.current_time()
         window = (start + config.warmup, start + config.warmup + config.duration_s)
@@ -65,7 +65,7 @@ async def _run(config: RunConfig, real: bool, progress: Progress | None) -> Raw:
             async with trio.open_nursery() as users:
                 for i, node in enumerate(nodes):
                     users.start_soon(_user, config, i, node, start, window[1], arrivals, prompts)
-                users.start_soon(_sample, config, nodes, window, samples, rho_seen, connections)
+                users.start_soon(_sample, config, nodes, window, seen)
                 if progress is not None:
                     users.start_soon(_report, progress, start, window[1])
             with trio.move_on_after(config.drain):
@@ -76,12 +76,13 @@ async def _run(config: RunConfig, real: bool, progress: Progress | None) -> Raw:
             outcomes.update(node.outcomes)
     return Raw(
         tuple(arrivals),
-        tuple(samples),
+        tuple(seen.queues),
         window,
         tuple(b.busy_s for b in backends),
         outcomes,
-        tuple(rho_seen),
-        tuple(connections),
+        tuple(seen.rho),
+        tuple(seen.connections),
+        tuple(map(statistics.fmean, zip(*seen.drawn, strict=True))) if seen.drawn else (),
         0.0,
     )
 
@@ -156,32 +157,38 @@ def _incomplete(answer: Answer) -> bool:
     )
 
 
+@attrs.define
+class _Samples:
+    queues: list[tuple[float, tuple[int, ...]]] = attrs.Factory(list)  # time, each node's
+    rho: list[float] = attrs.Factory(list)
+    connections: list[tuple[int, ...]] = attrs.Factory(list)
+    drawn: list[list[float]] = attrs.Factory(list)
+
+
 async def _sample(
-    config: RunConfig,
-    nodes: Sequence[Node],
-    window: tuple[float, float],
-    samples: list[tuple[float, tuple[int, ...]]],
-    rho_seen: list[float],
-    connections: list[tuple[int, ...]],
+    config: RunConfig, nodes: Sequence[Node], window: tuple[float, float], seen: _Samples
 ) -> None:
     """Every node's queue length (waiting plus in service) and connections at fixed times in
-    the window.
+    the window, and each device's load per unit λ as drawn: from the proposer candidates
+    every node has then (`stability.view_arrival_rates`).
 
     Also what admission would see: each node's projected utilisation of the busiest device
     at the requested (M, k), from its measured α's and arrival rates.
     """
+    layers, proposers = config.layers, config.proposers
+    index = {node.peer_id: i for i, node in enumerate(nodes)}
     interval = config.sample_interval
     at = window[0] + interval / 2  # off the round times that timers tend to share
     while at < window[1]:
         await trio.sleep_until(at)
-        samples.append((at, tuple(node.queue.length for node in nodes)))
-        connections.append(tuple(len(node.overlay.connected_peers()) for node in nodes))
-        seen = [
-            projected_rho(node.operating_point(), config.layers, config.proposers) for node in nodes
-        ]
-        known = [rho for rho in seen if rho is not None]
+        seen.queues.append((at, tuple(node.queue.length for node in nodes)))
+        seen.connections.append(tuple(len(node.overlay.connected_peers()) for node in nodes))
+        views = [[index[r.peer_id] for r in node.records() if r.peer_id in index] for node in nodes]
+        seen.drawn.append(st.view_arrival_rates([1.0] * len(nodes), views, layers, proposers))
+        rhos = [projected_rho(node.operating_point(), layers, proposers) for node in nodes]
+        known = [rho for rho in rhos if rho is not None]
         if known:
-            rho_seen.append(sum(known) / len(known))
+            seen.rho.append(sum(known) / len(known))
         at += interval
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+import statistics
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -128,8 +129,16 @@ class Sweep:
             fit[0], fit[1], busy_knee(self.results), self.threshold, len(rates) - above, above
         )
 
+    @property
+    def drawn_threshold(self) -> float | None:
+        """The median over points of their prediction for the proposers as drawn."""
+        rates = [r.drawn_threshold for r in self.results]
+        known = [rate for rate in rates if rate is not None]
+        return statistics.median(known) if known else None
+
     def to_json(self) -> dict[str, Any]:
         knee = self.knee()
+        drawn = self.drawn_threshold
         alphas = list(self.base.alphas)
         return {
             "mode": "real" if self.real else "memory",
@@ -143,6 +152,10 @@ class Sweep:
             "theorem1_rate": theorem1_rate(self.base),
             "knee_rate": knee.rate,
             "knee_over_threshold": knee.ratio,
+            "drawn_threshold_rate": drawn,
+            "knee_over_drawn_threshold": None
+            if knee.rate is None or drawn is None
+            else knee.rate / drawn,
             "knee_points_below_above": [knee.below, knee.above],
             "knee_well_placed": knee.well_placed,
             "busy_knee_rate": knee.busy_rate,

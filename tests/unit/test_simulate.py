@@ -187,3 +187,10 @@ def test_cli_table_and_bad_k() -> None:
     bad = CliRunner().invoke(cli, ["simulate", "--n", "2", "-k", "2"])
     assert bad.exit_code != 0
     assert "proposers need" in bad.output
+
+
+def test_with_every_peer_a_candidate_the_drawn_prediction_is_theorem_1() -> None:
+    # n = 3: every node's candidates are the two others, so the draws are uniform choice
+    result = run(at(0.5, duration_s=60, warmup_s=20))
+    assert result.drawn_threshold == pytest.approx(THRESHOLD)
+    assert result.to_json()["connections"]["max"] == 2

@@ -74,3 +74,15 @@ def test_theorem1_for_the_most_held_device() -> None:
     assert 1 / worst == pytest.approx(approximate, rel=0.01)
     uniform = st.max_stable_rate(alpha, layers, k)
     assert 1 / worst < uniform  # a spread of in-degrees lowers the threshold
+
+
+def test_the_stable_rate_for_given_loads_is_where_the_busiest_device_saturates() -> None:
+    unit = st.uniform_arrival_rates([1.0] * 5, 2, 2)
+    assert st.max_stable_rate_for_loads(unit, [1.0] * 5) == pytest.approx(
+        st.max_stable_rate(1.0, 2, 2)
+    )
+    # one device held in more views: it alone sets the limit
+    views = [[1, 2], [0, 2], [0, 1], [0, 1, 2], [0, 1, 2]]
+    loads = st.view_arrival_rates([1.0] * 5, views, 1, 1)
+    assert st.max_stable_rate_for_loads(loads, [1.0] * 5) == pytest.approx(1 / max(loads))
+    assert st.max_stable_rate_for_loads([0.0, 0.0], [1.0, 1.0]) == float("inf")
