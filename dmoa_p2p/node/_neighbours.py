@@ -86,8 +86,11 @@ class Neighbours:
         return peer_id in self._last_shuffled
 
     async def keep(self, records: Sequence[SignedPresence], dialer: PeerDialer) -> None:
-        """One round's upkeep: dial one more neighbour, or close idle connections down to
-        `max_connections` (all at once: MoA work opens a connection per task's peer)."""
+        """One round's upkeep: dial one more neighbour, or close one idle connection.
+
+        One a round, not all beyond the limit at once: a bootstrap node that everyone dials
+        first must keep its newcomers long enough for their shuffles with it to fill their
+        views (closing all at once left most of 100 such nodes with empty views)."""
         connected = self._overlay.connected_peers()
         if len(connected) < self.target:
             unconnected = [r for r in records if r.peer_id not in connected]
@@ -102,9 +105,8 @@ class Neighbours:
                 for p in connected - keep
                 if p in self._last_shuffled or self._work.worked_with(p)
             )
-            excess = len(connected) - self.max_connections
-            for peer_id in self._rng.sample(idle, min(excess, len(idle))):
-                await self._close(peer_id)
+            if idle:
+                await self._close(self._rng.choice(idle))
 
     def may_ask(self, sender: str, _data: bytes) -> str | None:
         """None if `sender` may send this shuffle frame now, else why not."""
