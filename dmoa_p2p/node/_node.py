@@ -17,7 +17,7 @@ import trio
 from dmoa_p2p.admission import OperatingPoint
 from dmoa_p2p.backends import Backend, TextCallback
 from dmoa_p2p.config import NodeConfig
-from dmoa_p2p.gossip import ClockSkew, GossipPolicy
+from dmoa_p2p.gossip import ClockSkew, GossipPolicy, PeerUnreachable
 from dmoa_p2p.identity import NodeIdentity, load_or_create_identity
 from dmoa_p2p.moa import Answer, MoaEngine, PeerLoad, ProgressCallback, QueryRequest
 from dmoa_p2p.node._clock import CLOCK_TOLERANCE_S, ClockWatch
@@ -298,8 +298,10 @@ class Node:
         data = seal(message, self.identity, now=self.wall_clock())
         try:
             await self.gossip.send(self.overlay, peer_id, data)
-        except ClockSkew as exc:
-            self._clock_watch.refused_by(exc)
+        except PeerUnreachable as exc:
+            self.work.unsent(peer_id, message)
+            if isinstance(exc, ClockSkew):
+                self._clock_watch.refused_by(exc)
             raise
 
     def _admit_moa(self, data: bytes, publisher: str | None = None) -> Envelope:

@@ -28,14 +28,15 @@ class OutstandingWork:
                 self._forget_ended()
             tasks = self._open.setdefault(peer_id, {})
             tasks[(message.query_id, message.layer)] = self._clock() + message.deadline_s
-        elif isinstance(message, Proposal | Refusal):
-            tasks = self._open.get(peer_id, {})
-            if tasks.pop((message.query_id, message.layer), None) is not None:
-                if not tasks:
-                    del self._open[peer_id]
-                if len(self._answered) >= MAX_REMEMBERED:
-                    self._forget_ended()
-                self._answered[peer_id] = self._clock()
+        elif isinstance(message, Proposal | Refusal) and self._end(peer_id, message):
+            if len(self._answered) >= MAX_REMEMBERED:
+                self._forget_ended()
+            self._answered[peer_id] = self._clock()
+
+    def unsent(self, peer_id: str, message: Message) -> None:
+        """`message` never reached `peer_id`: a task it would have opened is not open."""
+        if isinstance(message, Task):
+            self._end(peer_id, message)
 
     def in_use(self, peer_id: str) -> bool:
         """Whether a task with `peer_id` is open, or was answered within LINGER_S."""
@@ -48,6 +49,15 @@ class OutstandingWork:
     def worked_with(self, peer_id: str) -> bool:
         """Whether `peer_id` had a task with this node (lately: the oldest are forgotten)."""
         return peer_id in self._open or peer_id in self._answered
+
+    def _end(self, peer_id: str, message: Task | Proposal | Refusal) -> bool:
+        """Close the task `message` belongs to; False if it was not open."""
+        tasks = self._open.get(peer_id, {})
+        if tasks.pop((message.query_id, message.layer), None) is None:
+            return False
+        if not tasks:
+            del self._open[peer_id]
+        return True
 
     def _forget_ended(self) -> None:
         now = self._clock()

@@ -56,6 +56,14 @@ def test_a_task_never_answered_stops_holding_its_peer_at_its_deadline() -> None:
     assert not work.in_use("p")
 
 
+def test_a_task_that_could_not_be_sent_holds_nothing() -> None:
+    work = OutstandingWork(lambda: 0.0)
+    work.passed("p", task("q"))
+    work.unsent("p", task("q"))
+    assert not work.in_use("p")
+    work.unsent("p", task("never sent"))  # changes nothing either
+
+
 def test_what_is_remembered_is_bounded() -> None:
     now = [0.0]
     work = OutstandingWork(lambda: now[0])
