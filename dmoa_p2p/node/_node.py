@@ -331,8 +331,10 @@ class Node:
         await self.dialer.dial_now(peer_id, self._candidates.get(peer_id))
 
     async def _deliver(self, envelope: Envelope) -> None:
-        self.work.passed(envelope.author, envelope.body)
-        await self.engine.receive(envelope.author, envelope.body)
+        body = envelope.body
+        if not isinstance(body, Presence) and body.recipient == self.peer_id:  # else ignored
+            self.work.passed(envelope.author, body)
+        await self.engine.receive(envelope.author, body)
 
 
 @contextlib.asynccontextmanager

@@ -71,8 +71,11 @@ def test_what_is_remembered_is_bounded() -> None:
         now[0] = float(i)
         work.passed(f"p{i}", task(f"q{i}", deadline_s=1.0))
         work.passed(f"p{i}", proposal(f"q{i}"))
-    assert sum(map(len, work._open.values())) == 0
+    assert sum(map(len, work._open.values())) == work._count == 0
     assert len(work._answered) <= 4096
+    for i in range(10_000):  # a flood of tasks that stay open: at most MAX_REMEMBERED held
+        work.passed(f"f{i}", task(f"f{i}", deadline_s=3600.0))
+    assert sum(map(len, work._open.values())) == work._count == 4096
 
 
 @pytest.mark.integration  # a minute of CPU: a loaded virtual swarm
