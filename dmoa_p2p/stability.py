@@ -177,14 +177,11 @@ def sampled_arrival_rates(
 def view_arrival_rates(
     rates: Sequence[float], views: Sequence[Sequence[int]], layers: int, proposers: int
 ) -> list[float]:
-    """Inference arrival rate at each device for given views (device j's is `views[j]`).
-
-    Origin j picks i ∈ V_j with probability min(k, |V_j|)/|V_j| per layer. Exact (means) for
-    fixed views; complete views give `uniform_arrival_rates`.
-    """
-    n = len(rates)
-    if len(views) != n:
-        raise ValueError(f"{len(views)} views for {n} devices")
+    """Inference arrival rate at each device for given views (device j's is `views[j]`):
+    origin j picks i ∈ V_j with probability min(k, |V_j|)/|V_j| per layer. Exact (means)
+    for fixed views; complete views give `uniform_arrival_rates`."""
+    if len(views) != len(rates):
+        raise ValueError(f"{len(views)} views for {len(rates)} devices")
     arrivals = [lam * (layers + 1) for lam in rates]
     for j, view in enumerate(views):
         members = set(view) - {j}
@@ -197,9 +194,8 @@ def view_arrival_rates(
 
 
 def max_stable_rate_for_loads(unit_arrivals: Sequence[float], alphas: Sequence[float]) -> float:
-    """The largest equal per-user λ at which every device is stable, given each device's
-    inference arrival rate at λ = 1 (arrivals are linear in λ when choice does not depend
-    on load: `uniform_arrival_rates`, `view_arrival_rates` of the views seen)."""
+    """Largest equal per-user λ with every device stable, from arrival rates at λ = 1 (linear
+    in λ when choice ignores load: `uniform_arrival_rates`, `view_arrival_rates`)."""
     busiest = max(r * a for r, a in zip(unit_arrivals, alphas, strict=True))
     return math.inf if busiest <= 0 else 1.0 / busiest
 
