@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import math
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
@@ -228,14 +229,36 @@ async def offer_until_held(
 ) -> None:
     """Offer `to` this peer's own record (a presence with `changes`) until `held_by` (`to`,
     or a node `to` shuffles with) holds that record. As long a bound as `offer_until_taken`'s,
-    for the same reason: on a loaded machine 15 s was once too short."""
-    with trio.fail_after(45):
-        while not any(
+    for the same reason: on a loaded machine 15 s was once too short.
+
+    The offers go on in the background while `held_by` is looked at every 20 ms: a record
+    passed on is moved, so `held_by` may hold it for a round only. When it never does, the
+    error says what each side did with the shuffles."""
+
+    def held() -> bool:
+        return any(
             r.peer_id == me.peer_id and all(getattr(r.presence, k) == v for k, v in changes.items())
             for r in held_by.records()
-        ):
+        )
+
+    async def offer() -> None:
+        while True:
             await offer_until_taken(raw, me, to, **changes)
             await trio.sleep(0.5)
+
+    with trio.move_on_after(45) as waiting:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(offer)
+            await wait_for(held, math.inf)
+            nursery.cancel_scope.cancel()
+    if waiting.cancelled_caught:
+        # to tell a `to` that refused the offers from a record it did not pass on
+        sides = {node.peer_id[-6:]: node.sampling.to_json() for node in (to, held_by)}
+        refused = {node.peer_id[-6:]: refused_shuffles(node) for node in (to, held_by)}
+        at_to = [r.presence for r in to.records() if r.peer_id == me.peer_id]
+        raise AssertionError(
+            f"record never held; `to` holds {at_to}; sampling {sides}; refused {refused}"
+        )
 
 
 # ---- what every attack must leave intact ------------------------------------------------
