@@ -146,7 +146,7 @@ class PeerDialer:
         self._check_every_s = check_every_s
         self._max_peers = max_peers
         self._enough = max(1, enough)  # connections that make bootstrap peers unneeded
-        self._dialing: set[str] = set()
+        self._dialing: dict[str, trio.Event] = {}  # set when that dial is over
         self.budget = budget or DialBudget(trio.current_time)
 
     async def keep_connected(self, addr: str) -> None:
@@ -198,11 +198,17 @@ class PeerDialer:
 
     async def dial_now(self, peer_id: str, addrs: Sequence[str]) -> None:
         """Dial `peer_id` and return when connected or failed (within the budget; at once when
-        the budget or the connection limit says no, or another dial to it is under way)."""
-        addrs = [addr for addr in addrs if not _wildcard(addr)]
-        if peer_id in self._dialing or not addrs or not self.budget.allow_peer(peer_id):
+        the budget says no). A dial to it already under way (a neighbour's, a record's) is
+        waited for: returning at once would send a task on a connection not there yet."""
+        if (under_way := self._dialing.get(peer_id)) is not None:
+            log.debug("waiting for the dial to %s under way", peer_id)
+            await under_way.wait()
             return
-        self._dialing.add(peer_id)
+        addrs = [addr for addr in addrs if not _wildcard(addr)]
+        if not addrs or not self.budget.allow_peer(peer_id):
+            log.debug("not dialling %s now: %s", peer_id, "over budget" if addrs else "no address")
+            return
+        self._dialing[peer_id] = trio.Event()
         await self._dial(peer_id, tuple(addrs))
 
     def _dial_soon(self, peer_id: str, addrs: Sequence[str]) -> None:
@@ -214,7 +220,7 @@ class PeerDialer:
             return
         if not self.budget.allow_peer(peer_id):
             return
-        self._dialing.add(peer_id)
+        self._dialing[peer_id] = trio.Event()
         self._nursery.start_soon(self._dial, peer_id, tuple(addrs))
 
     async def _dial(self, peer_id: str, addrs: tuple[str, ...]) -> None:
@@ -227,12 +233,13 @@ class PeerDialer:
                 except OverlayError as exc:
                     log.debug("dialling %s failed: %s", addr, exc)
                 else:
+                    log.debug("dialled %s at %s: reached %s", peer_id, addr, reached)
                     if reached == peer_id:  # the address is that peer's, proven by the dial
                         self.budget.reached(peer_id, addr)
                     return
             log.debug("could not dial %s at any of %s", peer_id, addrs)
         finally:
-            self._dialing.discard(peer_id)
+            self._dialing.pop(peer_id).set()
 
 
 def _wildcard(addr: str) -> bool:

@@ -46,7 +46,7 @@ class MeteredBackend(FakeBackend):
 async def open_run_swarm(
     config: RunConfig, backends: Sequence[MeteredBackend], *, real: bool
 ) -> AsyncIterator[list[Node]]:
-    """n nodes bootstrapped from the first; yields once every peer view is complete.
+    """n nodes, each bootstrapped from a random earlier one; yields once the views converged.
 
     real=False: the in-memory overlay (`latency_s` each way) and the virtual wall clock, for
     trio's MockClock. real=True: py-libp2p on 127.0.0.1 and the real clocks. Every node has
@@ -79,5 +79,8 @@ async def open_run_swarm(
                 writes_in_thread=False,
             )
 
-        async with open_swarm(len(backends), member, timeout_s=60.0, poll_s=0.05) as nodes:
+        spread = config.rng("bootstrap")  # each node's contact: an earlier one, at random
+        async with open_swarm(
+            len(backends), member, timeout_s=60.0, poll_s=0.05, spread=spread
+        ) as nodes:
             yield nodes

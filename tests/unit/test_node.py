@@ -236,9 +236,10 @@ async def test_the_user_hears_of_joining_and_losing_the_swarm_once_each(
 class ScriptedOverlay:
     """Just enough of an overlay for PeerDialer: each connect() takes the next scripted result."""
 
-    def __init__(self, peer_id: str, script: list[str | None]) -> None:
+    def __init__(self, peer_id: str, script: list[str | None], dial_s: float = 0.0) -> None:
         self.peer_id = peer_id
         self.script = script
+        self.dial_s = dial_s  # how long each connect() takes
         self.connected: set[str] = set()
         self.attempts: list[float] = []
 
@@ -247,6 +248,7 @@ class ScriptedOverlay:
 
     async def connect(self, addr: str) -> str:
         self.attempts.append(trio.current_time())
+        await trio.sleep(self.dial_s)
         outcome = self.script.pop(0) if self.script else "Connection refused"
         if outcome == "drop":
             self.connected.clear()
@@ -282,6 +284,23 @@ async def test_an_unreachable_bootstrap_is_said_once_per_reason_and_redialled_wi
     ]
     gaps = [b - a for a, b in itertools.pairwise(overlay.attempts[:15])]
     assert max(gaps) <= MAX_BOOTSTRAP_BACKOFF_S + 0.01
+
+
+async def test_a_task_to_a_peer_being_dialled_waits_for_that_dial(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    peer = NodeIdentity.generate().peer_id
+    addrs = [f"/ip4/127.0.0.1/tcp/4001/p2p/{peer}"]
+    # a circuit through a relay on a loaded machine: the dial takes a while
+    overlay = ScriptedOverlay(peer, [None], dial_s=2.0)
+    async with trio.open_nursery() as nursery:
+        dialer = PeerDialer(cast(Overlay, overlay), nursery, 1.0, 16)
+        dialer.dial_record(peer, addrs)  # the neighbours' dial, begun first
+        await trio.sleep(0.5)
+        await dialer.dial_now(peer, addrs)  # a drawn proposer's task must not go out before it
+        assert overlay.connected == {peer} and trio.current_time() == 2.0
+        assert overlay.attempts == [0.0]  # one dial, waited for, not a second
+        nursery.cancel_scope.cancel()
 
 
 @pytest.mark.parametrize(
