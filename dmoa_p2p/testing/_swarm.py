@@ -18,10 +18,11 @@ from dmoa_p2p.testing._time import wait_for
 MemberOpener = Callable[[int, tuple[str, ...]], AbstractAsyncContextManager[Node]]
 
 
-def converged(nodes: Collection[Node]) -> bool:
+def converged(nodes: Collection[Node], *, short_allowed: int = 0) -> bool:
     """`swarm.views_converged` for running nodes: in a swarm of up to 9, every node holds
     every other."""
-    return views_converged({n.peer_id: n.live_peer_ids() for n in nodes})
+    views = {n.peer_id: n.live_peer_ids() for n in nodes}
+    return views_converged(views, short_allowed=short_allowed)
 
 
 @contextlib.asynccontextmanager
@@ -32,10 +33,12 @@ async def open_swarm(
     timeout_s: float = 30.0,
     poll_s: float = 0.1,
     spread: random.Random | None = None,
+    short_allowed: int = 0,
 ) -> AsyncIterator[list[Node]]:
     """`count` nodes, node 0 everyone's bootstrap (with `spread`: each a random earlier
     node's, as newcomers to a large swarm would, so that no node takes a thousand
-    newcomers in their first rounds); yields once the views `converged`.
+    newcomers in their first rounds); yields once the views `converged` (`short_allowed`
+    nodes may hold fewer peers than the rest).
 
     trio.TooSlowError if the views are not complete after `timeout_s` (checked every
     `poll_s`); the nodes stop, last first, when the block ends.
@@ -53,7 +56,9 @@ async def open_swarm(
                 members.append(await nursery.start(_run_member, open_member, i, bootstrap))
             nodes = [member.node for member in members]
             try:
-                await wait_for(lambda: converged(nodes), timeout_s, poll_s=poll_s)
+                await wait_for(
+                    lambda: converged(nodes, short_allowed=short_allowed), timeout_s, poll_s=poll_s
+                )
                 yield nodes
             finally:
                 for member in reversed(members):
