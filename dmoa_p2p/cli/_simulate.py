@@ -109,6 +109,14 @@ def _span(values: tuple[float, ...]) -> str:
     help="Write the sweep plot (PNG) here.",
 )
 @click.option("--real", is_flag=True, help="Real py-libp2p nodes on 127.0.0.1, in real time.")
+@click.option(
+    "--jobs",
+    "-j",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="Points run at once, one process each (not with --real).",
+)
 @json_option
 def simulate(**options: Any) -> None:
     """Sweep λ around the stability threshold: the real node code, fake exponential models.
@@ -136,7 +144,9 @@ def simulate(**options: Any) -> None:
     strategy (an approximation).
     """
     base, multipliers = _base_config(options)
-    sweep = _run(base, multipliers, options["real"], options["as_json"])
+    if options["real"] and options["jobs"] > 1:
+        raise click.UsageError("--jobs runs virtual-time points only: real runs go one at a time")
+    sweep = _run(base, multipliers, options["real"], options["jobs"], options["as_json"])
     plot: Path | None = options["plot"]
     if plot is not None:
         plot_sweep(sweep, plot)
@@ -182,7 +192,9 @@ def _base_config(options: dict[str, Any]) -> tuple[RunConfig, list[float]]:
     return base, multipliers
 
 
-def _run(base: RunConfig, multipliers: list[float], real: bool, quiet: bool) -> Sweep:
+def _run(
+    base: RunConfig, multipliers: list[float], real: bool, jobs: int, quiet: bool
+) -> Sweep:
     bar = Progress(
         TextColumn("λ sweep"),
         BarColumn(),
@@ -195,7 +207,11 @@ def _run(base: RunConfig, multipliers: list[float], real: bool, quiet: bool) -> 
     with bar, user_errors():
         task = bar.add_task("sweep", total=len(multipliers))
         return run_sweep(
-            base, multipliers, real=real, progress=lambda done: bar.update(task, completed=done)
+            base,
+            multipliers,
+            real=real,
+            jobs=jobs,
+            progress=lambda done: bar.update(task, completed=done),
         )
 
 

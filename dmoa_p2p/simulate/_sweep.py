@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import math
+import multiprocessing
 import statistics
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -175,19 +177,45 @@ def run_sweep(
     multipliers: Sequence[float],
     *,
     real: bool = False,
+    jobs: int = 1,
     progress: Callable[[float], None] | None = None,
 ) -> Sweep:
-    """One run per multiplier of the predicted threshold; `progress` gets points done (float)."""
-    results = []
-    run = simulate_real if real else simulate
-    for index, multiplier in enumerate(multipliers):
-        step: Progress | None = None
-        if progress is not None:
-            step = functools.partial(_offset, progress, index)
-        results.append(run(point_config(base, multiplier, index), step))
-        if progress is not None:
-            progress(index + 1)
+    """One run per multiplier of the predicted threshold; `progress` gets points done (float).
+
+    `jobs` > 1 runs that many virtual-time points at once, each in its own process (the
+    results are the same: every point has its own seed). Real runs share the machine's
+    clock and cores, so they go one at a time.
+    """
+    if real and jobs > 1:
+        raise ValueError("real runs go one at a time: they would slow each other down")
+    configs = [point_config(base, m, i) for i, m in enumerate(multipliers)]
+    if jobs > 1 and len(configs) > 1:
+        results = _run_in_processes(configs, jobs, progress)
+    else:
+        results = []
+        run = simulate_real if real else simulate
+        for index, config in enumerate(configs):
+            step: Progress | None = None
+            if progress is not None:
+                step = functools.partial(_offset, progress, index)
+            results.append(run(config, step))
+            if progress is not None:
+                progress(index + 1)
     return Sweep(base, tuple(multipliers), tuple(results), real)
+
+
+def _run_in_processes(
+    configs: Sequence[RunConfig], jobs: int, progress: Callable[[float], None] | None
+) -> list[RunResult]:
+    # spawn, not fork: the parent may have threads (the progress bar's) that fork would copy
+    context = multiprocessing.get_context("spawn")
+    workers = min(jobs, len(configs))
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+        futures = [pool.submit(simulate, config) for config in configs]
+        for done, _ in enumerate(concurrent.futures.as_completed(futures), start=1):
+            if progress is not None:
+                progress(done)
+        return [future.result() for future in futures]
 
 
 def _offset(progress: Callable[[float], None], done: int, fraction: float) -> None:

@@ -16,7 +16,7 @@ from dmoa_p2p.simulate import RunConfig, RunResult, predicted_mean_queue, predic
 from dmoa_p2p.simulate import simulate as run
 from dmoa_p2p.simulate._metrics import books_balance, percentile, slope
 from dmoa_p2p.simulate._model import device_utilisations, saturation_rate
-from dmoa_p2p.simulate._sweep import hinge_fit, point_config
+from dmoa_p2p.simulate._sweep import hinge_fit, point_config, run_sweep
 
 # n=3, M=1, k=1: 3 inferences per prompt, α = 1 s, so λ* = 1/3 per user; cheap to simulate
 BASE = RunConfig(alphas=(1.0, 1.0, 1.0), layers=1, proposers=1, rate=1.0, duration_s=200)
@@ -194,3 +194,22 @@ def test_with_every_peer_a_candidate_the_drawn_prediction_is_theorem_1() -> None
     result = run(at(0.5, duration_s=60, warmup_s=20))
     assert result.drawn_threshold == pytest.approx(THRESHOLD)
     assert result.to_json()["connections"]["max"] == 2
+
+
+@pytest.mark.integration  # spawns two Python processes: seconds, not a unit
+def test_points_run_in_processes_are_the_points_run_one_after_another() -> None:
+    base = attrs.evolve(BASE, duration_s=40, warmup_s=10)
+    alone = run_sweep(base, [0.5, 1.2])
+    done: list[float] = []
+    together = run_sweep(base, [0.5, 1.2], jobs=2, progress=done.append)
+    assert [r.raw.samples for r in together.results] == [r.raw.samples for r in alone.results]
+    assert [r.config for r in together.results] == [r.config for r in alone.results]
+    assert done == [1, 2]
+
+
+def test_jobs_are_refused_for_real_runs() -> None:
+    with pytest.raises(ValueError, match="one at a time"):
+        run_sweep(BASE, [0.5, 1.2], real=True, jobs=2)
+    result = CliRunner().invoke(cli, ["simulate", "--real", "--jobs", "2"])
+    assert result.exit_code != 0
+    assert "--jobs runs virtual-time points only" in result.output
