@@ -1,6 +1,6 @@
 """`dmoa-p2p eval`: question sets scored by code, configurations compared with honest statistics."""
 
-from dmoa_p2p.eval._checks import CHECK_KINDS, Checker, QuestionSetError, build_check, normalise
+from dmoa_p2p.eval._checks import CHECK_KINDS, Checker, EvalError, build_check, normalise
 from dmoa_p2p.eval._items import (
     BUILT_IN_SETS,
     LEVELS,
@@ -16,8 +16,8 @@ __all__ = [
     "CHECK_KINDS",
     "LEVELS",
     "Checker",
+    "EvalError",
     "Item",
-    "QuestionSetError",
     "arithmetic_items",
     "build_check",
     "built_in_set",

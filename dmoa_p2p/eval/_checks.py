@@ -19,8 +19,9 @@ _SENTENCE_END = re.compile(r"[.!?]+(?:\s|$)")
 _FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
 
 
-class QuestionSetError(Exception):
-    """A question set is malformed: a set file's mistake, not the model's."""
+class EvalError(Exception):
+    """A question set, configuration or target an evaluation cannot use (a set file's
+    mistake, not the model's); the message says what to fix."""
 
 
 def normalise(text: str) -> str:
@@ -39,18 +40,18 @@ def words(text: str) -> list[str]:
 
 
 def build_check(spec: Any) -> Checker:
-    """The checker a set file's `check` object describes; QuestionSetError if it is malformed."""
+    """The checker a set file's `check` object describes; EvalError if it is malformed."""
     if not isinstance(spec, Mapping) or not isinstance(spec.get("kind"), str):
-        raise QuestionSetError('a check is an object with a "kind"')
+        raise EvalError('a check is an object with a "kind"')
     kind = spec["kind"]
     build = _KINDS.get(kind)
     if build is None:
-        raise QuestionSetError(f"unknown check kind {kind!r}; known: {', '.join(sorted(_KINDS))}")
+        raise EvalError(f"unknown check kind {kind!r}; known: {', '.join(sorted(_KINDS))}")
     params = {key: value for key, value in spec.items() if key != "kind"}
     try:
         return build(params)
     except (KeyError, TypeError, ValueError) as exc:
-        raise QuestionSetError(f"check {kind!r}: {exc}") from None
+        raise EvalError(f"check {kind!r}: {exc}") from None
 
 
 def choice_letters(count: int) -> str:

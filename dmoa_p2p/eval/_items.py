@@ -11,7 +11,7 @@ from typing import Any
 
 import attrs
 
-from dmoa_p2p.eval._checks import Checker, QuestionSetError, build_check, choice_letters
+from dmoa_p2p.eval._checks import Checker, EvalError, build_check, choice_letters
 
 BUILT_IN_SETS = ("arithmetic", "knowledge", "instructions")
 MAX_PROMPT_CHARS = 4000
@@ -36,24 +36,24 @@ class Item:
 
 
 def item_of(data: Any, set_name: str, where: str) -> Item:
-    """An item from one JSON object of a set file; QuestionSetError saying what is wrong."""
+    """An item from one JSON object of a set file; EvalError saying what is wrong."""
     if not isinstance(data, dict):
-        raise QuestionSetError(f"{where}: an item is a JSON object")
+        raise EvalError(f"{where}: an item is a JSON object")
     unknown = set(data) - {"id", "prompt", "check", "level"}
     if unknown:
-        raise QuestionSetError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
+        raise EvalError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
     item_id, prompt, level = data.get("id"), data.get("prompt"), data.get("level", "")
     if not isinstance(item_id, str) or not item_id or len(item_id) > 200:
-        raise QuestionSetError(f'{where}: "id" must be a string of 1 to 200 characters')
+        raise EvalError(f'{where}: "id" must be a string of 1 to 200 characters')
     if not isinstance(prompt, str) or not prompt.strip():
-        raise QuestionSetError(f'{where}: "prompt" must be a non-empty string')
+        raise EvalError(f'{where}: "prompt" must be a non-empty string')
     if not isinstance(level, str):
-        raise QuestionSetError(f'{where}: "level" must be a string')
+        raise EvalError(f'{where}: "level" must be a string')
     spec = data.get("check")
     try:
         checker = build_check(spec)
-    except QuestionSetError as exc:
-        raise QuestionSetError(f"{where}: {exc}") from None
+    except EvalError as exc:
+        raise EvalError(f"{where}: {exc}") from None
     assert isinstance(spec, dict)
     if spec["kind"] == "choice":
         options = "\n".join(
@@ -62,7 +62,7 @@ def item_of(data: Any, set_name: str, where: str) -> Item:
         )
         prompt = f"{prompt.strip()}\n\n{options}\n\n{CHOICE_INSTRUCTION}"
     if len(prompt) > MAX_PROMPT_CHARS:
-        raise QuestionSetError(f"{where}: the prompt is over {MAX_PROMPT_CHARS} characters")
+        raise EvalError(f"{where}: the prompt is over {MAX_PROMPT_CHARS} characters")
     return Item(item_id, set_name, prompt, spec, checker, level)
 
 
@@ -71,7 +71,7 @@ def read_set(path: Path) -> list[Item]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
-        raise QuestionSetError(f"cannot read question set {path}: {exc.strerror}") from None
+        raise EvalError(f"cannot read question set {path}: {exc.strerror}") from None
     return _parse(lines, path.stem, str(path))
 
 
@@ -81,7 +81,7 @@ def built_in_set(name: str, *, seed: int = 1, count: int | None = None) -> list[
     if name == "arithmetic":
         return arithmetic_items(seed, 200 if count is None else count)
     if name not in BUILT_IN_SETS:
-        raise QuestionSetError(f"no built-in set {name!r}; built in: {', '.join(BUILT_IN_SETS)}")
+        raise EvalError(f"no built-in set {name!r}; built in: {', '.join(BUILT_IN_SETS)}")
     text = resources.files("dmoa_p2p.eval").joinpath(f"data/{name}.jsonl").read_text("utf-8")
     items = _parse(text.splitlines(), name, f"built-in set {name}")
     return items if count is None else items[:count]
@@ -93,7 +93,7 @@ def load_set(name_or_path: str, *, seed: int = 1, count: int | None = None) -> l
         return built_in_set(name_or_path, seed=seed, count=count)
     path = Path(name_or_path)
     if not path.exists():
-        raise QuestionSetError(
+        raise EvalError(
             f"{name_or_path!r} is neither a built-in set ({', '.join(BUILT_IN_SETS)}) nor a file"
         )
     items = read_set(path)
@@ -110,16 +110,16 @@ def _parse(lines: Sequence[str], set_name: str, source: str) -> list[Item]:
         try:
             data = json.loads(line)
         except ValueError as exc:
-            raise QuestionSetError(f"{where}: not JSON ({exc})") from None
+            raise EvalError(f"{where}: not JSON ({exc})") from None
         item = item_of(data, set_name, where)
         if item.id in seen:
-            raise QuestionSetError(f"{where}: id {item.id!r} is used twice")
+            raise EvalError(f"{where}: id {item.id!r} is used twice")
         seen.add(item.id)
         items.append(item)
         if len(items) > MAX_ITEMS:
-            raise QuestionSetError(f"{source}: more than {MAX_ITEMS} items")
+            raise EvalError(f"{source}: more than {MAX_ITEMS} items")
     if not items:
-        raise QuestionSetError(f"{source}: no items")
+        raise EvalError(f"{source}: no items")
     return items
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dmoa_p2p.eval import QuestionSetError, build_check, normalise
+from dmoa_p2p.eval import EvalError, build_check, normalise
 
 
 def test_normalise_drops_case_punctuation_articles_and_lead_ins() -> None:
@@ -105,5 +105,5 @@ def test_instruction_checks() -> None:
     ],
 )
 def test_a_malformed_check_says_what_is_wrong(spec: object, says: str) -> None:
-    with pytest.raises(QuestionSetError, match=says.replace("(", r"\(")):
+    with pytest.raises(EvalError, match=says.replace("(", r"\(")):
         build_check(spec)

@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from dmoa_p2p.eval import LEVELS, QuestionSetError, arithmetic_items, built_in_set, load_set
+from dmoa_p2p.eval import LEVELS, EvalError, arithmetic_items, built_in_set, load_set
+from dmoa_p2p.eval._configs import (
+    BASELINE,
+    default_grid,
+    parse_configuration,
+    parse_configurations,
+)
 
 
 def test_arithmetic_is_the_same_for_a_seed_and_scored_by_its_answer() -> None:
@@ -63,7 +69,7 @@ def test_a_users_set_is_read_with_its_errors_named_by_line(tmp_path: Path) -> No
 
     def error(*lines: object) -> str:
         path.write_text("\n".join(json.dumps(x) if not isinstance(x, str) else x for x in lines))
-        with pytest.raises(QuestionSetError) as caught:
+        with pytest.raises(EvalError) as caught:
             load_set(str(path))
         return str(caught.value)
 
@@ -73,7 +79,7 @@ def test_a_users_set_is_read_with_its_errors_named_by_line(tmp_path: Path) -> No
     assert '"prompt" must be' in error({**good, "prompt": " "})
     assert "line 1: check 'number'" in error({**good, "check": {"kind": "number"}})
     assert "no items" in error("# nothing")
-    with pytest.raises(QuestionSetError, match="neither a built-in set"):
+    with pytest.raises(EvalError, match="neither a built-in set"):
         load_set(str(tmp_path / "missing.jsonl"))
 
 
@@ -81,3 +87,16 @@ def test_a_set_can_be_cut_to_its_first_items() -> None:
     first = built_in_set("knowledge", count=3)
     assert [i.id for i in first] == ["fact-001", "fact-002", "fact-003"]
     assert len(built_in_set("arithmetic", count=12)) == 12
+
+
+def test_configurations_are_named_and_parsed_back() -> None:
+    grid = default_grid()
+    assert len(grid) == 1 + 4 * 2 * 3 + 3 * 3 and grid[0] == BASELINE
+    assert all(parse_configuration(c.name) == c for c in grid)
+    mixed = parse_configurations("m2k2-raw-vote, self-k2-moa, m2k2-raw-vote")
+    assert [c.name for c in mixed] == ["one", "m2k2-raw-vote", "self-k2-moa"]
+    assert mixed[1].model_name() == "dmoa:layers=2,proposers=2,strategy=raw,aggregator=vote"
+    assert mixed[2].self_moa and not mixed[2].needs_swarm and mixed[1].needs_swarm
+    for bad in ("m1k0-raw-moa", "m1k2-moa", "three", "self-k0-vote"):
+        with pytest.raises(EvalError, match=r"configuration|needs"):
+            parse_configuration(bad)
