@@ -1,0 +1,117 @@
+"""An evaluation's figures per configuration and set, and the files others read them in."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from dmoa_p2p.eval._configs import BASELINE, Configuration
+from dmoa_p2p.eval._results import Outcome, ResultsFile
+from dmoa_p2p.eval._stats import PairedComparison, compare_paired, wilson_interval
+from dmoa_p2p.simulate import percentile
+
+ALL_SETS = "all"
+
+
+@attrs.frozen
+class Row:
+    """One configuration on one set (or on all of them)."""
+
+    configuration: str
+    set: str
+    answers: int
+    correct: int
+    low: float  # Wilson 95 % interval of the accuracy
+    high: float
+    against_baseline: PairedComparison | None  # None for the baseline itself
+    latency_p50_s: float
+    latency_p95_s: float
+    mean_queue: float | None  # mean over the samples taken while this configuration ran
+    inferences_per_answer: float
+    tokens_per_answer: float
+    failed: int  # no answer (refused, unreachable): counted as wrong
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.answers if self.answers else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        data = attrs.asdict(self)
+        data["accuracy"] = self.accuracy
+        return data
+
+
+def summarise(results: ResultsFile, configurations: Sequence[Configuration]) -> list[Row]:
+    """A row per configuration and set, and per configuration over all sets, in the
+    configurations' order; each against the baseline on the items both answered."""
+    sets = sorted({o.set for o in results.outcomes.values()})
+    baseline = {o.key[1:]: o for o in results.of(BASELINE.name)}
+    rows = []
+    for configuration in configurations:
+        mine = list(results.of(configuration.name))
+        queue = [q.mean_length for q in results.queue if q.configuration == configuration.name]
+        for set_name in [*sets, ALL_SETS] if len(sets) > 1 else sets:
+            chosen = [o for o in mine if set_name in (ALL_SETS, o.set)]
+            if chosen:
+                rows.append(_row(configuration, set_name, chosen, baseline, queue))
+    return rows
+
+
+def _row(
+    configuration: Configuration,
+    set_name: str,
+    outcomes: Sequence[Outcome],
+    baseline: dict[tuple[str, str, int], Outcome],
+    queue: Sequence[float],
+) -> Row:
+    correct = sum(o.correct for o in outcomes)
+    low, high = wilson_interval(correct, len(outcomes))
+    comparison = None
+    if not configuration.is_baseline:
+        pairs = [(o, baseline[o.key[1:]]) for o in outcomes if o.key[1:] in baseline]
+        comparison = compare_paired([o.correct for o, _ in pairs], [b.correct for _, b in pairs])
+    answered = [o for o in outcomes if not o.error]
+    latencies = [o.latency_s for o in answered]
+    return Row(
+        configuration.name,
+        set_name,
+        len(outcomes),
+        correct,
+        low,
+        high,
+        comparison,
+        percentile(latencies, 0.5),
+        percentile(latencies, 0.95),
+        statistics.fmean(queue) if queue else None,
+        statistics.fmean(o.inferences for o in answered) if answered else 0.0,
+        statistics.fmean(o.tokens for o in answered) if answered else 0.0,
+        len(outcomes) - len(answered),
+    )
+
+
+def write_alpaca_outputs(results: ResultsFile, directory: Path) -> list[Path]:
+    """One AlpacaEval model-outputs file per configuration (`instruction`, `output`,
+    `generator`, `dataset`), first repeat only, for `alpaca_eval --model_outputs`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    by_configuration: dict[str, list[dict[str, str]]] = {}
+    for outcome in results.outcomes.values():
+        if outcome.repeat == 0:
+            by_configuration.setdefault(outcome.configuration, []).append(
+                {
+                    "instruction": outcome.prompt,
+                    "output": outcome.answer,
+                    "generator": f"dmoa-p2p {outcome.configuration}",
+                    "dataset": outcome.set,
+                }
+            )
+    written = []
+    for name, entries in by_configuration.items():
+        path = directory / f"{name}.json"
+        path.write_text(json.dumps(entries, indent=1, ensure_ascii=False) + "\n", "utf-8")
+        written.append(path)
+    return written

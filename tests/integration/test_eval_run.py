@@ -1,0 +1,75 @@
+"""`dmoa_p2p.eval` against real nodes' HTTP APIs: every configuration answers, reruns resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+
+from dmoa_p2p.eval import arithmetic_items
+from dmoa_p2p.eval._configs import parse_configurations
+from dmoa_p2p.eval._report import summarise, write_alpaca_outputs
+from dmoa_p2p.eval._results import ResultsFile
+from dmoa_p2p.eval._run import EvalSettings, run_eval
+from dmoa_p2p.eval._target import Target
+from dmoa_p2p.swarm import open_inprocess_swarm
+
+pytestmark = pytest.mark.integration
+FAKE = {"backend": "fake", "backend_options": {"service_time": "0.02"}}
+
+
+async def test_every_configuration_answers_every_item_and_a_rerun_resumes(tmp_path: Path) -> None:
+    items = arithmetic_items(1, 6)
+    configurations = parse_configurations("m1k2-augmented-vote,m1k1-raw-moa,self-k1-moa")
+    settings = EvalSettings(seed=5, concurrency=2)
+    path = tmp_path / "results.jsonl"
+    async with open_inprocess_swarm(
+        3, tmp_path / "swarm", presence_interval_s=0.5, http="127.0.0.1:0", **FAKE
+    ) as swarm:
+        await swarm.wait_converged(timeout_s=20)
+        urls = [m.http_urls[0] for m in swarm.members]
+        async with httpx.AsyncClient() as client:
+            targets = [await Target.connect(client, url) for url in urls]
+            assert targets[0].info.dmoa_node and targets[0].info.model == "fake"
+            results = ResultsFile(path, settings.to_json())
+            seen: list[tuple[int, int]] = []
+            with trio.fail_after(60):
+                await run_eval(
+                    targets[0], targets, items, configurations, settings, results,
+                    lambda done, total: seen.append((done, total)),
+                )
+            assert seen[-1] == (24, 24)
+            outcomes = list(results.outcomes.values())
+            assert len(outcomes) == 24 and not [o.error for o in outcomes if o.error]
+            calls = {o.configuration: o.inferences for o in outcomes}
+            # one model: 1; M=1, k=2 with vote: 2 proposals and the origin's, no final call;
+            # M=1, k=1 with moa: 2 proposals and the final; Self-MoA k=1: 2 samples, 1 final
+            assert calls == {"one": 1, "m1k2-augmented-vote": 3, "m1k1-raw-moa": 3,
+                             "self-k1-moa": 3}
+            assert all(o.latency_s > 0 and o.tokens > 0 for o in outcomes)
+
+            again = ResultsFile(path, settings.to_json())
+            assert set(again.outcomes) == set(results.outcomes)
+            asked: list[tuple[int, int]] = []
+            await run_eval(
+                targets[0], targets, items, configurations, settings, again,
+                lambda done, total: asked.append((done, total)),
+            )
+            assert asked[-1] == (24, 24)
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert sum("outcome" in line for line in lines) == 24  # the rerun added no answer
+    assert any("queue" in line for line in lines)
+
+    rows = summarise(again, configurations)
+    assert [r.configuration for r in rows] == [c.name for c in configurations]
+    assert all(r.answers == 6 for r in rows)
+    assert rows[0].against_baseline is None
+    assert all(r.against_baseline is not None and r.against_baseline.items == 6 for r in rows[1:])
+    written = write_alpaca_outputs(again, tmp_path / "alpaca")
+    entries = json.loads((tmp_path / "alpaca" / "self-k1-moa.json").read_text())
+    assert len(written) == 4 and len(entries) == 6
+    assert set(entries[0]) == {"instruction", "output", "generator", "dataset"}
+    assert entries[0]["dataset"] == "arithmetic" and entries[0]["instruction"] == items[0].prompt

@@ -1,0 +1,75 @@
+"""An evaluation's results file: appended per answer, resumed, refused when settings differ."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dmoa_p2p.eval import EvalError
+from dmoa_p2p.eval._configs import parse_configurations
+from dmoa_p2p.eval._report import ALL_SETS, summarise
+from dmoa_p2p.eval._results import Outcome, QueueSample, ResultsFile
+
+SETTINGS = {"seed": 1, "max_tokens": 64}
+
+
+def outcome(configuration: str, item: str, correct: bool, set_name: str = "s") -> Outcome:
+    return Outcome(configuration, set_name, item, 0, f"q {item}", "a", correct, 1.5, 2, 30)
+
+
+def test_a_results_file_is_resumed_and_refused_with_other_settings(tmp_path: Path) -> None:
+    path = tmp_path / "r.jsonl"
+    first = ResultsFile(path, SETTINGS)
+    first.add(outcome("one", "1", True))
+    first.add_queue(QueueSample("one", 0.5, 1.0))
+    again = ResultsFile(path, SETTINGS)
+    assert again.done(("one", "s", "1", 0)) and not again.done(("one", "s", "2", 0))
+    assert again.outcomes == first.outcomes and again.queue == first.queue
+    with pytest.raises(EvalError, match=r"other settings \(max_tokens\)"):
+        ResultsFile(path, {**SETTINGS, "max_tokens": 128})
+    (tmp_path / "other.txt").write_text("hello\n")
+    with pytest.raises(EvalError, match="not a dmoa-p2p eval results file"):
+        ResultsFile(tmp_path / "other.txt", SETTINGS)
+
+
+def test_a_line_cut_off_at_the_end_is_dropped_one_in_the_middle_is_an_error(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "r.jsonl"
+    ResultsFile(path, SETTINGS).add(outcome("one", "1", True))
+    with path.open("a") as out:
+        out.write('{"outcome": {"configuration": "one", "se')  # killed mid-write
+    resumed = ResultsFile(path, SETTINGS)
+    assert len(resumed.outcomes) == 1
+    resumed.add(outcome("one", "2", False))
+    assert len(ResultsFile(path, SETTINGS).outcomes) == 2
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([lines[0], "{broken", *lines[1:]]) + "\n")
+    with pytest.raises(EvalError, match="line 2 is damaged"):
+        ResultsFile(path, SETTINGS)
+
+
+def test_each_configuration_is_compared_with_the_baseline_on_the_same_items(
+    tmp_path: Path,
+) -> None:
+    results = ResultsFile(tmp_path / "r.jsonl", SETTINGS)
+    for i in range(20):
+        results.add(outcome("one", str(i), i < 5, set_name="a" if i % 2 else "b"))
+        results.add(outcome("self-k2-vote", str(i), i < 15, set_name="a" if i % 2 else "b"))
+    results.add_queue(QueueSample("self-k2-vote", 1.0, 2.0))
+    results.add_queue(QueueSample("self-k2-vote", 2.0, 4.0))
+    rows = summarise(results, parse_configurations("self-k2-vote"))
+    assert [(r.configuration, r.set) for r in rows] == [
+        ("one", "a"), ("one", "b"), ("one", ALL_SETS),
+        ("self-k2-vote", "a"), ("self-k2-vote", "b"), ("self-k2-vote", ALL_SETS),
+    ]
+    overall = rows[-1]
+    assert (overall.answers, overall.correct, overall.accuracy) == (20, 15, 0.75)
+    assert overall.low < 0.75 < overall.high
+    comparison = overall.against_baseline
+    assert comparison is not None
+    assert (comparison.only_this, comparison.only_baseline) == (10, 0)
+    assert comparison.difference == pytest.approx(0.5) and comparison.p_value < 0.01
+    assert overall.mean_queue == 3.0 and rows[2].mean_queue is None
+    assert (overall.latency_p50_s, overall.inferences_per_answer) == (1.5, 2.0)
