@@ -299,17 +299,20 @@ async def open_process_swarm(
     http_base_port: int | None = None,
     stderr_dir: Path | None = None,
     env: Mapping[str, str] | None = None,
+    member_args: Mapping[int, Sequence[str]] | None = None,
 ) -> AsyncIterator[ProcessSwarm]:
     """Start `n` node processes (the first is the bootstrap); interrupt and reap them on exit.
 
-    `node_args` are extra `dmoa-p2p node` options for every member (e.g. the backend); with
+    `node_args` are extra `dmoa-p2p node` options for every member (e.g. the backend), and
+    `member_args[i]` more for node i after them (e.g. its own model); with
     `http_base_port`, node i serves its HTTP API on 127.0.0.1:`http_base_port + i`; with
     `stderr_dir`, node i logs to `stderr_dir`/node<i>.log; `env` is set for every member.
     """
 
     def args(i: int) -> list[str]:
         http = member_http(i, http_base_port)
-        return [*node_args, *(["--http", http] if http else [])]
+        own = (member_args or {}).get(i, ())
+        return [*node_args, *own, *(["--http", http] if http else [])]
 
     with swarm_dir(base_dir) as base:
         swarm = ProcessSwarm()

@@ -16,7 +16,11 @@ from dmoa_p2p.cli._swarm import swarm
 COMMANDS = (keygen, node, peers, providers, swarm, ask, chat, plugins, stability)
 for command in COMMANDS:
     cli.add_command(command)
-cli.lazy.update(bench="dmoa_p2p.cli._benches:bench", simulate="dmoa_p2p.cli._simulate:simulate")
+cli.lazy.update(
+    bench="dmoa_p2p.cli._benches:bench",
+    simulate="dmoa_p2p.cli._simulate:simulate",
+    eval="dmoa_p2p.cli._eval:eval_command",
+)
 
 
 def main() -> None:

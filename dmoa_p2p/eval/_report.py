@@ -11,6 +11,7 @@ from typing import Any
 import attrs
 
 from dmoa_p2p.eval._configs import BASELINE, Configuration
+from dmoa_p2p.eval._items import Item
 from dmoa_p2p.eval._results import Outcome, ResultsFile
 from dmoa_p2p.eval._stats import PairedComparison, compare_paired, wilson_interval
 from dmoa_p2p.simulate import percentile
@@ -94,21 +95,26 @@ def _row(
     )
 
 
-def write_alpaca_outputs(results: ResultsFile, directory: Path) -> list[Path]:
+def write_alpaca_outputs(
+    results: ResultsFile, items: Sequence[Item], directory: Path
+) -> list[Path]:
     """One AlpacaEval model-outputs file per configuration (`instruction`, `output`,
-    `generator`, `dataset`), first repeat only, for `alpaca_eval --model_outputs`."""
+    `generator`, `dataset`), first repeat only, in the order of `items`, for
+    `alpaca_eval --model_outputs`."""
     directory.mkdir(parents=True, exist_ok=True)
+    order = {(item.set, item.id): i for i, item in enumerate(items)}
+    chosen = [o for o in results.outcomes.values() if o.repeat == 0 and (o.set, o.item) in order]
+    chosen.sort(key=lambda o: order[o.set, o.item])
     by_configuration: dict[str, list[dict[str, str]]] = {}
-    for outcome in results.outcomes.values():
-        if outcome.repeat == 0:
-            by_configuration.setdefault(outcome.configuration, []).append(
-                {
-                    "instruction": outcome.prompt,
-                    "output": outcome.answer,
-                    "generator": f"dmoa-p2p {outcome.configuration}",
-                    "dataset": outcome.set,
-                }
-            )
+    for outcome in chosen:
+        by_configuration.setdefault(outcome.configuration, []).append(
+            {
+                "instruction": outcome.prompt,
+                "output": outcome.answer,
+                "generator": f"dmoa-p2p {outcome.configuration}",
+                "dataset": outcome.set,
+            }
+        )
     written = []
     for name, entries in by_configuration.items():
         path = directory / f"{name}.json"

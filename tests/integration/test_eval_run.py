@@ -8,7 +8,9 @@ from pathlib import Path
 import httpx
 import pytest
 import trio
+from click.testing import CliRunner
 
+from dmoa_p2p.cli import cli
 from dmoa_p2p.eval import arithmetic_items
 from dmoa_p2p.eval._configs import parse_configurations
 from dmoa_p2p.eval._report import summarise, write_alpaca_outputs
@@ -68,8 +70,33 @@ async def test_every_configuration_answers_every_item_and_a_rerun_resumes(tmp_pa
     assert all(r.answers == 6 for r in rows)
     assert rows[0].against_baseline is None
     assert all(r.against_baseline is not None and r.against_baseline.items == 6 for r in rows[1:])
-    written = write_alpaca_outputs(again, tmp_path / "alpaca")
+    written = write_alpaca_outputs(again, items, tmp_path / "alpaca")
     entries = json.loads((tmp_path / "alpaca" / "self-k1-moa.json").read_text())
     assert len(written) == 4 and len(entries) == 6
     assert set(entries[0]) == {"instruction", "output", "generator", "dataset"}
     assert entries[0]["dataset"] == "arithmetic" and entries[0]["instruction"] == items[0].prompt
+
+
+def test_the_command_starts_a_swarm_writes_its_files_and_resumes(tmp_path: Path) -> None:
+    args = ["eval", "--nodes", "3", "--backend", "fake", "-o", "service_time=0.01"]
+    args += ["--node-option", "2:service_time=0.02", "--http-base-port", "18940"]
+    args += ["--sets", "arithmetic,knowledge", "--count", "4", "--configs", "m1k1-raw-vote"]
+    args += ["--results", str(tmp_path / "r.jsonl"), "--plot", str(tmp_path / "e.png")]
+    args += ["--alpaca-dir", str(tmp_path / "alpaca"), "--json"]
+    first = CliRunner().invoke(cli, args)
+    assert first.exit_code == 0, first.output
+    data = json.loads(first.stdout)
+    rows = {(r["configuration"], r["set"]): r for r in data["rows"]}
+    assert set(rows) == {
+        (c, s) for c in ("one", "m1k1-raw-vote") for s in ("arithmetic", "knowledge", "all")
+    }
+    assert rows["one", "all"]["answers"] == 8 and rows["m1k1-raw-vote", "all"]["failed"] == 0
+    assert rows["m1k1-raw-vote", "all"]["against_baseline"]["items"] == 8
+    assert data["settings"]["target"]["node_options"] == {"2": {"service_time": "0.02"}}
+    assert (tmp_path / "e.png").stat().st_size > 10_000
+    assert len(data["alpaca_outputs"]) == 2
+    lines = (tmp_path / "r.jsonl").read_text().count('"outcome"')
+    again = CliRunner().invoke(cli, args)
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["rows"] == data["rows"]
+    assert (tmp_path / "r.jsonl").read_text().count('"outcome"') == lines == 16

@@ -1,4 +1,5 @@
-"""The `openai` backend against a real `python -m llama_cpp.server` with SmolLM2 on 127.0.0.1."""
+"""The `openai` backend, and `eval`, against a real `python -m llama_cpp.server` with SmolLM2
+on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -18,6 +19,11 @@ import trio
 
 from dmoa_p2p.backends import ChatMessage, GenerationParams
 from dmoa_p2p.backends.openai_http import UNDISCOVERED_MODEL_NAME, OpenAIHttpBackend
+from dmoa_p2p.eval import EvalError, arithmetic_items
+from dmoa_p2p.eval._configs import parse_configurations
+from dmoa_p2p.eval._results import ResultsFile
+from dmoa_p2p.eval._run import EvalSettings, run_eval
+from dmoa_p2p.eval._target import Target
 from dmoa_p2p.moa import QueryRequest
 from dmoa_p2p.registry import create_plugin
 from dmoa_p2p.swarm import open_inprocess_swarm
@@ -158,3 +164,27 @@ async def test_stop_strings_end_the_answer_on_the_server(llama_server: str) -> N
     assert stop not in whole.text and free.text.startswith(whole.text.rstrip())
     assert whole.finish_reason == "stop"
     assert (streamed.text, streamed.finish_reason) == (whole.text, "stop")
+
+
+async def test_eval_asks_a_plain_server_for_one_model_and_self_moa_only(
+    llama_server: str, tmp_path: Path
+) -> None:
+    items = arithmetic_items(2, 4)
+    settings = EvalSettings(max_tokens=16)
+    results = ResultsFile(tmp_path / "results.jsonl", settings.to_json())
+    async with httpx.AsyncClient() as client:
+        target = await Target.connect(client, llama_server)
+        assert not target.info.dmoa_node and target.info.model
+        with pytest.raises(EvalError, match="is no dmoa-p2p node, so it cannot run m1k1-raw-moa"):
+            await run_eval(
+                target, [target], items, parse_configurations("m1k1-raw-moa"), settings, results
+            )
+        with trio.fail_after(120):
+            await run_eval(
+                target, [target], items, parse_configurations("self-k1-vote"), settings, results
+            )
+    outcomes = list(results.outcomes.values())
+    assert len(outcomes) == 8 and not [o.error for o in outcomes if o.error]
+    assert {o.configuration: o.inferences for o in outcomes} == {"one": 1, "self-k1-vote": 2}
+    assert all(o.answer and o.tokens > 0 for o in outcomes)
+    assert not results.queue  # a plain server has no queue to sample
