@@ -33,13 +33,23 @@ from dmoa_p2p.cli._common import (
     user_errors,
     verbosity,
 )
-from dmoa_p2p.eval import BUILT_IN_SETS, EvalError, Item, load_set
-from dmoa_p2p.eval._configs import Configuration, default_grid, parse_configurations
-from dmoa_p2p.eval._plot import plot_rows
-from dmoa_p2p.eval._report import Row, summarise, write_alpaca_outputs
-from dmoa_p2p.eval._results import ResultsFile
-from dmoa_p2p.eval._run import EvalSettings, run_eval
-from dmoa_p2p.eval._target import Target
+from dmoa_p2p.eval import (
+    BUILT_IN_SETS,
+    Configuration,
+    EvalError,
+    EvalSettings,
+    Item,
+    ResultsFile,
+    Row,
+    Target,
+    default_grid,
+    load_set,
+    parse_configurations,
+    plot_rows,
+    run_eval,
+    summarise,
+    write_alpaca_outputs,
+)
 from dmoa_p2p.swarm import SwarmError, member_http, open_process_swarm
 
 JOIN_TIMEOUT_S = 120.0

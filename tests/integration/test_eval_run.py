@@ -11,12 +11,16 @@ import trio
 from click.testing import CliRunner
 
 from dmoa_p2p.cli import cli
-from dmoa_p2p.eval import arithmetic_items
-from dmoa_p2p.eval._configs import parse_configurations
-from dmoa_p2p.eval._report import summarise, write_alpaca_outputs
-from dmoa_p2p.eval._results import ResultsFile
-from dmoa_p2p.eval._run import EvalSettings, run_eval
-from dmoa_p2p.eval._target import Target
+from dmoa_p2p.eval import (
+    EvalSettings,
+    ResultsFile,
+    Target,
+    arithmetic_items,
+    parse_configurations,
+    run_eval,
+    summarise,
+    write_alpaca_outputs,
+)
 from dmoa_p2p.swarm import open_inprocess_swarm
 
 pytestmark = pytest.mark.integration

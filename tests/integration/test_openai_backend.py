@@ -19,11 +19,15 @@ import trio
 
 from dmoa_p2p.backends import ChatMessage, GenerationParams
 from dmoa_p2p.backends.openai_http import UNDISCOVERED_MODEL_NAME, OpenAIHttpBackend
-from dmoa_p2p.eval import EvalError, arithmetic_items
-from dmoa_p2p.eval._configs import parse_configurations
-from dmoa_p2p.eval._results import ResultsFile
-from dmoa_p2p.eval._run import EvalSettings, run_eval
-from dmoa_p2p.eval._target import Target
+from dmoa_p2p.eval import (
+    EvalError,
+    EvalSettings,
+    ResultsFile,
+    Target,
+    arithmetic_items,
+    parse_configurations,
+    run_eval,
+)
 from dmoa_p2p.moa import QueryRequest
 from dmoa_p2p.registry import create_plugin
 from dmoa_p2p.swarm import open_inprocess_swarm

@@ -6,10 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from dmoa_p2p.eval import EvalError
-from dmoa_p2p.eval._configs import parse_configurations
-from dmoa_p2p.eval._report import ALL_SETS, summarise
-from dmoa_p2p.eval._results import Outcome, QueueSample, ResultsFile
+from dmoa_p2p.eval import (
+    ALL_SETS,
+    EvalError,
+    Outcome,
+    QueueSample,
+    ResultsFile,
+    parse_configurations,
+    summarise,
+)
 
 SETTINGS = {"seed": 1, "max_tokens": 64}
 

@@ -8,10 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from dmoa_p2p.eval import LEVELS, EvalError, arithmetic_items, built_in_set, load_set
-from dmoa_p2p.eval._configs import (
+from dmoa_p2p.eval import (
     BASELINE,
+    LEVELS,
+    EvalError,
+    arithmetic_items,
+    built_in_set,
     default_grid,
+    load_set,
     parse_configuration,
     parse_configurations,
 )

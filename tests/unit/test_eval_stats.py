@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dmoa_p2p.eval._stats import compare_paired, mcnemar_p, wilson_interval
+from dmoa_p2p.eval import compare_paired, mcnemar_p, wilson_interval
 
 
 def test_wilson_interval_matches_published_values() -> None:

@@ -19,6 +19,7 @@ LAYERS: dict[str, int] = {
     "__main__": 110,
     "cli": 100,
     "bench": 90,  # the harnesses: benchmarks, simulations, the testing kit, localhost swarms
+    "eval": 90,
     "simulate": 85,
     "testing": 80,
     "swarm": 75,
