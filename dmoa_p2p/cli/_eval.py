@@ -155,6 +155,10 @@ def eval_command(**options: Any) -> None:
         return
     with user_errors(also=(EvalError, SwarmError)):
         configurations = parse_configurations(options["configs"])
+        for configuration in configurations:  # installed here: the nodes load the same ones
+            check_plugin_name("aggregator", configuration.aggregator)
+            if configuration.needs_swarm:
+                check_plugin_name("strategy", configuration.strategy)
         items = _items(options)
         settings = EvalSettings(
             seed=options["seed"],

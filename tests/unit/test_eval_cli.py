@@ -24,6 +24,8 @@ def test_mistakes_are_refused_in_one_line(tmp_path: Path) -> None:
         (["--sets", "trivia"], "neither a built-in set"),
         (["--node-option", "7:model=x.gguf"], "a node index below 3"),
         (["--backend", "no-such-backend"], "no-such-backend"),
+        (["--configs", "m1k2-augmented-judge"], "judge"),
+        (["--configs", "m1k2-sideways-moa"], "sideways"),
     ]
     for args, says in cases:
         result = CliRunner().invoke(cli, ["eval", *results, *args])
