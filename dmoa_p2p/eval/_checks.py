@@ -16,6 +16,8 @@ _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 _LETTER = re.compile(r"^\W*(?:answer\W*)?\(?([A-F])\b(?![A-Za-z'])", re.IGNORECASE)
 _BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+\S")
 _SENTENCE_END = re.compile(r"[.!?]+(?:\s|$)")
+_FIRST_SENTENCE = re.compile(r"[.!?](?:\s|$)")
+_COPULAS = frozenset({"is", "are", "was", "were"})
 _FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
 
 
@@ -73,10 +75,19 @@ def _count(params: Mapping[str, Any], key: str) -> int:
 
 
 def _exact(params: Mapping[str, Any]) -> Checker:
+    """The first line, normalised, is an accepted answer; or the first sentence states it
+    ("The capital of France is Paris."): it ends with "is/are/was/were <answer>"."""
     accepted = {normalise(answer) for answer in _strings(params, "answers")}
 
     def check(answer: str) -> bool:
-        return normalise(first_line(answer)) in accepted or normalise(answer) in accepted
+        line = first_line(answer)
+        if normalise(line) in accepted or normalise(answer) in accepted:
+            return True
+        words = normalise(_FIRST_SENTENCE.split(line.strip(), maxsplit=1)[0]).split()
+        return any(
+            len(words) > len(a) and words[-len(a) - 1] in _COPULAS and words[-len(a) :] == a
+            for a in (answer.split() for answer in accepted if answer)
+        )
 
     return check
 
