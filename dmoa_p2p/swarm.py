@@ -62,6 +62,14 @@ def member_config(data_dir: Path, bootstrap: tuple[str, ...], **overrides: Any) 
     )
 
 
+def backend_args(backend: str | None, options: Mapping[str, str]) -> list[str]:
+    """The `dmoa-p2p node` options that choose `backend` (None: the default) with `options`."""
+    args = ["--backend", backend] if backend else []
+    for key, value in options.items():
+        args += ["-o", f"{key}={value}"]
+    return args
+
+
 def member_http(index: int, http_base_port: int | None) -> str | None:
     """Member `index`'s HTTP API address: 127.0.0.1, port `http_base_port + index`."""
     return None if http_base_port is None else f"127.0.0.1:{http_base_port + index}"

@@ -50,7 +50,7 @@ from dmoa_p2p.eval import (
     summarise,
     write_alpaca_outputs,
 )
-from dmoa_p2p.swarm import SwarmError, member_http, open_process_swarm
+from dmoa_p2p.swarm import SwarmError, backend_args, member_http, open_process_swarm
 
 JOIN_TIMEOUT_S = 120.0
 
@@ -277,13 +277,8 @@ async def _servers(options: dict[str, Any], target: dict[str, Any]) -> AsyncIter
     if "base_url" in target:
         yield [target["base_url"]]
         return
-    node_args = ["--backend", target["backend"]] if target["backend"] else []
-    for key, value in target["backend_options"].items():
-        node_args += ["-o", f"{key}={value}"]
-    member_args = {
-        int(i): [arg for k, v in own.items() for arg in ("-o", f"{k}={v}")]
-        for i, own in target["node_options"].items()
-    }
+    node_args = backend_args(target["backend"], target["backend_options"])
+    member_args = {int(i): backend_args(None, own) for i, own in target["node_options"].items()}
     port, n = options["http_base_port"], target["nodes"]
     async with open_process_swarm(
         n, None, verbosity(), node_args, port, member_args=member_args

@@ -23,7 +23,13 @@ from dmoa_p2p.cli._common import (
     user_errors,
 )
 from dmoa_p2p.moa import Answer, QueryRequest
-from dmoa_p2p.swarm import SwarmError, SwarmMember, open_inprocess_swarm, open_process_swarm
+from dmoa_p2p.swarm import (
+    SwarmError,
+    SwarmMember,
+    backend_args,
+    open_inprocess_swarm,
+    open_process_swarm,
+)
 
 # progress and tables go to stderr so that --json output stays clean
 progress = Console(stderr=True)
@@ -106,9 +112,7 @@ def swarm(
         with user_errors():
             check_plugin_name("backend", backend)
     request = QueryRequest.from_json(query_request(query, prompt)) if prompt else None
-    node_args = ["--backend", backend] if backend else []
-    for key, value in options.items():
-        node_args += ["-o", f"{key}={value}"]
+    node_args = backend_args(backend, options)
     config: dict[str, Any] = {"backend_options": options, "http_base_port": http_base_port}
     if backend:
         config["backend"] = backend
