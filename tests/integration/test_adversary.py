@@ -59,6 +59,13 @@ def candidates(node: Node) -> set[str]:
     return {load.peer_id for load in node.engine.layer_context.peers()}
 
 
+def only_each_other(a: Node, b: Node) -> bool:
+    """Whether A and B would ask only each other: no record of anyone else left in either
+    view. Not A's alone: a record A shuffled to B comes back to A until its TTL is over (seen
+    in CI: A's candidates were B alone for a moment, then two made-up peers again)."""
+    return candidates(a) == {b.peer_id} and candidates(b) == {a.peer_id}
+
+
 def records_of(node: Node, peer_id: str) -> list[Any]:
     return [r for r in node.records() if r.peer_id == peer_id]
 
@@ -196,8 +203,7 @@ async def test_made_up_identities_leave_bounded_views_expire_and_cost_one_dial_p
         # the made-up peers sign no record once gone: within a TTL only the real one is
         # a proposer candidate
         ttl = honest.sampling.sampler.config.ttl_s
-        for node, other in ((honest, behind), (behind, honest)):
-            await wait_for(lambda: candidates(node) == {other.peer_id}, ttl + 5)  # noqa: B023
+        await wait_for(lambda: only_each_other(honest, behind), ttl + 5)
         await still_answers(honest, behind)
         await still_answers(behind, honest)
         # the address was dialled once by each node at most (py-libp2p tries a dial up to
@@ -232,7 +238,7 @@ async def test_hundreds_of_identities_that_connect_and_leave_do_not_lock_newcome
         assert len(honest.overlay.connected_peers()) == 1  # every made-up peer left
         # and their records expire (proposers drawn among them meanwhile are unreachable)
         ttl = honest.sampling.sampler.config.ttl_s
-        await wait_for(lambda: candidates(honest) == {behind.peer_id}, ttl + 5)
+        await wait_for(lambda: only_each_other(honest, behind), ttl + 5)
         newcomer: str | None = None
         async with open_libp2p_overlay(NodeIdentity.generate(), [LOCALHOST]) as late:
             try:
