@@ -171,7 +171,7 @@ def eval_command(**options: Any) -> None:
         target = _target_description(options)
         results = ResultsFile(options["results"], {**settings.to_json(), "target": target})
         _run(options, target, items, configurations, settings, results)
-    rows = summarise(results, configurations)
+    rows = summarise(results, configurations, items)
     if options["plot"] is not None:
         plot_rows(rows, options["plot"], _title(target, settings))
     alpaca: Path | None = options["alpaca_dir"]

@@ -47,14 +47,19 @@ class Row:
         return data
 
 
-def summarise(results: ResultsFile, configurations: Sequence[Configuration]) -> list[Row]:
+def summarise(
+    results: ResultsFile, configurations: Sequence[Configuration], items: Sequence[Item]
+) -> list[Row]:
     """A row per configuration and set, and per configuration over all sets, in the
-    configurations' order; each against the baseline on the items both answered."""
-    sets = sorted({o.set for o in results.outcomes.values()})
-    baseline = {o.key[1:]: o for o in results.of(BASELINE.name)}
+    configurations' order; each against the baseline on the items both answered. Only
+    `items` count: a file resumed with more items also holds answers to other ones."""
+    wanted = {(item.set, item.id) for item in items}
+    outcomes = [o for o in results.outcomes.values() if (o.set, o.item) in wanted]
+    sets = sorted({o.set for o in outcomes})
+    baseline = {o.key[1:]: o for o in outcomes if o.configuration == BASELINE.name}
     rows = []
     for configuration in configurations:
-        mine = list(results.of(configuration.name))
+        mine = [o for o in outcomes if o.configuration == configuration.name]
         queue = [q.mean_length for q in results.queue if q.configuration == configuration.name]
         for set_name in [*sets, ALL_SETS] if len(sets) > 1 else sets:
             chosen = [o for o in mine if set_name in (ALL_SETS, o.set)]

@@ -69,7 +69,7 @@ async def test_every_configuration_answers_every_item_and_a_rerun_resumes(tmp_pa
     assert sum("outcome" in line for line in lines) == 24  # the rerun added no answer
     assert any("queue" in line for line in lines)
 
-    rows = summarise(again, configurations)
+    rows = summarise(again, configurations, items)
     assert [r.configuration for r in rows] == [c.name for c in configurations]
     assert all(r.answers == 6 for r in rows)
     assert rows[0].against_baseline is None

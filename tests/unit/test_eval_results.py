@@ -9,9 +9,11 @@ import pytest
 from dmoa_p2p.eval import (
     ALL_SETS,
     EvalError,
+    Item,
     Outcome,
     QueueSample,
     ResultsFile,
+    build_check,
     parse_configurations,
     summarise,
 )
@@ -21,6 +23,11 @@ SETTINGS = {"seed": 1, "max_tokens": 64}
 
 def outcome(configuration: str, item: str, correct: bool, set_name: str = "s") -> Outcome:
     return Outcome(configuration, set_name, item, 0, f"q {item}", "a", correct, 1.5, 2, 30)
+
+
+def item(name: str, set_name: str) -> Item:
+    spec = {"kind": "exact", "answers": ["a"]}
+    return Item(name, set_name, f"q {name}", spec, build_check(spec))
 
 
 def test_a_results_file_is_resumed_and_refused_with_other_settings(tmp_path: Path) -> None:
@@ -64,7 +71,8 @@ def test_each_configuration_is_compared_with_the_baseline_on_the_same_items(
         results.add(outcome("self-k2-vote", str(i), i < 15, set_name="a" if i % 2 else "b"))
     results.add_queue(QueueSample("self-k2-vote", 1.0, 2.0))
     results.add_queue(QueueSample("self-k2-vote", 2.0, 4.0))
-    rows = summarise(results, parse_configurations("self-k2-vote"))
+    items = [item(str(i), "a" if i % 2 else "b") for i in range(20)]
+    rows = summarise(results, parse_configurations("self-k2-vote"), items)
     assert [(r.configuration, r.set) for r in rows] == [
         ("one", "a"), ("one", "b"), ("one", ALL_SETS),
         ("self-k2-vote", "a"), ("self-k2-vote", "b"), ("self-k2-vote", ALL_SETS),
@@ -78,3 +86,17 @@ def test_each_configuration_is_compared_with_the_baseline_on_the_same_items(
     assert comparison.difference == pytest.approx(0.5) and comparison.p_value < 0.01
     assert overall.mean_queue == 3.0 and rows[2].mean_queue is None
     assert (overall.latency_p50_s, overall.inferences_per_answer) == (1.5, 2.0)
+
+
+def test_only_the_items_asked_for_are_summarised(tmp_path: Path) -> None:
+    """A file resumed with more items holds answers to others: a summary of the first ten
+    is of those ten, for the baseline and the configuration alike."""
+    results = ResultsFile(tmp_path / "r.jsonl", SETTINGS)
+    for i in range(20):
+        results.add(outcome("one", str(i), i >= 10))
+        results.add(outcome("self-k2-vote", str(i), True))
+    first_ten = [item(str(i), "s") for i in range(10)]
+    rows = summarise(results, parse_configurations("self-k2-vote"), first_ten)
+    assert [(r.answers, r.correct) for r in rows] == [(10, 0), (10, 10)]
+    comparison = rows[1].against_baseline
+    assert comparison is not None and (comparison.items, comparison.only_this) == (10, 10)
