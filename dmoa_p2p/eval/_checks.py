@@ -11,13 +11,20 @@ from typing import Any
 Checker = Callable[[str], bool]  # True: the answer is right / complies
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
-_LEAD_INS = re.compile(r"^(the )?(final )?answer( is)?\s*[:\-]?\s*")
+_LEAD_INS = re.compile(r"^(the )?(final )?answer( is)?\b\s*[:\-]?\s*")
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
-_LETTER = re.compile(r"^\W*(?:answer\W*)?\(?([A-F])\b(?![A-Za-z'])", re.IGNORECASE)
+# a number stated as the result: after "=" or "is"; a first line that opens with a number
+# not followed by an operator ("376 (47 × 8)", not "41 × 4 = 164")
+_STATED_NUMBER = re.compile(r"(?:=|\bis)\s*(-?\d+(?:\.\d+)?)")
+_LEADING_NUMBER = re.compile(r"^\s*(-?\d+(?:\.\d+)?)(?!\s*[-+×x*/÷=\d.])")
+# a letter alone ("B", "B.", "(B) Dolphin", "Answer: B"), not an article ("A kilometre")
+_LETTER = re.compile(r"^\W*(?:answer\W*)?\(?([A-F])(?:[.):]|\s*$)", re.IGNORECASE)
+_NAMED_LETTER = re.compile(r"(?i:\b(?:answer is|option|choice))\s*\(?([A-F])(?:[.):]|\s*$)")
+_HEDGES = frozenset({"or", "and", "nor", "not"})
 _BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+\S")
 _SENTENCE_END = re.compile(r"[.!?]+(?:\s|$)")
 _FIRST_SENTENCE = re.compile(r"[.!?](?:\s|$)")
-_COPULAS = frozenset({"is", "are", "was", "were"})
+_VERBS = frozenset({"is", "are", "was", "were", "has", "have", "had"})
 _FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
 
 
@@ -28,7 +35,7 @@ class EvalError(Exception):
 
 def normalise(text: str) -> str:
     """Lowercase, without punctuation, articles, a lead-in like "Answer:" or extra spaces."""
-    text = _LEAD_INS.sub("", text.strip().lower())
+    text = _LEAD_INS.sub("", text.strip().lower()).replace("°", " ")
     text = text.translate(str.maketrans("", "", string.punctuation))
     return " ".join(_ARTICLES.sub(" ", text).split())
 
@@ -75,21 +82,31 @@ def _count(params: Mapping[str, Any], key: str) -> int:
 
 
 def _exact(params: Mapping[str, Any]) -> Checker:
-    """The first line, normalised, is an accepted answer; or the first sentence states it
-    ("The capital of France is Paris."): it ends with "is/are/was/were <answer>"."""
+    """The first line, normalised, is an accepted answer; or the first sentence opens with
+    one ("Paris is the capital.", "8 legs") or states it after a verb ("The capital of
+    France is Paris, on the Seine.", "A spider has 8 legs."), not followed by a hedge
+    ("Paris or Lyon", "is not Paris")."""
     accepted = {normalise(answer) for answer in _strings(params, "answers")}
+    phrases = [answer.split() for answer in accepted if answer]
 
     def check(answer: str) -> bool:
         line = first_line(answer)
         if normalise(line) in accepted or normalise(answer) in accepted:
             return True
-        words = normalise(_FIRST_SENTENCE.split(line.strip(), maxsplit=1)[0]).split()
-        return any(
-            len(words) > len(a) and words[-len(a) - 1] in _COPULAS and words[-len(a) :] == a
-            for a in (answer.split() for answer in accepted if answer)
-        )
+        said = normalise(_FIRST_SENTENCE.split(line.strip(), maxsplit=1)[0]).split()
+        return any(_states(said, phrase) for phrase in phrases)
 
     return check
+
+
+def _states(said: list[str], phrase: list[str]) -> bool:
+    """Whether `said` opens with `phrase`, or has it right after a verb, and no hedge next."""
+    size = len(phrase)
+    starts = [0] + [i + 1 for i, word in enumerate(said) if word in _VERBS]
+    return any(
+        said[start : start + size] == phrase and not _HEDGES & set(said[start + size :][:1])
+        for start in starts
+    )
 
 
 def _choice(params: Mapping[str, Any]) -> Checker:
@@ -103,7 +120,7 @@ def _choice(params: Mapping[str, Any]) -> Checker:
 
     def check(answer: str) -> bool:
         line = first_line(answer)
-        found = _LETTER.match(line)
+        found = _LETTER.match(line) or _NAMED_LETTER.search(line)
         if found:
             return found.group(1).upper() == letter
         return normalise(line) == right
@@ -117,7 +134,10 @@ def _number(params: Mapping[str, Any]) -> Checker:
         raise ValueError("'answer' must be a number")
 
     def check(answer: str) -> bool:
-        found = _NUMBER.findall(answer.replace(",", ""))
+        text = answer.replace(",", "")
+        leading = _LEADING_NUMBER.match(first_line(text))
+        found = [leading.group(1)] if leading else _STATED_NUMBER.findall(text)
+        found = found or _NUMBER.findall(text)
         return bool(found) and abs(float(found[-1]) - expected) < 1e-9
 
     return check
@@ -180,8 +200,20 @@ def _bullets(params: Mapping[str, Any]) -> Checker:
 
 
 def _sentences(params: Mapping[str, Any]) -> Checker:
+    """Between `min` (1 unless given) and `max` sentences; an unpunctuated end is one."""
+    least = _count(params, "min") if "min" in params else 1
     most = _count(params, "max")
-    return lambda answer: 1 <= len(_SENTENCE_END.findall(answer.strip() + " ")) <= most
+    if most < least:
+        raise ValueError("'max' is below 'min'")
+
+    def check(answer: str) -> bool:
+        text = answer.strip()
+        count = len(_SENTENCE_END.findall(text + " "))
+        if text and not _SENTENCE_END.search(text[-1] + " "):
+            count += 1  # a last sentence without its full stop
+        return least <= count <= most
+
+    return check
 
 
 def _starts_with(params: Mapping[str, Any]) -> Checker:
@@ -189,7 +221,7 @@ def _starts_with(params: Mapping[str, Any]) -> Checker:
     starts = [t.lower() for t in _strings(params, "texts")]
 
     def check(answer: str) -> bool:
-        text = answer.strip().lower()
+        text = answer.strip().lstrip("*_\"'“‘ ").lower()  # "**Yes**, ..." starts with yes
         return any(
             text.startswith(s) and not text[len(s) : len(s) + 1].isalnum() for s in starts
         )

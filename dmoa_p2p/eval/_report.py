@@ -52,9 +52,15 @@ def summarise(
 ) -> list[Row]:
     """A row per configuration and set, and per configuration over all sets, in the
     configurations' order; each against the baseline on the items both answered. Only
-    `items` count: a file resumed with more items also holds answers to other ones."""
-    wanted = {(item.set, item.id) for item in items}
-    outcomes = [o for o in results.outcomes.values() if (o.set, o.item) in wanted]
+    `items` count: a file resumed with more items also holds answers to other ones. Each
+    stored answer is scored again by its item's check as it is now, so that a corrected
+    check applies to the answers made before."""
+    wanted = {(item.set, item.id): item for item in items}
+    outcomes = [
+        attrs.evolve(o, correct=not o.error and wanted[o.set, o.item].score(o.answer))
+        for o in results.outcomes.values()
+        if (o.set, o.item) in wanted
+    ]
     sets = sorted({o.set for o in outcomes})
     baseline = {o.key[1:]: o for o in outcomes if o.configuration == BASELINE.name}
     rows = []

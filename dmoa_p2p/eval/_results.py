@@ -63,7 +63,10 @@ class ResultsFile:
             self._write({"format": FORMAT, "settings": self.settings})
 
     def done(self, key: tuple[str, str, str, int]) -> bool:
-        return key in self.outcomes
+        """Answered: an outcome with an error (the server was down) is asked again, and the
+        new outcome, appended later, replaces it when the file is read."""
+        outcome = self.outcomes.get(key)
+        return outcome is not None and not outcome.error
 
     def add(self, outcome: Outcome) -> None:
         self.outcomes[outcome.key] = outcome

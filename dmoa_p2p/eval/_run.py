@@ -32,7 +32,7 @@ class EvalSettings:
     repeats: int = 1
     temperature: float = 0.0  # every answer's, but Self-MoA's samples
     sample_temperature: float = 0.7  # Self-MoA's samples: one model, k + 1 different answers
-    max_tokens: int = 256
+    max_tokens: int = 128
     concurrency: int = 1  # questions in flight at once (queues form above 1)
 
     def to_json(self) -> dict[str, Any]:

@@ -94,8 +94,8 @@ class Target:
             text = str(data["choices"][0]["message"]["content"] or "")
         except (KeyError, IndexError, TypeError):
             raise EvalError(f"{self.info.base_url} sent no chat completion") from None
-        usage = data.get("usage") or {}
-        tokens = int(usage.get("prompt_tokens", 0)) + int(usage.get("completion_tokens", 0))
+        usage = data.get("usage")
+        tokens = _tokens(usage, "prompt_tokens") + _tokens(usage, "completion_tokens")
         trace = data.get("trace")
         calls = len(trace["calls"]) if isinstance(trace, dict) and "calls" in trace else 1
         return Reply(text, latency, calls, tokens)
@@ -125,3 +125,9 @@ def _json(response: httpx.Response) -> Any:
         return response.json()
     except ValueError:
         return None
+
+
+def _tokens(usage: Any, key: str) -> int:
+    """A server's token count, 0 where it sends none or nonsense."""
+    value = usage.get(key) if isinstance(usage, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0

@@ -22,16 +22,28 @@ def test_normalise_drops_case_punctuation_articles_and_lead_ins() -> None:
         ("Paris\nIt is the largest city of France.", True),
         ("The capital city of France is Paris.", True),
         ("The capital of France is Paris. It lies on the Seine.", True),
-        ("The capital of France is Paris, on the Seine.", False),
+        ("The capital of France is Paris, on the Seine.", True),
+        ("Paris is the capital of France.", True),
         ("The capital of France is not Paris.", False),
-        ("Paris is the capital of France.", False),
+        ("Lyon is the capital, not Paris.", False),
         ("Lyon", False),
         ("Paris or Lyon", False),
+        ("Answers vary: Paris", False),
         ("", False),
     ],
 )
 def test_exact_matches_the_first_line_normalised(answer: str, right: bool) -> None:
     assert build_check({"kind": "exact", "answers": ["Paris"]})(answer) is right
+
+
+@pytest.mark.parametrize(
+    ("answer", "right"),
+    [("8 legs", True), ("Eight legs.", True), ("A spider has 8 legs.", True),
+     ("80 legs", False), ("8 or 10", False), ("It has 6 legs.", False)],
+)
+def test_exact_accepts_a_number_with_its_unit(answer: str, right: bool) -> None:
+    assert build_check({"kind": "exact", "answers": ["8", "eight"]})(answer) is right
+    assert build_check({"kind": "exact", "answers": ["100"]})("100°C")
 
 
 @pytest.mark.parametrize(
@@ -47,6 +59,10 @@ def test_exact_matches_the_first_line_normalised(answer: str, right: bool) -> No
         ("A. Shark", False),
         ("Shark", False),
         ("Both A and B", False),
+        ("The answer is B.", True),
+        ("Option B", True),
+        ("The answer is C", False),
+        ("a dolphin is a mammal", False),  # an article, not the letter A
     ],
 )
 def test_choice_reads_the_leading_letter_or_the_option(answer: str, right: bool) -> None:
@@ -59,9 +75,12 @@ def test_choice_reads_the_leading_letter_or_the_option(answer: str, right: bool)
 @pytest.mark.parametrize(
     ("answer", "right"),
     [("42", True), ("The sum is 42.", True), ("12 + 30 = 42", True), ("1,042", False),
-     ("41", False), ("forty-two", False), ("42.5", False)],
+     ("41", False), ("forty-two", False), ("42.5", False), ("42 (6 × 7)", True),
+     ("6 × 7 = 42, not 43", True), ("I think 6 × 7 makes 42", True)],
 )
-def test_number_reads_the_last_number(answer: str, right: bool) -> None:
+def test_number_reads_the_stated_result(answer: str, right: bool) -> None:
+    """A first line opening with a number; else the last one after "=" or "is"; else the
+    last number."""
     assert build_check({"kind": "number", "answer": 42})(answer) is right
 
 
@@ -87,8 +106,11 @@ def test_instruction_checks() -> None:
     assert bullets("- one\n- two") and bullets("1. one\n2) two") and not bullets("- one")
     two = build_check({"kind": "sentences", "max": 2})
     assert two("One. Two!") and not two("One. Two. Three.") and not two("")
+    exactly_two = build_check({"kind": "sentences", "min": 2, "max": 2})
+    assert exactly_two("One. Two") and not exactly_two("Only one.")
     starts = build_check({"kind": "starts_with", "texts": ["yes", "no"]})
     assert starts("Yes, because...") and starts("no.") and not starts("Yesterday it rained")
+    assert starts("**Yes**, because...")
     assert build_check({"kind": "ends_with", "text": "That is all."})("Cats purr. That is all.")
     both = build_check({"kind": "all", "checks": [{"kind": "lowercase"}, {"kind": "no_commas"}]})
     assert both("fine here") and not both("fine, here")

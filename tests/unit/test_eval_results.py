@@ -22,7 +22,8 @@ SETTINGS = {"seed": 1, "max_tokens": 64}
 
 
 def outcome(configuration: str, item: str, correct: bool, set_name: str = "s") -> Outcome:
-    return Outcome(configuration, set_name, item, 0, f"q {item}", "a", correct, 1.5, 2, 30)
+    answer = "a" if correct else "b"  # what `item(...)`'s check scores right and wrong
+    return Outcome(configuration, set_name, item, 0, f"q {item}", answer, correct, 1.5, 2, 30)
 
 
 def item(name: str, set_name: str) -> Item:
@@ -100,3 +101,21 @@ def test_only_the_items_asked_for_are_summarised(tmp_path: Path) -> None:
     assert [(r.answers, r.correct) for r in rows] == [(10, 0), (10, 10)]
     comparison = rows[1].against_baseline
     assert comparison is not None and (comparison.items, comparison.only_this) == (10, 10)
+
+
+def test_stored_answers_are_scored_again_by_the_checks_as_they_are_now(tmp_path: Path) -> None:
+    results = ResultsFile(tmp_path / "r.jsonl", SETTINGS)
+    results.add(Outcome("one", "s", "0", 0, "q 0", "a", False, 1.0, 1, 1))  # scored before
+    results.add(Outcome("one", "s", "1", 0, "q 1", "a", True, 1.0, 1, 1, error="timed out"))
+    [row] = summarise(results, parse_configurations("one"), [item("0", "s"), item("1", "s")])
+    assert (row.answers, row.correct, row.failed) == (2, 1, 1)
+
+
+def test_an_answer_that_failed_is_asked_again_on_resume(tmp_path: Path) -> None:
+    path = tmp_path / "r.jsonl"
+    first = ResultsFile(path, SETTINGS)
+    first.add(Outcome("one", "s", "0", 0, "q 0", "", False, 1.0, 0, 0, error="refused"))
+    assert not first.done(("one", "s", "0", 0))
+    first.add(outcome("one", "0", True))
+    again = ResultsFile(path, SETTINGS)
+    assert again.done(("one", "s", "0", 0)) and again.outcomes[("one", "s", "0", 0)].answer == "a"

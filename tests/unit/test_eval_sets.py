@@ -44,9 +44,11 @@ def test_the_knowledge_set_is_large_enough_and_each_item_accepts_its_own_answer(
             letter = check["answer"]
             letters[letter] += 1
             option = check["options"][ord(letter) - ord("A")]
-            assert item.score(letter) and item.score(f"{letter}. {option}")
+            assert item.score(letter) and item.score(f"{letter}. {option}"), item.id
+            assert item.score(option) and item.score(f"The answer is {letter}."), item.id
             wrong = "A" if letter != "A" else "B"
             assert not item.score(wrong), item.id
+            assert not any(item.score(o) for o in check["options"] if o != option), item.id
             assert f"\n{letter}. " in item.prompt
         else:
             assert check["kind"] == "exact"
