@@ -20,7 +20,7 @@ _LEADING_NUMBER = re.compile(r"^\s*(-?\d+(?:\.\d+)?)(?!\s*[-+×x*/÷=\d.])")
 # a letter alone ("B", "B.", "(B) Dolphin", "Answer: B"), not an article ("A kilometre")
 _LETTER = re.compile(r"^\W*(?:answer\W*)?\(?([A-F])(?:[.):]|\s*$)", re.IGNORECASE)
 _NAMED_LETTER = re.compile(r"(?i:\b(?:answer is|option|choice))\s*\(?([A-F])(?:[.):]|\s*$)")
-_HEDGES = frozenset({"or", "and", "nor", "not"})
+_HEDGES = frozenset({"or", "and", "nor"})  # "Paris or Lyon": two answers
 _BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+\S")
 _SENTENCE_END = re.compile(r"[.!?]+(?:\s|$)")
 _FIRST_SENTENCE = re.compile(r"[.!?](?:\s|$)")
@@ -84,8 +84,8 @@ def _count(params: Mapping[str, Any], key: str) -> int:
 def _exact(params: Mapping[str, Any]) -> Checker:
     """The first line, normalised, is an accepted answer; or the first sentence opens with
     one ("Paris is the capital.", "8 legs") or states it after a verb ("The capital of
-    France is Paris, on the Seine.", "A spider has 8 legs."), not followed by a hedge
-    ("Paris or Lyon", "is not Paris")."""
+    France is Paris, on the Seine.", "A spider has 8 legs."), not followed by a second
+    answer ("Paris or Lyon"); "is not Paris" has no answer after its verb."""
     accepted = {normalise(answer) for answer in _strings(params, "answers")}
     phrases = [answer.split() for answer in accepted if answer]
 

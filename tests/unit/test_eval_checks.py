@@ -26,6 +26,7 @@ def test_normalise_drops_case_punctuation_articles_and_lead_ins() -> None:
         ("Paris is the capital of France.", True),
         ("The capital of France is not Paris.", False),
         ("Lyon is the capital, not Paris.", False),
+        ("The capital of France is Paris, not Lyon.", True),
         ("Lyon", False),
         ("Paris or Lyon", False),
         ("Answers vary: Paris", False),
