@@ -204,7 +204,7 @@ def _items(options: dict[str, Any]) -> list[Item]:
 
 def _target_description(options: dict[str, Any]) -> dict[str, Any]:
     if options["base_url"]:
-        return {"base_url": options["base_url"], "model": options["model"]}
+        return {"base_url": options["base_url"].rstrip("/"), "model": options["model"]}
     backend = options["backend"]
     if backend:
         check_plugin_name("backend", backend)
