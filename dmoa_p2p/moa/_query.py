@@ -74,7 +74,8 @@ class QueryRun:
         )
 
     def seed_for(self, peer_id: str) -> int:
-        """A sampling seed per node and query, reproducible from the user's seed if given."""
+        """A proposer's sampling seed: one per node and query (proposers of one model must
+        not all say the same), reproducible from the user's seed if given."""
         user_seed = self.request.params.seed
         key = f"{self.query_id if user_seed is None else user_seed}/{peer_id}"
         return int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big")
@@ -143,7 +144,11 @@ class QueryRun:
     ) -> Served | None:
         # the user's stop strings end the answer; proposals are cut by none, as peers' are
         stop = self.request.params.stop if role == "aggregator" else ()
-        seed = self.seed_for(self.engine.peer_id)
+        # the final answer takes the user's seed as given: with M = 0 the same seed gives the
+        # same answer whichever node is asked, as a plain llama-server would
+        seed = self.request.params.seed
+        if role != "aggregator" or seed is None:
+            seed = self.seed_for(self.engine.peer_id)
         params = attrs.evolve(self.request.params, seed=seed, stop=stop)
         try:
             served = await self.engine.queue.submit(messages, params, on_text)

@@ -66,6 +66,42 @@ async def test_calls_per_query_are_k_plus_one_times_m_plus_one(
         assert answer.text.startswith("[fake0 ")  # the origin's model aggregated
 
 
+class SeedRecorder(FakeBackend):
+    """A fake backend that notes the sampling seed of every call."""
+
+    def __init__(self, model_name: str) -> None:
+        super().__init__(mean_s=1.0, model_name=model_name)
+        self.seeds: list[int | None] = []
+
+    async def generate(
+        self, messages: Sequence[ChatMessage], params: GenerationParams
+    ) -> Generation:
+        self.seeds.append(params.seed)
+        return await super().generate(messages, params)
+
+    async def generate_stream(
+        self, messages: Sequence[ChatMessage], params: GenerationParams, on_text: TextCallback
+    ) -> Generation:
+        self.seeds.append(params.seed)
+        return await super().generate_stream(messages, params, on_text)
+
+
+async def test_the_final_answer_takes_the_users_seed_and_proposers_one_each(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """With M = 0 any node answers a seeded prompt with that seed (so the same answer);
+    proposers get seeds of their own, each other's and the user's differing."""
+    backends = [SeedRecorder(f"fake{i}") for i in range(3)]
+    async with memory_swarm(tmp_path, backends) as nodes:
+        for node in nodes[:2]:
+            params = GenerationParams(seed=1234)
+            await node.ask(QueryRequest("What is 2+2?", 0, 0, params=params))
+        assert backends[0].seeds == backends[1].seeds == [1234]
+        await nodes[0].ask(QueryRequest("What is 2+2?", 1, 2, params=GenerationParams(seed=7)))
+        proposed = [b.seeds[-1] for b in backends[1:]] + [backends[0].seeds[-2]]
+        assert backends[0].seeds[-1] == 7 and len(set(proposed)) == 3 and 7 not in proposed
+
+
 async def test_augmented_layers_carry_the_previous_answers_and_raw_layers_do_not(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
