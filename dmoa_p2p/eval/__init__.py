@@ -21,7 +21,14 @@ from dmoa_p2p.eval._plot import plot_rows
 from dmoa_p2p.eval._report import ALL_SETS, Row, summarise, write_alpaca_outputs
 from dmoa_p2p.eval._results import Outcome, QueueSample, ResultsFile
 from dmoa_p2p.eval._run import EvalSettings, answer, run_eval
-from dmoa_p2p.eval._stats import PairedComparison, compare_paired, mcnemar_p, wilson_interval
+from dmoa_p2p.eval._stats import (
+    PairedComparison,
+    accuracy_interval,
+    compare_paired,
+    mcnemar_p,
+    sign_flip_p,
+    wilson_interval,
+)
 from dmoa_p2p.eval._target import Reply, Target, TargetInfo
 
 __all__ = [
@@ -43,6 +50,7 @@ __all__ = [
     "Row",
     "Target",
     "TargetInfo",
+    "accuracy_interval",
     "answer",
     "arithmetic_items",
     "build_check",
@@ -57,6 +65,7 @@ __all__ = [
     "plot_rows",
     "read_set",
     "run_eval",
+    "sign_flip_p",
     "summarise",
     "wilson_interval",
     "write_alpaca_outputs",

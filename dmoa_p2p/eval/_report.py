@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import statistics
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ import attrs
 from dmoa_p2p.eval._configs import BASELINE, Configuration
 from dmoa_p2p.eval._items import Item
 from dmoa_p2p.eval._results import Outcome, ResultsFile
-from dmoa_p2p.eval._stats import PairedComparison, compare_paired, wilson_interval
+from dmoa_p2p.eval._stats import PairedComparison, accuracy_interval, compare_paired
 from dmoa_p2p.simulate import percentile
 
 ALL_SETS = "all"
@@ -62,7 +62,7 @@ def summarise(
         if (o.set, o.item) in wanted
     ]
     sets = sorted({o.set for o in outcomes})
-    baseline = {o.key[1:]: o for o in outcomes if o.configuration == BASELINE.name}
+    baseline = _per_item(o for o in outcomes if o.configuration == BASELINE.name)
     rows = []
     for configuration in configurations:
         mine = [o for o in outcomes if o.configuration == configuration.name]
@@ -78,15 +78,16 @@ def _row(
     configuration: Configuration,
     set_name: str,
     outcomes: Sequence[Outcome],
-    baseline: dict[tuple[str, str, int], Outcome],
+    baseline: dict[tuple[str, str], float],
     queue: Sequence[float],
 ) -> Row:
     correct = sum(o.correct for o in outcomes)
-    low, high = wilson_interval(correct, len(outcomes))
+    mine = _per_item(outcomes)
+    low, high = accuracy_interval(list(mine.values()))
     comparison = None
     if not configuration.is_baseline:
-        pairs = [(o, baseline[o.key[1:]]) for o in outcomes if o.key[1:] in baseline]
-        comparison = compare_paired([o.correct for o, _ in pairs], [b.correct for _, b in pairs])
+        both = [key for key in mine if key in baseline]
+        comparison = compare_paired([mine[k] for k in both], [baseline[k] for k in both])
     answered = [o for o in outcomes if not o.error]
     latencies = [o.latency_s for o in answered]
     return Row(
@@ -104,6 +105,14 @@ def _row(
         statistics.fmean(o.tokens for o in answered) if answered else 0.0,
         len(outcomes) - len(answered),
     )
+
+
+def _per_item(outcomes: Iterable[Outcome]) -> dict[tuple[str, str], float]:
+    """Each item's score: the share of its repeats answered right (1 or 0 without repeats)."""
+    tally: dict[tuple[str, str], list[int]] = {}
+    for o in outcomes:
+        tally.setdefault((o.set, o.item), []).append(int(o.correct))
+    return {key: sum(right) / len(right) for key, right in tally.items()}
 
 
 def write_alpaca_outputs(

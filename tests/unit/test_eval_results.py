@@ -14,8 +14,10 @@ from dmoa_p2p.eval import (
     QueueSample,
     ResultsFile,
     build_check,
+    mcnemar_p,
     parse_configurations,
     summarise,
+    wilson_interval,
 )
 
 SETTINGS = {"seed": 1, "max_tokens": 64}
@@ -119,3 +121,22 @@ def test_an_answer_that_failed_is_asked_again_on_resume(tmp_path: Path) -> None:
     first.add(outcome("one", "0", True))
     again = ResultsFile(path, SETTINGS)
     assert again.done(("one", "s", "0", 0)) and again.outcomes[("one", "s", "0", 0)].answer == "a"
+
+
+def test_repeats_of_an_item_count_once_in_its_interval_and_its_comparison(
+    tmp_path: Path,
+) -> None:
+    results = ResultsFile(tmp_path / "r.jsonl", SETTINGS)
+    for i in range(20):
+        for repeat in range(3):  # the same answer three times: no more evidence than once
+            right = "a" if i < 10 else "b"
+            results.add(Outcome("one", "s", str(i), repeat, "q", "b", False, 1.0, 1, 1))
+            results.add(Outcome("self-k2-vote", "s", str(i), repeat, "q", right, True, 1.0, 1, 1))
+    items = [item(str(i), "s") for i in range(20)]
+    _, row = summarise(results, parse_configurations("self-k2-vote"), items)
+    assert (row.answers, row.correct) == (60, 30)
+    assert (row.low, row.high) == wilson_interval(10, 20)
+    comparison = row.against_baseline
+    assert comparison is not None
+    assert (comparison.items, comparison.only_this) == (20, 10)
+    assert comparison.p_value == mcnemar_p(10, 0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dmoa_p2p.eval import compare_paired, mcnemar_p, wilson_interval
+from dmoa_p2p.eval import accuracy_interval, compare_paired, mcnemar_p, sign_flip_p, wilson_interval
 
 
 def test_wilson_interval_matches_published_values() -> None:
@@ -40,3 +40,22 @@ def test_paired_comparison_counts_items_and_brackets_the_difference() -> None:
     assert compare_paired(this, baseline, seed=3) == result  # seeded
     with pytest.raises(ValueError):
         compare_paired([True], [True, False])
+
+
+def test_with_repeats_items_not_trials_are_the_sample() -> None:
+    """Scores of 0 or 1 get Wilson's interval; shares of repeats a bootstrap over items,
+    which is no narrower for counting each item's repeats (here 4) as trials."""
+    assert accuracy_interval([1, 0, 1, 1]) == wilson_interval(3, 4)
+    shares = [0.75, 0.25] * 20  # 40 items, 4 repeats each: 80 of 160 right
+    low, high = accuracy_interval(shares, seed=2)
+    assert low < 0.5 < high
+    assert high - low > 0.95 * (wilson_interval(80, 160)[1] - wilson_interval(80, 160)[0])
+
+
+def test_the_sign_flip_test_sees_a_consistent_difference_and_not_a_balanced_one() -> None:
+    assert sign_flip_p([0.5] * 12, seed=1) < 0.01
+    assert sign_flip_p([0.5, -0.5] * 6, seed=1) == 1.0  # observed 0: nothing to explain
+    assert sign_flip_p([0.5] * 6 + [-0.25] * 6, seed=1) > 0.05
+    with_repeats = compare_paired([0.75] * 30, [0.25] * 30, seed=1)
+    assert with_repeats.difference == pytest.approx(0.5) and with_repeats.p_value < 0.01
+    assert (with_repeats.only_this, with_repeats.only_baseline) == (30, 0)
