@@ -126,6 +126,12 @@ JOIN_TIMEOUT_S = 120.0
     help="Answers are appended here; a rerun with the same settings resumes.",
 )
 @click.option(
+    "--report-only",
+    is_flag=True,
+    help="Ask nothing: the table, --plot and --alpaca-dir of what --results holds for "
+    "these sets and configurations (with the settings it was made with).",
+)
+@click.option(
     "--alpaca-dir",
     type=click.Path(file_okay=False, path_type=Path),
     help="Write AlpacaEval model outputs here, one JSON file per configuration.",
@@ -169,8 +175,11 @@ def eval_command(**options: Any) -> None:
             concurrency=options["concurrency"],
         )
         target = _target_description(options)
+        if options["report_only"] and not options["results"].exists():
+            raise EvalError(f"nothing to report: {options['results']} does not exist")
         results = ResultsFile(options["results"], {**settings.to_json(), "target": target})
-        _run(options, target, items, configurations, settings, results)
+        if not options["report_only"]:
+            _run(options, target, items, configurations, settings, results)
     rows = summarise(results, configurations, items)
     if options["plot"] is not None:
         plot_rows(rows, options["plot"], _title(target, settings))
