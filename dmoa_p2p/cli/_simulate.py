@@ -117,6 +117,13 @@ def _span(values: tuple[float, ...]) -> str:
     show_default=True,
     help="Points run at once, one process each (not with --real).",
 )
+@click.option(
+    "--checkpoint",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Keep each finished point in this directory; the same sweep run again takes "
+    "those back and runs only the others (a stopped long sweep loses only its unfinished "
+    "points).",
+)
 @json_option
 def simulate(**options: Any) -> None:
     """Sweep λ around the stability threshold: the real node code, fake exponential models.
@@ -146,7 +153,14 @@ def simulate(**options: Any) -> None:
     base, multipliers = _base_config(options)
     if options["real"] and options["jobs"] > 1:
         raise click.UsageError("--jobs runs virtual-time points only: real runs go one at a time")
-    sweep = _run(base, multipliers, options["real"], options["jobs"], options["as_json"])
+    sweep = _run(
+        base,
+        multipliers,
+        options["real"],
+        options["jobs"],
+        options["as_json"],
+        options["checkpoint"],
+    )
     plot: Path | None = options["plot"]
     if plot is not None:
         plot_sweep(sweep, plot)
@@ -193,7 +207,12 @@ def _base_config(options: dict[str, Any]) -> tuple[RunConfig, list[float]]:
 
 
 def _run(
-    base: RunConfig, multipliers: list[float], real: bool, jobs: int, quiet: bool
+    base: RunConfig,
+    multipliers: list[float],
+    real: bool,
+    jobs: int,
+    quiet: bool,
+    checkpoint: Path | None,
 ) -> Sweep:
     bar = Progress(
         TextColumn("λ sweep"),
@@ -212,6 +231,7 @@ def _run(
             real=real,
             jobs=jobs,
             progress=lambda done: bar.update(task, completed=done),
+            checkpoint=checkpoint,
         )
 
 

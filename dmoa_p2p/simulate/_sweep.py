@@ -8,10 +8,12 @@ import math
 import multiprocessing
 import statistics
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import attrs
 
+from dmoa_p2p.simulate._checkpoint import PointStore
 from dmoa_p2p.simulate._metrics import RunResult
 from dmoa_p2p.simulate._model import (
     RunConfig,
@@ -179,43 +181,55 @@ def run_sweep(
     real: bool = False,
     jobs: int = 1,
     progress: Callable[[float], None] | None = None,
+    checkpoint: Path | None = None,
 ) -> Sweep:
     """One run per multiplier of the predicted threshold; `progress` gets points done (float).
 
     `jobs` > 1 runs that many virtual-time points at once, each in its own process (the
     results are the same: every point has its own seed). Real runs share the machine's
-    clock and cores, so they go one at a time.
+    clock and cores, so they go one at a time. With `checkpoint`, each finished point is
+    kept in that directory and a rerun of the same sweep takes it back instead of running it.
     """
     if real and jobs > 1:
         raise ValueError("real runs go one at a time: they would slow each other down")
     configs = [point_config(base, m, i) for i, m in enumerate(multipliers)]
-    if jobs > 1 and len(configs) > 1:
-        results = _run_in_processes(configs, jobs, progress)
+    store = PointStore(checkpoint) if checkpoint is not None else None
+    kept = {i: store.get(c, real) for i, c in enumerate(configs)} if store is not None else {}
+    results: dict[int, RunResult] = {i: r for i, r in kept.items() if r is not None}
+    todo = [i for i in range(len(configs)) if i not in results]
+
+    def finished(index: int, result: RunResult) -> None:
+        results[index] = result
+        if store is not None:
+            store.put(result)
+        if progress is not None:
+            progress(len(results))
+
+    if progress is not None and results:
+        progress(len(results))
+    if jobs > 1 and len(todo) > 1:
+        _run_in_processes({i: configs[i] for i in todo}, jobs, finished)
     else:
-        results = []
         run = simulate_real if real else simulate
-        for index, config in enumerate(configs):
+        for index in todo:
             step: Progress | None = None
             if progress is not None:
-                step = functools.partial(_offset, progress, index)
-            results.append(run(config, step))
-            if progress is not None:
-                progress(index + 1)
-    return Sweep(base, tuple(multipliers), tuple(results), real)
+                step = functools.partial(_offset, progress, len(results))
+            finished(index, run(configs[index], step))
+    ordered = tuple(results[i] for i in range(len(configs)))
+    return Sweep(base, tuple(multipliers), ordered, real)
 
 
 def _run_in_processes(
-    configs: Sequence[RunConfig], jobs: int, progress: Callable[[float], None] | None
-) -> list[RunResult]:
+    configs: dict[int, RunConfig], jobs: int, finished: Callable[[int, RunResult], None]
+) -> None:
     # spawn, not fork: the parent may have threads (the progress bar's) that fork would copy
     context = multiprocessing.get_context("spawn")
     workers = min(jobs, len(configs))
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-        futures = [pool.submit(simulate, config) for config in configs]
-        for done, _ in enumerate(concurrent.futures.as_completed(futures), start=1):
-            if progress is not None:
-                progress(done)
-        return [future.result() for future in futures]
+        futures = {pool.submit(simulate, config): i for i, config in configs.items()}
+        for future in concurrent.futures.as_completed(futures):
+            finished(futures[future], future.result())
 
 
 def _offset(progress: Callable[[float], None], done: int, fraction: float) -> None:

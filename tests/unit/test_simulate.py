@@ -16,7 +16,7 @@ from dmoa_p2p.simulate import RunConfig, RunResult, predicted_mean_queue, predic
 from dmoa_p2p.simulate import simulate as run
 from dmoa_p2p.simulate._metrics import books_balance, percentile, slope
 from dmoa_p2p.simulate._model import device_utilisations, saturation_rate
-from dmoa_p2p.simulate._sweep import hinge_fit, point_config, run_sweep
+from dmoa_p2p.simulate._sweep import Sweep, hinge_fit, point_config, run_sweep
 
 # n=3, M=1, k=1: 3 inferences per prompt, α = 1 s, so λ* = 1/3 per user; cheap to simulate
 BASE = RunConfig(alphas=(1.0, 1.0, 1.0), layers=1, proposers=1, rate=1.0, duration_s=200)
@@ -213,3 +213,29 @@ def test_jobs_are_refused_for_real_runs() -> None:
     result = CliRunner().invoke(cli, ["simulate", "--real", "--jobs", "2"])
     assert result.exit_code != 0
     assert "--jobs runs virtual-time points only" in result.output
+
+
+def test_a_checkpointed_sweep_takes_back_its_finished_points(tmp_path: Path) -> None:
+    """A sweep stopped after its first point (here: run with that point alone) runs only
+    the second when run again, and gives what one uninterrupted sweep gives."""
+    base = attrs.evolve(BASE, duration_s=40, warmup_s=10)
+    whole = run_sweep(base, [0.5, 1.2])
+    first = run_sweep(base, [0.5], checkpoint=tmp_path)
+    assert len(list(tmp_path.glob("point-*.json"))) == 1
+    done: list[float] = []
+    resumed = run_sweep(base, [0.5, 1.2], checkpoint=tmp_path, progress=done.append)
+    assert resumed.results[0].raw == first.results[0].raw  # read back, not run again
+    assert [r.raw.samples for r in resumed.results] == [r.raw.samples for r in whole.results]
+    assert without_wall_time(resumed) == without_wall_time(whole)
+    assert done[0] == 1 and done[-1] == 2
+    # a damaged point file is run again, not believed
+    for path in tmp_path.glob("point-*.json"):
+        path.write_text("{broken")
+    again = run_sweep(base, [0.5], checkpoint=tmp_path)
+    assert without_wall_time(again)[0] == without_wall_time(whole)[0]
+
+
+def without_wall_time(sweep: Sweep) -> list[dict[str, Any]]:
+    """The points' figures but their wall time, which no two runs share."""
+    points = sweep.to_json()["points"]
+    return [{k: v for k, v in point.items() if k != "wall_s"} for point in points]
