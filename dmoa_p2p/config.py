@@ -139,6 +139,9 @@ class NodeConfig:
     reachability: str = attrs.field(default="auto", validator=_one_of(REACHABILITIES))
     # advertise the node on the local network (mDNS) and dial the dmoa-p2p nodes heard there
     mdns: bool = True
+    # hold each peer to its fair share of this node's model (μ/n tasks/s): off only in a
+    # swarm whose every node is its user's own, where one origin may use every idle model
+    fair_share: bool = True
     # llama.cpp with the embedded SmolLM2 model (plugins/dmoa-p2p-llama-cpp)
     backend: str = "llama-cpp"
     # plugin-specific settings, e.g. {"model": "/path/to/model.gguf", "n_threads": "1"}

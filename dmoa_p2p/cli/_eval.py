@@ -286,7 +286,9 @@ async def _servers(options: dict[str, Any], target: dict[str, Any]) -> AsyncIter
     if "base_url" in target:
         yield [target["base_url"]]
         return
-    node_args = backend_args(target["backend"], target["backend_options"])
+    # every node is the user's own and one origin asks everything: held to a fair share of
+    # each peer's model (μ/n), its MoA queries would lose proposers to refusals
+    node_args = ["--no-fair-share", *backend_args(target["backend"], target["backend_options"])]
     member_args = {int(i): backend_args(None, own) for i, own in target["node_options"].items()}
     port, n = options["http_base_port"], target["nodes"]
     async with open_process_swarm(

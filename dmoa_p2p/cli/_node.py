@@ -96,6 +96,15 @@ go in the --config file; examples/node.toml shows every key.
 )
 @mdns_option
 @click.option(
+    "--fair-share/--no-fair-share",
+    "fair_share",
+    default=True,
+    show_default=True,
+    show_envvar=True,
+    help="Hold each peer to its fair share of this node's model (μ/n tasks/s). Turn off "
+    "only when every node of the swarm is yours: one asker may then use every idle model.",
+)
+@click.option(
     "--reachability",
     type=click.Choice(REACHABILITIES),
     default=node_default("reachability"),
@@ -211,6 +220,7 @@ _SETS_FIELD = {
     "relay_service": "relay_service",
     "reachability": "reachability",
     "mdns": "mdns",
+    "fair_share": "fair_share",
     "presence_interval": "presence_interval_s",
     "backend": "backend",
     "gossip": "gossip",

@@ -56,8 +56,10 @@ class MoaEngine:
         reachable: Callable[[str], bool],
         rng: random.Random | None = None,
         plugin_options: Callable[[str, str], Mapping[str, str]] | None = None,
+        fair_share: bool = True,
     ) -> None:
-        """`plugin_options(kind, name)` gives a strategy's or aggregator's options."""
+        """`plugin_options(kind, name)` gives a strategy's or aggregator's options; without
+        `fair_share` peers' tasks are not held to their fair rate (a swarm of one's own)."""
         self.peer_id = peer_id
         self.queue = queue
         self.layer_context = LayerContext(peer_id, send, peers, reachable, rng or random.Random())
@@ -68,7 +70,7 @@ class MoaEngine:
         self._aggregators: dict[str, Aggregator] = {}
         self._plugin_options = plugin_options or (lambda _kind, _name: {})
         # peers' tasks: each origin held to its fair rate; refused ones counted by cause
-        self.fair_share = FairRateLimiter()
+        self.fair_share = FairRateLimiter() if fair_share else None
         self.task_refusals: Counter[TaskRefusalCause] = Counter()
 
     def resolve(self, request: QueryRequest) -> QueryPlugins:
@@ -126,7 +128,7 @@ class MoaEngine:
         The node asks this of every task addressed to it as it arrives (the wire gate's
         precheck), so a flooder's excess costs no signature check and no signed refusal.
         """
-        if task.recipient != self.peer_id:
+        if task.recipient != self.peer_id or self.fair_share is None:
             return None
         devices = 1 + len(self.layer_context.peers())
         return self.fair_share.refusal(task.origin, self.queue.load, devices)

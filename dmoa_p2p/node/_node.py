@@ -122,6 +122,7 @@ class Node:
             lambda peer_id: self.gossip.can_reach(self.overlay, peer_id),
             rng,
             self._plugin_options,
+            fair_share=config.fair_share,
         )
         admission = load_admission(config.admission, config.admission_options)
         self.prompts = PromptDesk(self.engine, self.queue, admission, self.operating_point)

@@ -96,6 +96,9 @@ def test_the_command_starts_a_swarm_writes_its_files_and_resumes(tmp_path: Path)
     }
     assert rows["one", "all"]["answers"] == 8 and rows["m1k1-raw-vote", "all"]["failed"] == 0
     assert rows["m1k1-raw-vote", "all"]["against_baseline"]["items"] == 8
+    # every query had its proposer and the origin's own proposal (vote makes no call):
+    # the swarm's nodes hold no asker to a fair share of their model
+    assert rows["m1k1-raw-vote", "all"]["inferences_per_answer"] == 2.0
     assert data["settings"]["target"]["node_options"] == {"2": {"service_time": "0.02"}}
     assert (tmp_path / "e.png").stat().st_size > 10_000
     assert len(data["alpaca_outputs"]) == 2

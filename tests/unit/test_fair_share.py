@@ -308,6 +308,19 @@ async def test_a_flooding_peer_leaves_the_own_users_their_model(
         assert all(c.queue_wait_s <= 2.0 for c in answer.trace.calls if c.node == victim.peer_id)
 
 
+async def test_a_node_without_fair_share_takes_every_task_of_one_origin(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """`fair_share = false` (a swarm all of whose nodes are one's own): no over-rate refusal."""
+    backends = [FakeBackend(mean_s=0.01), FakeBackend(mean_s=0.01)]
+    async with memory_swarm(tmp_path, backends, queue_capacity=1000, fair_share=False) as nodes:
+        victim, asker = nodes
+        for i in range(MIN_SERVICE_SAMPLES):
+            await victim.queue.submit(prompt(f"warm {i}"), PARAMS)
+        tasks = [flood_task(asker.peer_id, victim.peer_id, i) for i in range(3 * int(BURST))]
+        assert [victim.engine.over_fair_rate(task) for task in tasks] == [None] * len(tasks)
+
+
 async def test_a_peer_over_its_fair_rate_is_refused_and_recovers(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
