@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from dmoa_p2p.cli._common import (
     json_option,
     parse_backend_options,
     print_json,
+    until_signalled,
     user_errors,
     verbosity,
 )
@@ -255,7 +257,10 @@ def _run(
         disable=options["as_json"],
     )
 
-    async def main() -> None:
+    finished = False
+
+    async def main(_nursery: trio.Nursery) -> None:
+        nonlocal finished
         with bar:
             task = bar.add_task("eval", total=None)
 
@@ -268,15 +273,15 @@ def _run(
                 await run_eval(
                     targets[0], targets, items, configurations, settings, results, progress
                 )
+        finished = True
 
-
-    try:
-        trio.run(main)
-    except KeyboardInterrupt:
+    # Ctrl-C or SIGTERM cancels the run, so the swarm it started stops with it
+    trio.run(until_signalled, main, (signal.SIGINT, signal.SIGTERM))
+    if not finished:
         raise click.ClickException(
             f"interrupted; the answers so far are in {results.path}: rerun the same command "
             "to go on"
-        ) from None
+        )
 
 
 @contextlib.asynccontextmanager
