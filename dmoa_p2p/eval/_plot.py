@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display needed
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import FuncFormatter
 
 from dmoa_p2p.eval._report import Row
 
@@ -40,6 +41,9 @@ def plot_rows(rows: Sequence[Row], path: Path, title: str) -> None:
                 label=row.configuration,
             )
         ax.set_xscale("log")
+        seconds = FuncFormatter(lambda value, _pos: f"{value:g}")  # 2, not 2×10⁰
+        ax.xaxis.set_major_formatter(seconds)
+        ax.xaxis.set_minor_formatter(seconds)
         ax.set_xlabel("median latency per answer, s")
         ax.set_title(set_name)
         ax.set_ylim(0, 1)
