@@ -194,8 +194,11 @@ def run_sweep(
         raise ValueError("real runs go one at a time: they would slow each other down")
     configs = [point_config(base, m, i) for i, m in enumerate(multipliers)]
     store = PointStore(checkpoint) if checkpoint is not None else None
-    kept = {i: store.get(c, real) for i, c in enumerate(configs)} if store is not None else {}
-    results: dict[int, RunResult] = {i: r for i, r in kept.items() if r is not None}
+    results: dict[int, RunResult] = {}  # by point index
+    if store is not None:
+        for index, config in enumerate(configs):
+            if (kept := store.get(config, real)) is not None:
+                results[index] = kept
     todo = [i for i in range(len(configs)) if i not in results]
 
     def finished(index: int, result: RunResult) -> None:
