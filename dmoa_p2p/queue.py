@@ -179,7 +179,12 @@ class LoadEstimator:
     def service_var_s2(self) -> float | None:
         if not self._services:
             return None
-        return statistics.variance(self._services) if len(self._services) > 1 else 0.0
+        if len(self._services) < 2:
+            return 0.0
+        # in floats: statistics.variance's exact fractions cost 130 µs a call, 5 % of a
+        # loaded n = 1000 simulation's CPU, for digits no estimate needs
+        mean = statistics.fmean(self._services)
+        return math.fsum((x - mean) ** 2 for x in self._services) / (len(self._services) - 1)
 
     @property
     def arrival_rate(self) -> float | None:

@@ -41,6 +41,15 @@ def test_service_time_is_the_mean_and_variance_of_the_last_window() -> None:
     assert load.service_samples == 3
 
 
+def test_the_service_variance_is_the_sample_variance() -> None:
+    rng = random.Random(5)
+    load = LoadEstimator(Clock(), service_window=64)
+    seen = [rng.expovariate(1 / 3.0) for _ in range(64)]
+    for seconds in seen:
+        load.observe_service(seconds)
+    assert load.service_var_s2 == pytest.approx(statistics.variance(seen), rel=1e-12)
+
+
 def test_arrival_rate_before_and_after_the_window_fills() -> None:
     clock = Clock()
     load = LoadEstimator(clock, arrival_window=4, max_age_s=100.0, rate_decay_s=math.inf)
