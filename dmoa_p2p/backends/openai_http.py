@@ -255,8 +255,8 @@ class OpenAIHttpBackend:
         prompt_estimate = sum(self.count_tokens(m.content) for m in messages)
         return Generation(
             text=text,
-            prompt_tokens=_count(usage, "prompt_tokens", prompt_estimate),
-            completion_tokens=_count(usage, "completion_tokens", self.count_tokens(text)),
+            prompt_tokens=usage_count(usage, "prompt_tokens", prompt_estimate),
+            completion_tokens=usage_count(usage, "completion_tokens", self.count_tokens(text)),
             finish_reason=str(finish_reason),
         )
 
@@ -320,7 +320,8 @@ def _stream_delta(data: str, url: str) -> tuple[str, str | None]:
     return str(content), None if finished is None else str(finished)
 
 
-def _count(usage: Any, key: str, estimate: int) -> int:
+def usage_count(usage: Any, key: str, estimate: int) -> int:
+    """A server's `usage` count under `key`, or `estimate` where it sends none or nonsense."""
     value = usage.get(key) if isinstance(usage, dict) else None
     return value if isinstance(value, int) and value >= 0 else estimate
 

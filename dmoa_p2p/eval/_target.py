@@ -10,6 +10,7 @@ import attrs
 import httpx
 
 from dmoa_p2p.backends import ChatMessage
+from dmoa_p2p.backends.openai_http import usage_count
 from dmoa_p2p.eval._checks import EvalError
 
 TIMEOUT_S = 900.0  # a MoA answer on small CPUs takes minutes; a dead server fails sooner
@@ -95,7 +96,7 @@ class Target:
         except (KeyError, IndexError, TypeError):
             raise EvalError(f"{self.info.base_url} sent no chat completion") from None
         usage = data.get("usage")
-        tokens = _tokens(usage, "prompt_tokens") + _tokens(usage, "completion_tokens")
+        tokens = usage_count(usage, "prompt_tokens", 0) + usage_count(usage, "completion_tokens", 0)
         trace = data.get("trace")
         calls = len(trace["calls"]) if isinstance(trace, dict) and "calls" in trace else 1
         return Reply(text, latency, calls, tokens)
@@ -126,8 +127,3 @@ def _json(response: httpx.Response) -> Any:
     except ValueError:
         return None
 
-
-def _tokens(usage: Any, key: str) -> int:
-    """A server's token count, 0 where it sends none or nonsense."""
-    value = usage.get(key) if isinstance(usage, dict) else None
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
