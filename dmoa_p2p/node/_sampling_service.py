@@ -67,8 +67,16 @@ class SamplingService:
         self._collision_said_at: float | None = None
 
     def records(self) -> list[SignedPresence]:
-        """The verified live records a proposer may be drawn from (view and neighbours)."""
-        return self.sampler.eligible(self.wall_clock(), self.overlay.connected_peers())
+        """The verified live records a proposer may be drawn from (view and neighbours):
+        those of peers this node is connected to or can dial. A record naming no address
+        (a node behind NAT before its relay answered, or before dial-back has told it that it
+        is public) is held and passed on, but a task drawn to it could not be sent."""
+        connected = self.overlay.connected_peers()
+        return [
+            record
+            for record in self.sampler.eligible(self.wall_clock(), connected)
+            if record.presence.listen_addrs or record.peer_id in connected
+        ]
 
     def to_json(self) -> dict[str, Any]:
         sampler = self.sampler

@@ -100,7 +100,8 @@ async def test_ask_command_talks_to_a_running_node(tmp_path: Path) -> None:
         )
         answer = json.loads(result.stdout)
         assert answer["trace"]["origin"] == swarm.members[1].peer_id
-        assert len(answer["trace"]["calls"]) == 4
+        trace = answer["trace"]
+        assert len(trace["calls"]) == 4, (trace["notes"], trace["layers"])
         assert answer["trace"]["calls"][-1]["layer"] == "final"
         bad = await trio.run_process(
             [sys.executable, "-m", "dmoa_p2p", "ask", "Hello?", "--strategy", "nope",

@@ -334,3 +334,27 @@ async def test_a_peer_of_another_protocol_version_is_named_once_and_left_alone(
         assert len(said) == 1 and "another version" in said[0] and "upgrade" in said[0]
         assert node.sampling.sampler.pending_partner() is None
         assert old.peer_id not in node.live_peer_ids()
+
+
+async def test_a_record_naming_no_address_is_no_proposer_until_its_peer_is_connected(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    # a peer that is not yet told it is public names no address: a task to it could not go
+    network = MemoryNetwork(latency_s=0.005)
+    silent, listening = NodeIdentity.generate(), NodeIdentity.generate()
+    home = (f"/ip4/127.0.0.1/tcp/4001/p2p/{listening.peer_id}",)
+    records = [
+        seal(idle_presence(who.peer_id, listen_addrs=addrs, models=("m",)), who, wall_clock())
+        for who, addrs in [(silent, ()), (listening, home)]
+    ]
+    async with memory_node(network, tmp_path) as node:
+        async with network.open_overlay(NodeIdentity.generate()) as stranger:
+            await stranger.connect(node.listen_addrs[0])
+            await offer_records(stranger, node.peer_id, records)
+            await trio.sleep(0.05)
+        assert {silent.peer_id, listening.peer_id} <= set(node.sampling.sampler.view.peer_ids())
+        assert silent.peer_id not in node.live_peer_ids()
+        assert listening.peer_id in node.live_peer_ids()
+        async with network.open_overlay(silent) as own:
+            await own.connect(node.listen_addrs[0])  # it dials in: now a task reaches it
+            assert silent.peer_id in node.live_peer_ids()
