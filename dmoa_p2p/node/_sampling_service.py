@@ -66,17 +66,17 @@ class SamplingService:
         self.received: Counter[str] = Counter()
         self._collision_said_at: float | None = None
 
+    def held(self) -> list[SignedPresence]:
+        """The verified live records this node holds (view and neighbours), one per peer."""
+        return self.sampler.eligible(self.wall_clock(), self.overlay.connected_peers())
+
     def records(self) -> list[SignedPresence]:
-        """The verified live records a proposer may be drawn from (view and neighbours):
-        those of peers this node is connected to or can dial. A record naming no address
-        (a node behind NAT before its relay answered, or before dial-back has told it that it
-        is public) is held and passed on, but a task drawn to it could not be sent."""
+        """The held records a proposer may be drawn from: those of peers this node is
+        connected to or can dial. A record naming no address (a node behind NAT before its
+        relay answered, or before dial-back has told it that it is public) is held and
+        passed on, but a task drawn to it could not be sent."""
         connected = self.overlay.connected_peers()
-        return [
-            record
-            for record in self.sampler.eligible(self.wall_clock(), connected)
-            if record.presence.listen_addrs or record.peer_id in connected
-        ]
+        return [r for r in self.held() if r.presence.listen_addrs or r.peer_id in connected]
 
     def to_json(self) -> dict[str, Any]:
         sampler = self.sampler

@@ -238,7 +238,7 @@ async def offer_until_held(
     def held() -> bool:
         return any(
             r.peer_id == me.peer_id and all(getattr(r.presence, k) == v for k, v in changes.items())
-            for r in held_by.records()
+            for r in held_by.sampling.held()
         )
 
     async def offer() -> None:
@@ -255,7 +255,7 @@ async def offer_until_held(
         # to tell a `to` that refused the offers from a record it did not pass on
         sides = {node.peer_id[-6:]: node.sampling.to_json() for node in (to, held_by)}
         refused = {node.peer_id[-6:]: refused_shuffles(node) for node in (to, held_by)}
-        at_to = [r.presence for r in to.records() if r.peer_id == me.peer_id]
+        at_to = [r.presence for r in to.sampling.held() if r.peer_id == me.peer_id]
         raise AssertionError(
             f"record never held; `to` holds {at_to}; sampling {sides}; refused {refused}"
         )

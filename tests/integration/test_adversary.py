@@ -67,7 +67,7 @@ def only_each_other(a: Node, b: Node) -> bool:
 
 
 def records_of(node: Node, peer_id: str) -> list[Any]:
-    return [r for r in node.records() if r.peer_id == peer_id]
+    return [r for r in node.sampling.held() if r.peer_id == peer_id]
 
 
 async def reaches_behind(raw: Overlay, me: NodeIdentity, honest: Node, behind: Node) -> None:
@@ -177,7 +177,7 @@ def bounded_views(node: Node) -> None:
     """Whatever the identities' number: a view of C entries, and a sample stream as long."""
     capacity = node.sampling.sampler.config.capacity
     assert len(node.sampling.sampler.view.entries) <= capacity
-    assert len(node.records()) <= 2 * capacity
+    assert len(node.sampling.held()) <= 2 * capacity
 
 
 async def test_made_up_identities_leave_bounded_views_expire_and_cost_one_dial_per_address(

@@ -100,7 +100,7 @@ async def test_forged_records_from_a_raw_peer_are_refused_and_not_passed_on(
             def heard_marked() -> bool:
                 return any(
                     r.peer_id == raw_identity.peer_id and r.presence.queue_capacity == 7
-                    for r in behind.records()
+                    for r in behind.sampling.held()
                 )
 
             marked = attrs.evolve(own, queue_capacity=7)
