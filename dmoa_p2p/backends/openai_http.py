@@ -323,7 +323,9 @@ def _stream_delta(data: str, url: str) -> tuple[str, str | None]:
 def usage_count(usage: Any, key: str, estimate: int) -> int:
     """A server's `usage` count under `key`, or `estimate` where it sends none or nonsense."""
     value = usage.get(key) if isinstance(usage, dict) else None
-    return value if isinstance(value, int) and value >= 0 else estimate
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:  # True is no count
+        return estimate
+    return value
 
 
 def _describe(exc: BaseException) -> str:

@@ -98,11 +98,10 @@ async def test_ask_command_talks_to_a_running_node(tmp_path: Path) -> None:
              "--json", "--data-dir", data_dir],
             capture_stdout=True,
         )
-        answer = json.loads(result.stdout)
-        assert answer["trace"]["origin"] == swarm.members[1].peer_id
-        trace = answer["trace"]
+        trace = json.loads(result.stdout)["trace"]
+        assert trace["origin"] == swarm.members[1].peer_id
         assert len(trace["calls"]) == 4, (trace["notes"], trace["layers"])
-        assert answer["trace"]["calls"][-1]["layer"] == "final"
+        assert trace["calls"][-1]["layer"] == "final"
         bad = await trio.run_process(
             [sys.executable, "-m", "dmoa_p2p", "ask", "Hello?", "--strategy", "nope",
              "--data-dir", data_dir],
